@@ -1,0 +1,43 @@
+# tickcast — the two commands a new user needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test lint typecheck pytest bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+# mypy cannot follow setuptools' editable import hook, so it reads the package through a
+# tree of links that gives model/ and service/ their installed names (tickcast.model, ...).
+.mypy-tree/tickcast:
+	@mkdir -p .mypy-tree/tickcast
+	@ln -sfn ../../model .mypy-tree/tickcast/model
+	@ln -sfn ../../service .mypy-tree/tickcast/service
+
+lint: $(STAMP)
+	$(BIN)/ruff check model service tests bench
+	$(BIN)/ruff format --check model service tests bench
+
+typecheck: $(STAMP) .mypy-tree/tickcast
+	cd .mypy-tree && MYPYPATH=. ../$(BIN)/mypy --config-file ../pyproject.toml -p tickcast.model -p tickcast.service
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest
+
+test: lint typecheck pytest
+
+run: $(STAMP)
+	$(BIN)/tickcast run --exchange sim
+
+bench: $(STAMP)
+	$(BIN)/python bench/learner.py
+
+clean:
+	rm -rf $(VENV) .mypy-tree .mypy_cache .ruff_cache .pytest_cache *.egg-info build

@@ -1,0 +1,1 @@
+"""The simulated exchange: a seeded synthetic market and a websocket server for it."""
