@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
 from tickcast.model.features import StreamingFeatures
 from tickcast.service.ticks import Tick, quote, trade
 

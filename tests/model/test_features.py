@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from tickcast.model.features import FeaturesError, StreamingFeatures
 from tickcast.service.ticks import Tick, quote, trade
 
