@@ -1,0 +1,539 @@
+"""A seeded synthetic market: trades and top-of-book quotes with a planted, learnable effect.
+
+Each symbol is simulated in continuous event time (ms):
+
+- **Quotes** arrive as a Poisson process (``quote_rate`` per second). At each quote the mid moves
+  on the tick grid by the drift accrued since the previous quote plus a Gaussian increment
+  (geometric, rounded stochastically to the half-tick lattice, so ``E[log mid]`` is exact), the
+  spread is redrawn (mostly one tick, wider when volatile), and the sizes are redrawn: total
+  depth lognormal, split by the book imbalance ``I = tanh(z)``, ``z`` an AR(1) process per quote.
+  Sizes are rounded to the lot size.
+- **Trades** arrive as a Hawkes process (exponential kernel; bursts), at the prevailing bid or
+  ask according to the aggressor side, whose mix leans towards the heavy side of the book
+  (``P(buy) = (1 + SIDE_RESPONSE I) / 2``); sizes are lognormal (heavy-tailed), rounded to lots.
+- **Volatility** clusters: its log follows an Ornstein-Uhlenbeck process (minutes); the trade
+  rate and the spread follow it.
+- **The planted effect**: the latent log-price drifts at
+  :func:`tickcast.service.sim.oracle.drift_rate` of the book imbalance and the 5 s trade flow,
+  observables the features compute exactly. :class:`~tickcast.service.sim.oracle.Oracle`
+  knows the model and gives the Bayes-optimal expected return.
+
+Symbols are generated in blocks of :data:`BLOCK_MS` and merged in event-time order (ties keep
+symbol order, then generation order). Each symbol has its own random stream derived from the
+seed and its name, so a symbol's ticks do not depend on which other symbols are simulated.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import zlib
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from operator import itemgetter
+
+import numpy as np
+
+from tickcast.service import TickcastError
+from tickcast.service.sim.oracle import (
+    FLOW_WINDOW_MS,
+    IMBALANCE_SCALE,
+    SIDE_RESPONSE,
+    History,
+    Oracle,
+    OracleError,
+    OracleSymbol,
+    bayes_hit_rate,
+    drift_rate,
+)
+from tickcast.service.ticks import QUOTE, TRADE, Tick
+
+__all__ = [
+    "BLOCK_MS",
+    "DEFAULT_SYMBOLS",
+    "MarketError",
+    "Oracle",
+    "OracleError",
+    "SymbolSpec",
+    "SyntheticMarket",
+    "bayes_hit_rate",
+]
+
+log = logging.getLogger(__name__)
+
+BLOCK_MS = 1000
+"""Market time generated per step (all symbols), ms."""
+HAWKES_BRANCHING = 0.65
+"""Mean number of trades each trade triggers (burstiness)."""
+HAWKES_DECAY = 3.0
+"""Decay rate of a trade's excitation, per second."""
+VOL_TAU_S = 300.0
+"""Time constant of the log-volatility process, seconds."""
+VOL_OF_VOL = 0.4
+"""Stationary standard deviation of log-volatility."""
+SPREAD_WIDEN = 0.12
+"""Probability of each extra tick of spread at the typical volatility (scales with it)."""
+MAX_SPREAD_TICKS = 8
+DEPTH_DISPERSION = 0.5
+"""Lognormal sigma of the total top-of-book size."""
+SIZE_DISPERSION = 1.2
+"""Lognormal sigma of trade sizes (heavy tail: mean is about twice the median)."""
+LATENCY_MIN_NS = 300_000
+LATENCY_MEAN_NS = 1_200_000
+
+
+class MarketError(TickcastError):
+    """Invalid market or symbol parameters."""
+
+
+def _decimals(step: float) -> int:
+    """Number of decimals of a step size such as 0.01 -> 2."""
+    exponent = Decimal(repr(step)).normalize().as_tuple().exponent
+    return max(0, -int(exponent))
+
+
+@dataclass(frozen=True)
+class SymbolSpec:
+    """Parameters of one simulated symbol.
+
+    Attributes
+    ----------
+    symbol : str
+        ccxt unified symbol, e.g. ``"BTC/USDT:USDT"``.
+    venue_id : str
+        The venue's own id, e.g. ``"BTCUSDT"``.
+    price : float
+        Start price (quote currency).
+    tick_size, lot_size : float
+        Price and size increments.
+    volatility_bps : float
+        Typical volatility of the random-walk part of the log mid, bps per square-root second
+        (the 1-second standard deviation of the mid is somewhat larger: the planted drift and
+        the volatility clustering add to it).
+    trade_rate : float
+        Mean trades per second.
+    quote_rate : float
+        Top-of-book updates per second.
+    depth : float
+        Median total top-of-book size (bid + ask), base units.
+    trade_size : float
+        Median trade size, base units.
+    effect : float
+        Strength ``a`` of the planted drift, in volatility units per second.
+    imbalance_tau_s : float
+        Time constant of the book-imbalance process, seconds.
+    """
+
+    symbol: str
+    venue_id: str
+    price: float
+    tick_size: float
+    lot_size: float
+    volatility_bps: float
+    trade_rate: float
+    quote_rate: float
+    depth: float
+    trade_size: float
+    effect: float = 1.0
+    imbalance_tau_s: float = 3.0
+
+    def __post_init__(self) -> None:
+        positive = "price tick_size lot_size volatility_bps trade_rate quote_rate depth trade_size"
+        for name in [*positive.split(), "imbalance_tau_s"]:
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0.0):
+                raise MarketError(f"{self.symbol}: {name} must be finite and positive")
+        if not (math.isfinite(self.effect) and self.effect >= 0.0):
+            raise MarketError(f"{self.symbol}: effect must be finite and non-negative")
+        if self.price < 10.0 * self.tick_size:
+            raise MarketError(f"{self.symbol}: price must be at least ten ticks")
+
+    @property
+    def imbalance_phi(self) -> float:
+        """AR(1) coefficient of ``z = atanh(I)`` per quote."""
+        return math.exp(-1.0 / (self.quote_rate * self.imbalance_tau_s))
+
+
+DEFAULT_SYMBOLS: tuple[SymbolSpec, ...] = (
+    SymbolSpec(
+        symbol="BTC/USDT:USDT",
+        venue_id="BTCUSDT",
+        price=60_000.0,
+        tick_size=0.1,
+        lot_size=0.001,
+        volatility_bps=1.0,
+        trade_rate=12.0,
+        quote_rate=10.0,
+        depth=6.0,
+        trade_size=0.01,
+        effect=1.1,
+        imbalance_tau_s=3.0,
+    ),
+    SymbolSpec(
+        symbol="ETH/USDT:USDT",
+        venue_id="ETHUSDT",
+        price=3_000.0,
+        tick_size=0.01,
+        lot_size=0.001,
+        volatility_bps=1.3,
+        trade_rate=10.0,
+        quote_rate=8.0,
+        depth=60.0,
+        trade_size=0.15,
+        effect=1.0,
+        imbalance_tau_s=4.0,
+    ),
+    SymbolSpec(
+        symbol="SOL/USDT:USDT",
+        venue_id="SOLUSDT",
+        price=150.0,
+        tick_size=0.01,
+        lot_size=1.0,
+        volatility_bps=2.5,
+        trade_rate=8.0,
+        quote_rate=7.0,
+        depth=1_500.0,
+        trade_size=4.0,
+        effect=1.2,
+        imbalance_tau_s=2.5,
+    ),
+)
+
+
+def _uniforms(rng: np.random.Generator) -> Iterator[float]:
+    """Endless uniforms on (0, 1], drawn from ``rng`` in batches."""
+    while True:
+        yield from (1.0 - rng.random(4096)).tolist()
+
+
+def _normals(rng: np.random.Generator) -> Iterator[float]:
+    """Endless standard normals, drawn from ``rng`` in batches."""
+    while True:
+        yield from rng.standard_normal(4096).tolist()
+
+
+_EVENT_MS = itemgetter(3)
+_new_tick = tuple.__new__
+
+
+class _SymbolSim:
+    """The event loop of one symbol; see the module docstring for the dynamics."""
+
+    def __init__(
+        self, spec: SymbolSpec, venue: str, start_ms: int, seed: int, history: History | None
+    ) -> None:
+        self.spec = spec
+        self.venue = venue
+        self.history = history
+        rng = np.random.default_rng([seed, zlib.crc32(spec.symbol.encode())])
+        self.uniform = _uniforms(rng)
+        self.normal = _normals(rng)
+        self.price_dp = _decimals(spec.tick_size)
+        self.size_dp = _decimals(spec.lot_size)
+        self.sigma_bar = spec.volatility_bps * 1e-4
+        self.log_sigma_bar = math.log(self.sigma_bar)
+        self.log_sigma = self.log_sigma_bar + VOL_OF_VOL * next(self.normal)
+        self.sigma = math.exp(self.log_sigma)
+        self.phi = spec.imbalance_phi
+        self.z_noise = IMBALANCE_SCALE * math.sqrt(1.0 - self.phi**2)
+        self.depth_lots = spec.depth / spec.lot_size
+        self.size_lots = spec.trade_size / spec.lot_size
+        self.base_rate = spec.trade_rate * (1.0 - HAWKES_BRANCHING) / math.exp(0.5 * VOL_OF_VOL**2)
+        self.jump = HAWKES_BRANCHING * HAWKES_DECAY
+        # book: mid in half ticks, with mid2 - spread even so that the bid is on the grid
+        self.spread = 1
+        self.mid2 = round(2.0 * spec.price / spec.tick_size)
+        if (self.mid2 - self.spread) % 2:
+            self.mid2 += 1
+        self.bid = self.ask = 0.0
+        self.z = IMBALANCE_SCALE * next(self.normal)
+        self.imbalance = math.tanh(self.z)  # of the latest quote; z restarts from its atanh
+        # trade flow accumulators, exactly as the features compute them
+        self.flow_num = self.flow_den = self.flow = 0.0
+        self.last_trade_ms = start_ms
+        # planted drift: accrued since the last quote, and its current rate per second
+        self.acc = self.mu = 0.0
+        self.last_t = self.last_quote_t = float(start_ms)
+        self.next_quote = float(start_ms)
+        self.excess = 0.0
+        self.last_trade_t = float(start_ms)
+        self.next_trade = start_ms + 1000.0 * self._trade_gap_s()
+        self.trade_id = 0
+        self.update_id = 1000
+
+    def _trade_gap_s(self) -> float:
+        """Seconds to the next trade of the Hawkes process.
+
+        Exact simulation for an exponential kernel (Dassios & Zhao, 2013, Electron. Commun.
+        Probab. 18(62)); the baseline rate follows the volatility as it is when the gap is drawn.
+        """
+        base = self.base_rate * self.sigma / self.sigma_bar
+        gap = -math.log(next(self.uniform)) / base
+        u = next(self.uniform)
+        if self.excess > 0.0:
+            dd = 1.0 + HAWKES_DECAY * math.log(u) / self.excess
+            if dd > 0.0:
+                gap = min(gap, -math.log(dd) / HAWKES_DECAY)
+        return gap
+
+    def _move_mid(self, x: float, spread: int) -> None:
+        """Move the mid by ``expm1(x)`` relatively, stochastically rounded to the grid."""
+        parity = (spread - self.spread) & 1
+        y = 0.5 * (math.expm1(x) * self.mid2 - parity)
+        floor = math.floor(y)
+        step = floor + (1 if next(self.uniform) < y - floor else 0)
+        self.mid2 += parity + 2 * step
+        self.spread = spread
+        if self.mid2 - spread < 2:  # keep the bid at least one tick above zero
+            self.mid2 = spread + 2
+
+    def _quote(self, t: float) -> Tick:
+        normal, uniform = self.normal, self.uniform
+        self.acc += self.mu * (t - self.last_t) * 0.001
+        gap = (t - self.last_quote_t) * 0.001
+        x = self.acc + self.sigma * math.sqrt(gap) * next(normal)
+        decay = math.exp(-gap / VOL_TAU_S)
+        bar = self.log_sigma_bar
+        log_sigma = self.log_sigma = (
+            bar
+            + (self.log_sigma - bar) * decay
+            + VOL_OF_VOL * math.sqrt(1.0 - decay * decay) * next(normal)
+        )
+        sigma = self.sigma = math.exp(log_sigma)
+        widen = min(0.9, SPREAD_WIDEN * sigma / self.sigma_bar)
+        spread = 1
+        u = next(uniform)
+        while u < widen and spread < MAX_SPREAD_TICKS:
+            spread += 1
+            u /= widen
+        self._move_mid(x, spread)
+        lean = math.tanh(self.phi * self.z + self.z_noise * next(normal))
+        depth = self.depth_lots * math.exp(DEPTH_DISPERSION * next(normal))
+        bid_lots = max(1, int(0.5 * depth * (1.0 + lean) + 0.5))
+        ask_lots = max(1, int(0.5 * depth * (1.0 - lean) + 0.5))
+        imbalance = self.imbalance = (bid_lots - ask_lots) / (bid_lots + ask_lots)
+        z = self.z = math.atanh(imbalance)
+        spec = self.spec
+        tick, lot, price_dp, size_dp = spec.tick_size, spec.lot_size, self.price_dp, self.size_dp
+        bid_ticks = (self.mid2 - spread) // 2
+        bid = self.bid = round(bid_ticks * tick, price_dp)
+        ask = self.ask = round((bid_ticks + spread) * tick, price_dp)
+        self.update_id += 1 + int(-3.0 * math.log(next(uniform)))
+        self.acc = 0.0
+        self.last_t = self.last_quote_t = t
+        mu = self.mu = drift_rate(sigma, spec.effect, imbalance, self.flow)
+        if self.history is not None:
+            self.history.rows.append((t, 0.0, mu, z, self.flow, self.flow_den, sigma))
+        self.next_quote = t - 1000.0 * math.log(next(uniform)) / spec.quote_rate
+        ms = int(t)
+        recv = ms * 1_000_000 + LATENCY_MIN_NS - int(LATENCY_MEAN_NS * math.log(next(uniform)))
+        return _new_tick(
+            Tick,
+            (
+                self.venue,
+                spec.symbol,
+                QUOTE,
+                ms,
+                recv,
+                0.0,
+                0.0,
+                0,
+                "",
+                bid,
+                round(bid_lots * lot, size_dp),
+                ask,
+                round(ask_lots * lot, size_dp),
+                self.update_id,
+            ),
+        )
+
+    def _trade(self, t: float) -> Tick:
+        uniform = self.uniform
+        acc = self.acc = self.acc + self.mu * (t - self.last_t) * 0.001
+        self.last_t = t
+        side = 1 if next(uniform) < 0.5 * (1.0 + SIDE_RESPONSE * self.imbalance) else -1
+        lots = max(1, int(self.size_lots * math.exp(SIZE_DISPERSION * next(self.normal)) + 0.5))
+        size = round(lots * self.spec.lot_size, self.size_dp)
+        ms = int(t)
+        if ms != self.last_trade_ms:
+            decay = math.exp((self.last_trade_ms - ms) / FLOW_WINDOW_MS)
+            self.flow_num *= decay
+            self.flow_den *= decay
+            self.last_trade_ms = ms
+        self.flow_num += side * size
+        self.flow_den += size
+        flow = self.flow = self.flow_num / self.flow_den if self.flow_den > 1e-12 else 0.0
+        mu = self.mu = drift_rate(self.sigma, self.spec.effect, self.imbalance, flow)
+        if self.history is not None:
+            self.history.rows.append((t, acc, mu, self.z, flow, self.flow_den, self.sigma))
+        self.excess = (
+            self.excess * math.exp(-HAWKES_DECAY * (t - self.last_trade_t) * 0.001) + self.jump
+        )
+        self.last_trade_t = t
+        self.next_trade = t + 1000.0 * self._trade_gap_s()
+        self.trade_id += 1
+        recv = ms * 1_000_000 + LATENCY_MIN_NS - int(LATENCY_MEAN_NS * math.log(next(uniform)))
+        return _new_tick(
+            Tick,
+            (
+                self.venue,
+                self.spec.symbol,
+                TRADE,
+                ms,
+                recv,
+                self.ask if side > 0 else self.bid,
+                size,
+                side,
+                str(self.trade_id),
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                0,
+            ),
+        )
+
+    def run(self, until_ms: float) -> list[Tick]:
+        """Generate every event with time < ``until_ms``, in time order (quotes first on ties)."""
+        out: list[Tick] = []
+        append = out.append
+        while True:
+            if self.next_quote <= self.next_trade:
+                if self.next_quote >= until_ms:
+                    break
+                append(self._quote(self.next_quote))
+            else:
+                if self.next_trade >= until_ms:
+                    break
+                append(self._trade(self.next_trade))
+        if self.history is not None:
+            self.history.seal(until_ms)
+        return out
+
+
+class SyntheticMarket:
+    """Seeded synthetic market over several symbols, with an oracle of its planted effect.
+
+    Parameters
+    ----------
+    symbols : sequence of SymbolSpec
+        The simulated symbols (unique names).
+    seed : int
+        Seed of every random stream; the same seed gives the same ticks.
+    start_ms : int
+        Event time of the first quote of every symbol, ms since the Unix epoch.
+    venue : str
+        Venue id put on every tick.
+    oracle_memory_s : float or None
+        How far back (market seconds) :attr:`oracle` can answer; ``None`` disables the oracle
+        and keeps no history (for endless live runs).
+
+    Examples
+    --------
+    >>> market = SyntheticMarket(seed=1)
+    >>> ticks = list(market.ticks(2.0))
+    >>> ticks[0].kind, ticks[0].event_ms == market.start_ms
+    ('quote', True)
+    >>> all(a.event_ms <= b.event_ms for a, b in zip(ticks, ticks[1:]))
+    True
+    """
+
+    def __init__(
+        self,
+        symbols: Sequence[SymbolSpec] = DEFAULT_SYMBOLS,
+        *,
+        seed: int = 0,
+        start_ms: int = 1_767_225_600_000,
+        venue: str = "sim",
+        oracle_memory_s: float | None = 3600.0,
+    ) -> None:
+        self.symbols = tuple(symbols)
+        names = [s.symbol for s in self.symbols]
+        if not names or len(set(names)) != len(names):
+            raise MarketError(f"need at least one symbol and unique names, got {names}")
+        if seed < 0:
+            raise MarketError(f"seed must be non-negative, got {seed}")
+        if start_ms <= 0:
+            raise MarketError(f"start_ms must be positive, got {start_ms}")
+        if oracle_memory_s is not None and not oracle_memory_s > 0.0:
+            raise MarketError(f"oracle_memory_s must be positive or None, got {oracle_memory_s}")
+        self.seed = seed
+        self.start_ms = int(start_ms)
+        self.venue = venue
+        histories = (
+            None
+            if oracle_memory_s is None
+            else {name: History(1000.0 * oracle_memory_s) for name in names}
+        )
+        self._sims = [
+            _SymbolSim(
+                spec, venue, self.start_ms, seed, None if histories is None else histories[name]
+            )
+            for spec, name in zip(self.symbols, names, strict=True)
+        ]
+        self._buffer: deque[Tick] = deque()
+        self._generated_ms = self.start_ms
+        self._clock_ms = float(self.start_ms)
+        self.oracle = Oracle(
+            {
+                s.symbol: OracleSymbol(
+                    s.quote_rate,
+                    s.imbalance_phi,
+                    s.effect,
+                    s.imbalance_tau_s,
+                    s.trade_rate * s.trade_size * math.exp(0.5 * SIZE_DISPERSION**2),
+                )
+                for s in self.symbols
+            },
+            histories,
+            self._extend,
+        )
+        log.debug("synthetic market: %s, seed %d, start %d", ", ".join(names), seed, start_ms)
+
+    def _generate_block(self) -> None:
+        end = self._generated_ms + BLOCK_MS
+        block: list[Tick] = []
+        for sim in self._sims:
+            block.extend(sim.run(end))
+        block.sort(key=_EVENT_MS)  # stable: ties keep symbol order, then generation order
+        self._buffer.extend(block)
+        self._generated_ms = end
+
+    def _extend(self, until_ms: float) -> None:
+        while self._generated_ms < until_ms:
+            self._generate_block()
+
+    def ticks(self, seconds: float | None = None) -> Iterator[Tick]:
+        """Ticks of every symbol in event-time order, continuing the market.
+
+        Each finite call yields the ticks of the next ``seconds`` of market time (event_ms
+        below the end of the window); ``None`` yields forever (and leaves the window where it
+        was). Every tick is valid (:func:`tickcast.service.ticks.invalid_reason` is None);
+        ``recv_ns`` is ``event_ms * 1_000_000`` plus a simulated network latency (0.3 ms plus
+        an exponential of mean 1.2 ms); trade ids run "1", "2", ... per symbol; update ids
+        increase per symbol.
+        """
+        if seconds is None:
+            return self._iterate(math.inf)
+        if not (math.isfinite(seconds) and seconds >= 0.0):
+            raise MarketError(f"seconds must be finite and non-negative, got {seconds}")
+        self._clock_ms += 1000.0 * seconds
+        return self._iterate(self._clock_ms)
+
+    def _iterate(self, end_ms: float) -> Iterator[Tick]:
+        buffer = self._buffer
+        while True:
+            if not buffer:
+                if self._generated_ms >= end_ms:
+                    return
+                self._generate_block()
+                continue
+            if buffer[-1].event_ms < end_ms:
+                for _ in range(len(buffer)):  # the oracle may append blocks meanwhile
+                    yield buffer.popleft()
+                continue
+            while buffer and buffer[0].event_ms < end_ms:
+                yield buffer.popleft()
+            return
