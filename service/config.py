@@ -237,7 +237,7 @@ class IngestSettings(_Section):
 
     queue_max: int = Field(default=100_000, gt=0, description="ticks buffered before drops")
     batch_max: int = Field(default=1_000, gt=0, description="ticks per pipelined XADD batch")
-    flush_interval_ms: int = Field(default=20, ge=0, description="longest wait to fill a batch")
+    flush_interval_ms: int = Field(default=0, ge=0, description="longest wait to fill a batch")
 
 
 class WorkerSettings(_Section):

@@ -1,0 +1,115 @@
+"""``tickcast sim``: run the simulated exchange alone, for any Binance USDⓈ-M client.
+
+It serves the seeded synthetic market (or, with ``--replay``, a ``<ns> <json>`` recording at
+its original pace) on ``ws://HOST:PORT``: ``/public/stream?streams=btcusdt@trade/...``,
+``/public/ws/<stream>``, ``/market/...`` for ``aggTrade`` and ``markPrice``, SUBSCRIBE by
+message; the unrouted ``/ws`` and ``/stream`` acknowledge but serve no ``/public`` streams.
+Fault flags make it misbehave on purpose. Stops on SIGINT / SIGTERM (or ``--seconds``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``sim`` subcommand."""
+    from tickcast.service.commands.config import add_config_arguments
+
+    parser = subparsers.add_parser(
+        "sim",
+        help="run the simulated exchange (Binance USDⓈ-M wire format)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", help="listen address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="listen port (0 = a free one)")
+    parser.add_argument("--speed", type=float, help="x real time (0 = as fast as clients read)")
+    parser.add_argument("--seed", type=int, help="seed of the synthetic market")
+    parser.add_argument("--symbols", help="comma-separated unified symbols")
+    parser.add_argument("--replay", type=Path, help="serve this recording instead")
+    parser.add_argument("--seconds", type=float, help="stop after this long (default: never)")
+    faults = parser.add_argument_group("faults")
+    faults.add_argument("--drop-every", type=float, metavar="S", help="abort connections every S s")
+    faults.add_argument("--silent", action="store_true", help="send no data frames")
+    faults.add_argument("--ack-only", action="store_true", help="ack subscriptions, send nothing")
+    faults.add_argument("--malformed-every", type=int, metavar="N", help="a bad frame every N")
+    faults.add_argument("--duplicate-every", type=int, metavar="N", help="repeat every Nth trade")
+    faults.add_argument("--reorder-every", type=int, metavar="N", help="swap every Nth trade")
+    add_config_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until a signal or ``--seconds``; return the exit code."""
+    import asyncio
+
+    from tickcast.service.config import settings_from_args
+    from tickcast.service.sim.faults import FaultConfig
+
+    settings = settings_from_args(
+        args,
+        {
+            "sim.host": args.host,
+            "sim.port": args.port,
+            "sim.speed": args.speed,
+            "sim.seed": args.seed,
+            "exchange.symbols": args.symbols,
+        },
+    )
+    faults = FaultConfig(
+        drop_every_s=args.drop_every,
+        silent=args.silent,
+        ack_only=args.ack_only,
+        malformed_every=args.malformed_every,
+        duplicate_every=args.duplicate_every,
+        reorder_every=args.reorder_every,
+    )
+    asyncio.run(serve(settings, faults, args.replay, args.seconds))
+    return 0
+
+
+async def serve(settings: Any, faults: Any, replay: Path | None, seconds: float | None) -> None:
+    """Run the simulated exchange of ``settings`` until a signal or ``seconds``."""
+    import asyncio
+    import signal
+    import time
+
+    from tickcast.service.commands.ingest import sim_specs
+    from tickcast.service.feeds.markets import offline_market
+    from tickcast.service.sim.market import SyntheticMarket
+    from tickcast.service.sim.server import SimExchange
+
+    cfg = settings.sim
+    symbols = list(settings.exchange.symbols)
+    market = None
+    if replay is None:
+        market = SyntheticMarket(
+            sim_specs(symbols),
+            seed=cfg.seed,
+            start_ms=time.time_ns() // 1_000_000,
+            oracle_memory_s=None,
+        ).ticks()
+    sim = SimExchange(
+        market, host=cfg.host, port=cfg.port, speed=cfg.speed, faults=faults, replay_path=replay
+    )
+    await sim.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if seconds is not None:
+        loop.call_later(seconds, stop.set)
+    ids = [offline_market(s).venue_id.lower() for s in symbols]
+    public = "/".join(f"{i}@{c}" for i in ids for c in ("trade", "bookTicker"))
+    market_streams = "/".join(f"{i}@{c}" for i in ids for c in ("aggTrade", "markPrice@1s"))
+    print(f"simulated exchange on {sim.url}", flush=True)
+    print(f"  {sim.url}/public/stream?streams={public}", flush=True)
+    print(f"  {sim.url}/market/stream?streams={market_streams}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await sim.stop()
+        print(f"served {sim.stats.frames_sent} frames to {sim.stats.connections} connections")
