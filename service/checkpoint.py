@@ -1,0 +1,124 @@
+"""Worker checkpoints: the learner, its tick stream position and the last published sample.
+
+One Redis hash per symbol, ``<prefix>:{<venue>:<SYMBOLID>}:ckpt``, written in one MULTI so a
+reader never sees a snapshot with another checkpoint's stream ID:
+
+============ ==================================================================================
+field        value
+============ ==================================================================================
+``v``        checkpoint format version (:data:`CKPT_VERSION`)
+``model``    ``OnlineLearner.snapshot()`` bytes (net, optimizer, scalers, features, pending)
+``last_id``  ID of the last tick stream entry the snapshot has consumed (``0-0``: none)
+``last_t``   sample time (ms) of the last signal published (``0``: none)
+``ticks``    ticks consumed since the stream start (status)
+``samples``  samples taken (status)
+``saved_ms`` local wall time of the save (ms since the epoch; checkpoint age)
+============ ==================================================================================
+
+Between checkpoints the worker refreshes ``ticks`` and ``samples`` about once a second
+(:func:`write_status`) so that ``tickcast status`` reads live counts.
+
+Restoring and feeding the ticks after ``last_id`` gives the state of a worker that never
+stopped (DESIGN.md, invariant 5).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+import redis.asyncio
+
+from tickcast.service import TickcastError
+
+CKPT_VERSION: Final = 1
+STATUS_FIELDS: Final = ("samples", "ticks")
+"""Hash fields refreshed between checkpoints (live counts for ``tickcast status``)."""
+
+
+class CheckpointError(TickcastError):
+    """A checkpoint hash is malformed or of an unknown version."""
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """One symbol's checkpoint (see the module docstring for the fields)."""
+
+    model: bytes
+    last_id: str
+    last_t: int
+    ticks: int = 0
+    samples: int = 0
+    saved_ms: int = 0
+
+    def fields(self) -> dict[bytes, bytes]:
+        """The hash fields of this checkpoint (``saved_ms`` = now when it is 0)."""
+        saved = self.saved_ms or time.time_ns() // 1_000_000
+        return {
+            b"v": str(CKPT_VERSION).encode(),
+            b"model": self.model,
+            b"last_id": self.last_id.encode(),
+            b"last_t": str(self.last_t).encode(),
+            b"ticks": str(self.ticks).encode(),
+            b"samples": str(self.samples).encode(),
+            b"saved_ms": str(saved).encode(),
+        }
+
+    @classmethod
+    def from_fields(cls, fields: dict[bytes, bytes]) -> Checkpoint:
+        """Parse the hash fields; raise :class:`CheckpointError` when malformed."""
+        version = fields.get(b"v")
+        if version != str(CKPT_VERSION).encode():
+            raise CheckpointError(f"unsupported checkpoint version {version!r}")
+        try:
+            return cls(
+                model=fields[b"model"],
+                last_id=fields[b"last_id"].decode(),
+                last_t=int(fields[b"last_t"]),
+                ticks=int(fields.get(b"ticks", b"0")),
+                samples=int(fields.get(b"samples", b"0")),
+                saved_ms=int(fields.get(b"saved_ms", b"0")),
+            )
+        except (KeyError, ValueError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"malformed checkpoint: {exc!r}") from exc
+
+
+async def save(client: redis.asyncio.Redis, key: str, ckpt: Checkpoint) -> int:
+    """Write ``ckpt`` to the hash ``key`` in one MULTI; return the save time (ms)."""
+    fields = ckpt.fields()
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.delete(key)
+        pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+        await pipe.execute()
+    return int(fields[b"saved_ms"])
+
+
+def queue_status(pipe: Any, key: str, samples: int, ticks: int) -> None:
+    """Queue the refresh of the live ``samples`` / ``ticks`` fields of a checkpoint hash."""
+    pipe.hset(key, mapping={"samples": samples, "ticks": ticks})
+
+
+async def load(client: redis.asyncio.Redis, key: str) -> Checkpoint | None:
+    """Return the checkpoint in ``key``, or ``None`` when there is none."""
+    fields: Any = await client.hgetall(key)
+    if not fields or b"model" not in fields:  # nothing, or live counts only
+        return None
+    return Checkpoint.from_fields(fields)
+
+
+async def last_published_t(client: redis.asyncio.Redis, signals_key: str) -> int:
+    """Sample time (ms) of the newest signal in a signals stream (0 when empty).
+
+    A worker killed after publishing but before its next checkpoint learns here which samples
+    it must not publish again.
+    """
+    from tickcast.service.schema import SignalDecodeError, decode_signal
+
+    last: Any = await client.xrevrange(signals_key, count=1)
+    if not last:
+        return 0
+    try:
+        return decode_signal(last[0][1]).t_ms
+    except SignalDecodeError:
+        return 0

@@ -1,0 +1,156 @@
+"""``tickcast run``: ingest + worker + metrics in one process (on ``sim``, the simulated
+exchange too), with a live table of the signals when stdout is a terminal.
+
+With no ``redis.url`` configured it runs a private Redis under the state directory, which
+``tickcast subscribe`` and ``tickcast status`` in another terminal find by themselves.
+SIGTERM / SIGINT: stop the feed, flush, checkpoint, exit 0 (within 10 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tickcast.service.config import Settings
+    from tickcast.service.service import Service
+
+log = logging.getLogger("tickcast.service.run")
+
+
+def add_service_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by ``run`` and ``worker``."""
+    from tickcast.service.commands.config import add_config_arguments
+
+    add_config_arguments(parser)
+    parser.add_argument(
+        "--symbols", help="comma-separated unified symbols, e.g. BTC/USDT:USDT,ETH/USDT:USDT"
+    )
+    parser.add_argument("--metrics-port", type=int, help="Prometheus port (0 = a free one)")
+    parser.add_argument(
+        "--log-format",
+        dest="command_log_format",
+        choices=("text", "json"),
+        help="log line format (json for daemons)",
+    )
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``run`` subcommand."""
+    parser = subparsers.add_parser(
+        "run",
+        help="run the live service: ingest, worker and metrics in one process",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--exchange", choices=("sim", "binanceusdm"), help="data source (default: configured)"
+    )
+    add_service_arguments(parser)
+    parser.add_argument("--speed", type=float, help="sim only: x real time (0 = flat out)")
+    view = parser.add_mutually_exclusive_group()
+    view.add_argument(
+        "--view", dest="view", action="store_true", default=None, help="show the live table"
+    )
+    view.add_argument("--no-view", dest="view", action="store_false", help="logs only")
+    parser.set_defaults(func=run)
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Dotted settings overrides from the command's flags."""
+    return {
+        "exchange.name": getattr(args, "exchange", None),
+        "exchange.symbols": args.symbols,
+        "metrics.port": args.metrics_port,
+        "sim.speed": getattr(args, "speed", None),
+    }
+
+
+def configure_logs(args: argparse.Namespace) -> None:
+    """Apply ``--log-format`` given after the subcommand."""
+    if args.command_log_format is not None:
+        from tickcast.service.logs import configure_logging
+
+        configure_logging(args.log_level, args.command_log_format)
+
+
+async def _log_summaries(service: Service, every_s: float) -> None:
+    """Log one line per symbol every ``every_s`` seconds (the view for daemons)."""
+    while True:
+        await asyncio.sleep(every_s)
+        for symbol, st in service.metrics.symbol_stats.items():
+            log.info(
+                "%s: %d ticks, %d samples, %d signals, hit %.3f, IC %.3f, skill %.3f, "
+                "model v%d, latency p50 <= %.0f us",
+                symbol,
+                st.ticks,
+                st.samples,
+                st.signals,
+                st.hit_rate,
+                st.ic,
+                st.skill_vs_zero,
+                st.model_version,
+                st.latency.quantile(0.5) * 1e6,
+            )
+
+
+async def _view(service: Service) -> None:
+    """The live table of ``tickcast subscribe`` on this process's stdout."""
+    import sys
+
+    from tickcast.service.client import NEW
+    from tickcast.service.commands.subscribe import follow
+
+    await service.ready.wait()
+    await follow(
+        service.redis_url,
+        service.settings,
+        service.venue,
+        service.symbols,
+        from_id=NEW,
+        count=None,
+        as_json=False,
+        out=sys.stdout,
+        live=True,
+    )
+
+
+async def serve(
+    settings: Settings, redis_url: str, *, ingest: bool = True, view: bool = False
+) -> int:
+    """Run a :class:`Service` (plus the live view or periodic summary logs); return its code."""
+    from tickcast.service.service import Service
+
+    service = Service(settings, redis_url, ingest=ingest)
+    loop = asyncio.get_running_loop()
+    side = loop.create_task(_view(service) if view else _log_summaries(service, 30.0))
+    try:
+        return await service.run()
+    finally:
+        side.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await side
+
+
+def run_service(
+    settings: Settings, redis_url: str, *, ingest: bool = True, view: bool = False
+) -> int:
+    """Blocking entry point of ``tickcast run`` / ``tickcast worker``."""
+    return asyncio.run(serve(settings, redis_url, ingest=ingest, view=view))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the service until SIGTERM/SIGINT; return its exit code."""
+    import sys
+
+    from tickcast.service.config import settings_from_args
+    from tickcast.service.embedded import redis_url_for
+
+    configure_logs(args)
+    settings = settings_from_args(args, overrides(args))
+    view = args.view if args.view is not None else sys.stdout.isatty()
+    with redis_url_for(settings) as url:
+        return run_service(settings, url, view=view)

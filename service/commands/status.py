@@ -1,0 +1,151 @@
+"""``tickcast status``: per symbol, the last tick's age, samples, scores, model version and
+checkpoint age, read from Redis (the running service's embedded one by default).
+
+Without ``--symbols`` it shows every symbol with a tick stream in Redis (of ``--exchange``
+when given)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``status`` subcommand."""
+    from tickcast.service.commands.config import add_config_arguments
+
+    parser = subparsers.add_parser(
+        "status", help="show the state of each symbol", description=__doc__
+    )
+    add_config_arguments(parser)
+    parser.add_argument("--symbols", help="comma-separated unified symbols (default: all found)")
+    parser.add_argument("--exchange", help="venue (default: all found)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=run)
+
+
+async def symbol_status(
+    client: redis.asyncio.Redis, prefix: str, venue: str, symbol: str
+) -> dict[str, Any]:
+    """Collect one symbol's status from its tick stream, signal stream and checkpoint."""
+    from tickcast.service import bus
+    from tickcast.service.checkpoint import STATUS_FIELDS
+    from tickcast.service.schema import SignalDecodeError, decode_signal
+
+    now_ms = time.time_ns() // 1_000_000
+    out: dict[str, Any] = {"venue": venue, "symbol": symbol, "last_tick_age_s": None}
+    ticks_key = bus.ticks_key(prefix, venue, symbol)
+    ticks: Any = await client.xrevrange(ticks_key, count=1)
+    if ticks:
+        try:
+            tick = bus.decode(ticks[0][1])
+            out["last_tick_age_s"] = max(0.0, (now_ms - tick.recv_ns // 1_000_000) / 1000.0)
+        except bus.BusDecodeError:
+            pass
+    out["ticks_in_stream"] = int(await client.xlen(ticks_key))
+    sigs: Any = await client.xrevrange(bus.signals_key(prefix, venue, symbol), count=1)
+    signal = None
+    if sigs:
+        try:
+            signal = decode_signal(sigs[0][1])
+        except SignalDecodeError:
+            signal = None
+    out["last_signal_t_ms"] = signal.t_ms if signal else None
+    out["hit_rate"] = signal.hit_rate if signal else None
+    out["ic"] = signal.ic if signal else None
+    out["skill_vs_zero"] = signal.skill_vs_zero if signal else None
+    out["model_version"] = signal.model_version if signal else None
+    key = bus.ckpt_key(prefix, venue, symbol)
+    fields: Any = await client.hmget(key, [*STATUS_FIELDS, "saved_ms"])
+    live = dict(zip(STATUS_FIELDS, fields[: len(STATUS_FIELDS)], strict=True))
+    out["samples"] = int(live["samples"]) if live["samples"] is not None else None
+    out["ticks_processed"] = int(live["ticks"]) if live["ticks"] is not None else None
+    saved = fields[-1]
+    out["checkpoint_age_s"] = (now_ms - int(saved)) / 1000.0 if saved is not None else None
+    return out
+
+
+async def collect(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Status rows of every requested or discovered (venue, symbol)."""
+    import redis.asyncio
+
+    from tickcast.service.commands.subscribe import resolve_streams, settings_for
+
+    settings = settings_for(args)
+    streams = await resolve_streams(url, settings, args.exchange, bool(args.symbols))
+    client = redis.asyncio.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+    try:
+        prefix = settings.redis.prefix
+        return [
+            await symbol_status(client, prefix, venue, symbol)
+            for venue, symbols in streams.items()
+            for symbol in symbols
+        ]
+    finally:
+        await client.aclose()
+
+
+def _fmt(value: Any, kind: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if kind == "age":
+        v = float(value)
+        return f"{v:.1f} s" if v < 120 else f"{v / 60:.1f} min" if v < 7200 else f"{v / 3600:.1f} h"
+    if kind == "pct":
+        return f"{100 * value:.1f}%"
+    if kind == "num":
+        return f"{value:+.3f}"
+    return str(value)
+
+
+COLUMNS = (
+    ("venue", "venue", "str", 11),
+    ("symbol", "symbol", "str", 16),
+    ("last tick", "last_tick_age_s", "age", 10),
+    ("samples", "samples", "str", 9),
+    ("hit rate", "hit_rate", "pct", 8),
+    ("IC", "ic", "num", 7),
+    ("skill", "skill_vs_zero", "num", 7),
+    ("model v", "model_version", "str", 8),
+    ("checkpoint", "checkpoint_age_s", "age", 10),
+)
+
+
+def render(rows: list[dict[str, Any]], url: str) -> str:
+    """The status rows as a plain table (ages: since the last tick's receipt / the save)."""
+
+    def cell(text: str, i: int, width: int) -> str:
+        return f"{text:<{width}}" if i < 2 else f"{text:>{width}}"
+
+    lines = [f"tickcast status · redis {url}"]
+    lines.append(" ".join(cell(h, i, w) for i, (h, _, _, w) in enumerate(COLUMNS)))
+    for row in rows:
+        texts = [_fmt(row[key], kind) for _, key, kind, _ in COLUMNS]
+        lines.append(
+            " ".join(cell(t, i, c[3]) for i, (t, c) in enumerate(zip(texts, COLUMNS, strict=True)))
+        )
+    if not rows:
+        lines.append("(no tick streams yet)")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the status; return 0 (1 when no symbol has any tick)."""
+    import asyncio
+    import json
+
+    from tickcast.service.commands.subscribe import find_redis, settings_for
+    from tickcast.service.config import redact_url
+
+    url = find_redis(settings_for(args))
+    rows = asyncio.run(collect(url, args))
+    if args.json:
+        print(json.dumps({"symbols": rows}, indent=2))
+    else:
+        print(render(rows, redact_url(url)))
+    return 0 if any(r["last_tick_age_s"] is not None for r in rows) else 1

@@ -1,0 +1,262 @@
+"""``tickcast subscribe``: follow the signals, as a live table or one JSON object per line.
+
+On embedded defaults it finds the running service's Redis through the state directory; with
+``TICKCAST__REDIS__URL`` (or ``--set redis.url=...``) it reads that Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from tickcast.service.config import Settings
+    from tickcast.service.schema import Signal
+
+CLEAR = "\x1b[H\x1b[J"
+GREEN, RED, DIM, BOLD, RESET = "\x1b[32m", "\x1b[31m", "\x1b[2m", "\x1b[1m", "\x1b[0m"
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``subscribe`` subcommand."""
+    from tickcast.service.commands.config import add_config_arguments
+
+    parser = subparsers.add_parser(
+        "subscribe",
+        help="follow the published signals",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_config_arguments(parser)
+    parser.add_argument("--symbols", help="comma-separated unified symbols (default: configured)")
+    parser.add_argument("--exchange", help="venue the signals were made for (default: configured)")
+    parser.add_argument(
+        "--from-start", action="store_true", help="replay the retained signals first"
+    )
+    parser.add_argument("--count", type=int, default=None, help="exit after N signals")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.set_defaults(func=run)
+
+
+def find_redis(settings: Settings) -> str:
+    """The configured Redis URL, else the running embedded one; raise when there is none."""
+    from tickcast.service import TickcastError
+    from tickcast.service.embedded import discover
+
+    if settings.redis.url is not None:
+        return settings.redis.url.get_secret_value()
+    url = discover(settings.state_dir)
+    if url is None:
+        raise TickcastError(
+            f"no running tickcast service found under {settings.state_dir}: start "
+            "`tickcast run`, or point TICKCAST__REDIS__URL at its Redis"
+        )
+    return url
+
+
+async def resolve_streams(
+    url: str, settings: Settings, venue: str | None, symbols_given: bool
+) -> dict[str, list[str]]:
+    """Which venues and symbols to show: the ``--symbols`` given, else every tick stream found
+    in Redis (of ``venue`` when given), else the configured ones."""
+    import redis.asyncio
+
+    from tickcast.service.client import list_streams
+
+    configured = {venue or settings.exchange.name: list(settings.exchange.symbols)}
+    if symbols_given:
+        return configured
+    client = redis.asyncio.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+    try:
+        found = await list_streams(client, settings.redis.prefix)
+    finally:
+        await client.aclose()
+    if venue is not None:
+        found = {venue: found[venue]} if venue in found else {}
+    return found or configured
+
+
+def settings_for(args: argparse.Namespace) -> Settings:
+    """Settings with the command's ``--exchange`` / ``--symbols`` flags on top."""
+    from tickcast.service.config import settings_from_args
+
+    return settings_from_args(
+        args, {"exchange.name": args.exchange, "exchange.symbols": args.symbols}
+    )
+
+
+# -- the live table ------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """What the table shows for one symbol: its latest signal and counts."""
+
+    signal: Signal | None = None
+    n: int = 0
+    up: int = 0
+
+
+@dataclass
+class Table:
+    """The latest signal per symbol, rendered as a fixed-width table."""
+
+    symbols: tuple[str, ...]
+    venue: str
+    rows: dict[str, Row] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    def add(self, signal: Signal) -> None:
+        """Record a signal."""
+        row = self.rows.setdefault(signal.symbol, Row())
+        row.signal, row.n = signal, row.n + 1
+        row.up += signal.ret_bps > 0.0
+
+    def render(self, color: bool = True) -> str:
+        """Return the table as text (ANSI colours when ``color``)."""
+
+        def c(code: str, text: str) -> str:
+            return f"{code}{text}{RESET}" if color else text
+
+        up_s = time.monotonic() - self.started
+        head = (
+            f"{'symbol':<16} {'time (UTC)':<12} {'ref price':>12} {'pred bps':>9} "
+            f"{'P(up)':>6}   {'hit rate':>8} {'IC':>7} {'skill':>7} {'model v':>8} "
+            f"{'latency':>9} {'signals':>8}"
+        )
+        lines = [
+            c(
+                BOLD,
+                f"tickcast signals · {self.venue} · {len(self.symbols)} symbols · {up_s:.0f} s",
+            ),
+            c(DIM, head),
+        ]
+        for symbol in self.symbols:
+            row = self.rows.get(symbol, Row())
+            s = row.signal
+            if s is None:
+                lines.append(f"{symbol:<16} {c(DIM, 'waiting for signals...')}")
+                continue
+            arrow = c(GREEN, "▲") if s.ret_bps > 0 else c(RED, "▼") if s.ret_bps < 0 else "·"
+            lines.append(
+                f"{symbol:<16} {_clock(s.t_ms):<12} {s.ref_price:>12.6g} {s.ret_bps:>+9.3f} "
+                f"{s.p_up:>6.3f} {arrow} {_pct(s.hit_rate):>8} {_num(s.ic):>7} "
+                f"{_num(s.skill_vs_zero):>7} {s.model_version:>8} "
+                f"{_latency(s.latency_us):>9} {row.n:>8}"
+            )
+        lines.append(
+            c(DIM, "hit rate, IC and skill are rolling prequential scores; Ctrl-C to quit")
+        )
+        return "\n".join(lines) + "\n"
+
+
+def _clock(t_ms: int) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(t_ms / 1000)) + f".{t_ms % 1000:03d}"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None or math.isnan(x) else f"{100 * x:.1f}%"
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None or math.isnan(x) else f"{x:+.3f}"
+
+
+def _latency(us: int) -> str:
+    return f"{us} µs" if us < 10_000 else f"{us / 1000:.0f} ms"
+
+
+def signal_line(signal: Signal) -> str:
+    """One plain line per signal (for a non-terminal stdout)."""
+    return (
+        f"{signal.venue} {signal.symbol} t={signal.t_ms} ref={signal.ref_price:.10g} "
+        f"pred={signal.ret_bps:+.3f}bps p_up={signal.p_up:.3f} hit={_pct(signal.hit_rate)} "
+        f"ic={_num(signal.ic)} skill={_num(signal.skill_vs_zero)} v={signal.model_version} "
+        f"latency={signal.latency_us}us"
+    )
+
+
+async def follow(
+    url: str,
+    settings: Settings,
+    venue: str,
+    symbols: tuple[str, ...],
+    *,
+    from_id: str | Mapping[str, str],
+    count: int | None,
+    as_json: bool,
+    out: TextIO,
+    live: bool,
+) -> int:
+    """Print signals until ``count`` were printed (or forever); return how many."""
+    from tickcast.service.client import Subscription
+
+    table = Table(symbols, venue)
+    n, last_draw = 0, 0.0
+    async with Subscription(
+        url,
+        symbols,
+        venue=venue,
+        prefix=settings.redis.prefix,
+        from_id=from_id,
+        block_ms=250,
+    ) as sub:
+        if live:
+            out.write(CLEAR + table.render())
+            out.flush()
+        async for signal in sub:
+            n += 1
+            if as_json:
+                out.write(signal.model_dump_json() + "\n")
+                out.flush()
+            elif live:
+                table.add(signal)
+                now = time.monotonic()
+                if now - last_draw >= 0.25 or n == count:
+                    out.write(CLEAR + table.render())
+                    out.flush()
+                    last_draw = now
+            else:
+                out.write(signal_line(signal) + "\n")
+                out.flush()
+            if count is not None and n >= count:
+                break
+    return n
+
+
+def run(args: argparse.Namespace) -> int:
+    """Follow the signals; return 0."""
+    import asyncio
+
+    from tickcast.service.client import NEW, START
+
+    settings = settings_for(args)
+    url = find_redis(settings)
+    live = not args.json and sys.stdout.isatty()
+    streams = asyncio.run(resolve_streams(url, settings, args.exchange, bool(args.symbols)))
+    venue = args.exchange or (next(iter(streams)) if len(streams) == 1 else settings.exchange.name)
+    symbols = tuple(streams.get(venue, settings.exchange.symbols))
+    try:
+        asyncio.run(
+            follow(
+                url,
+                settings,
+                venue,
+                symbols,
+                from_id=START if args.from_start else NEW,
+                count=args.count,
+                as_json=args.json,
+                out=sys.stdout,
+                live=live,
+            )
+        )
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:
+        return 0
+    return 0

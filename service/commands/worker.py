@@ -1,0 +1,37 @@
+"""``tickcast worker``: the worker alone (tick streams -> learners -> signals) with metrics.
+
+It reads the tick streams an ingester (``tickcast ingest`` or ``tickcast run``) writes, from
+each symbol's checkpoint on; several workers may split the symbols between them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``worker`` subcommand."""
+    from tickcast.service.commands.run import add_service_arguments
+
+    parser = subparsers.add_parser(
+        "worker",
+        help="run the worker alone: tick streams in, signals out",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--exchange", help="venue of the tick streams (default: configured)")
+    add_service_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the worker until SIGTERM/SIGINT; return its exit code."""
+    from tickcast.service.commands.run import configure_logs, overrides, run_service
+    from tickcast.service.config import settings_from_args
+    from tickcast.service.embedded import redis_url_for
+
+    configure_logs(args)
+    settings = settings_from_args(args, overrides(args))
+    with redis_url_for(settings) as url:
+        return run_service(settings, url, ingest=False, view=False)

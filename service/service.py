@@ -1,0 +1,379 @@
+"""The live service in one process: simulator (optional), feed, ingester, worker, metrics.
+
+:class:`Service` composes the parts as asyncio tasks around one Redis URL:
+
+- ``exchange.name == "sim"``: a :class:`~tickcast.service.sim.server.SimExchange` serving
+  :class:`~tickcast.service.sim.market.SyntheticMarket` (event time starting now) on loopback,
+  read back by the Binance feed under venue ``"sim"``; ``"binanceusdm"``: the real venue;
+- the :class:`~tickcast.service.ingest.Ingester` (feed -> bounded queue -> batched XADD);
+- the :class:`~tickcast.service.worker.Worker` (ticks -> learners -> signals, checkpoints);
+- :class:`~tickcast.service.metrics.Metrics` on ``metrics.host:metrics.port`` with ``/healthz``
+  and ``/readyz`` (Redis answers PING and ticks arrived in the last ``stale_s`` seconds).
+
+Shutdown (:meth:`Service.request_stop`, wired to SIGTERM and SIGINT by :meth:`Service.run`):
+stop the feed, flush the ingest buffer, let the worker finish its step and checkpoint, stop the
+simulator and the metrics server — all within ``stop_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import math
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis
+import redis.asyncio
+
+from tickcast.service import TickcastError, bus
+from tickcast.service.config import Settings
+from tickcast.service.health import MetricsServer, Readiness
+from tickcast.service.metrics import Histogram, IngestSnapshot, Metrics
+from tickcast.service.ticks import Tick
+from tickcast.service.worker import Worker
+
+log = logging.getLogger(__name__)
+
+SIM = "sim"
+SUPPORTED = (SIM, "binanceusdm")
+BATCH_BOUNDS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+
+
+class ServiceError(TickcastError):
+    """The service cannot be composed (unknown exchange, bad symbols...)."""
+
+
+# -- per-(symbol, kind) counting around the ingester -----------------------------------------
+
+
+@dataclasses.dataclass
+class TickCounts:
+    """Ticks per ``(symbol, kind)`` seen around the ingester, and XADD batch sizes."""
+
+    received: defaultdict[tuple[str, str], int] = dataclasses.field(
+        default_factory=lambda: defaultdict(int)
+    )
+    written: defaultdict[tuple[str, str], int] = dataclasses.field(
+        default_factory=lambda: defaultdict(int)
+    )
+    dropped: defaultdict[tuple[str, str], int] = dataclasses.field(
+        default_factory=lambda: defaultdict(int)
+    )
+    batches: Histogram = dataclasses.field(default_factory=lambda: Histogram(BATCH_BOUNDS))
+
+
+class CountingFeed:
+    """Wrap a feed: count ticks per ``(symbol, kind)`` on their way into the ingester's sink.
+
+    Ticks the sink refuses (full buffer: the tail of the frame) are counted as dropped.
+    ``stats`` and ``parser`` are the wrapped feed's, so ``Ingester.counters()`` still sees them.
+    """
+
+    def __init__(self, feed: Any, counts: TickCounts) -> None:
+        self.feed = feed
+        self.counts = counts
+        self.stats = getattr(feed, "stats", None)
+        self.parser = getattr(feed, "parser", None)
+        self.ingest_stats: Any = None
+
+    async def run(self, sink: Callable[[list[Tick]], None]) -> None:
+        """Run the wrapped feed into a counting ``sink``."""
+        received, dropped = self.counts.received, self.counts.dropped
+
+        def counting_sink(ticks: list[Tick]) -> None:
+            for t in ticks:
+                received[t.symbol, t.kind] += 1
+            stats = self.ingest_stats
+            before = stats.dropped if stats is not None else 0
+            sink(ticks)
+            lost = (stats.dropped - before) if stats is not None else 0
+            if lost:
+                for t in ticks[len(ticks) - lost :]:
+                    dropped[t.symbol, t.kind] += 1
+
+        await self.feed.run(counting_sink)
+
+
+class CountingWriter:
+    """Wrap a :class:`~tickcast.service.bus.TickWriter`: count written ticks and batch sizes."""
+
+    def __init__(self, writer: bus.TickWriter, counts: TickCounts) -> None:
+        self.writer = writer
+        self.counts = counts
+        self.stats = writer.stats
+
+    async def write(self, ticks: Sequence[Tick]) -> None:
+        """Write one batch through the wrapped writer, then count it."""
+        rejected = self.stats.rejected
+        await self.writer.write(ticks)
+        ok = ticks
+        if self.stats.rejected != rejected:
+            finite = math.isfinite
+            ok = [t for t in ticks if all(map(finite, (t.price, t.size, t.bid, t.ask)))]
+        written = self.counts.written
+        for t in ok:
+            written[t.symbol, t.kind] += 1
+        self.counts.batches.observe(len(ticks))
+
+
+def ingest_snapshot(ingester: Any, counts: TickCounts) -> IngestSnapshot:
+    """Read an ingester's counters (and the per-symbol counts) for :class:`Metrics`."""
+    c = ingester.counters()
+    rejected = {("other", "other"): int(c.get("rejected", 0))}
+    return IngestSnapshot(
+        received=dict(counts.received),
+        written=dict(counts.written),
+        rejected=rejected,
+        dropped=dict(counts.dropped),
+        reconnects=int(c.get("reconnects", 0)),
+        gaps=int(c.get("gaps", 0)),
+        missed_trades=int(c.get("missed_trades", 0)),
+        watchdog_trips=int(c.get("watchdog_trips", 0)),
+        queue_depth=int(c.get("queue_depth", 0)),
+        batch_sizes=counts.batches,
+    )
+
+
+# -- building the parts ----------------------------------------------------------------------
+
+
+def sim_specs(symbols: Sequence[str], rate_scale: float = 1.0) -> list[Any]:
+    """Market specs for ``symbols``: the simulator's own where it has one, else a copy of one of
+    them renamed; trade and quote rates multiplied by ``rate_scale``."""
+    from tickcast.service.feeds.markets import offline_market
+    from tickcast.service.sim.market import DEFAULT_SYMBOLS
+
+    known = {spec.symbol: spec for spec in DEFAULT_SYMBOLS}
+    specs = []
+    for i, symbol in enumerate(symbols):
+        spec = known.get(symbol)
+        if spec is None:
+            base = DEFAULT_SYMBOLS[i % len(DEFAULT_SYMBOLS)]
+            spec = dataclasses.replace(
+                base, symbol=symbol, venue_id=offline_market(symbol).venue_id
+            )
+        if rate_scale != 1.0:
+            spec = dataclasses.replace(
+                spec,
+                trade_rate=spec.trade_rate * rate_scale,
+                quote_rate=spec.quote_rate * rate_scale,
+            )
+        specs.append(spec)
+    return specs
+
+
+def build_feed(settings: Settings, venue: str, public_url: str, market_url: str) -> Any:
+    """A Binance USD-M websocket feed of the configured symbols on the given route URLs."""
+    from tickcast.service.feeds.binance_ws import BinanceFeed, BinanceWsConfig
+
+    ex = settings.exchange
+    config = BinanceWsConfig(
+        public_url=public_url,
+        market_url=market_url,
+        watchdog_s=ex.watchdog_s,
+        ping_interval_s=ex.ping_interval_s,
+        ping_timeout_s=ex.ping_timeout_s,
+        backoff_base_s=ex.reconnect_base_s,
+        backoff_cap_s=ex.reconnect_cap_s,
+        max_connection_age_s=ex.max_connection_s,
+    )
+    return BinanceFeed(list(ex.symbols), config, venue=venue)
+
+
+# -- the service -----------------------------------------------------------------------------
+
+
+class Service:
+    """Ingest + worker + metrics (+ simulator) in one process; see the module docstring.
+
+    Parameters
+    ----------
+    settings : Settings
+        ``exchange.name`` picks the source (``sim`` or ``binanceusdm``).
+    redis_url : str
+        Where the streams live.
+    ingest, work : bool
+        Run the ingest side / the worker (``tickcast worker`` runs the worker alone).
+    stop_timeout_s : float
+        Bound on the whole shutdown.
+    stale_s : float
+        Readiness: longest tolerated silence of the tick flow.
+    sim_rate_scale : float
+        Simulator only: multiply every symbol's trade and quote rates (benchmarks).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis_url: str,
+        *,
+        ingest: bool = True,
+        work: bool = True,
+        stop_timeout_s: float = 9.0,
+        stale_s: float | None = None,
+        sim_rate_scale: float = 1.0,
+    ) -> None:
+        name = settings.exchange.name
+        if ingest and name not in SUPPORTED:
+            raise ServiceError(f"exchange {name!r} is not supported: use one of {SUPPORTED}")
+        self.settings = settings
+        self.redis_url = redis_url
+        self.venue = name
+        self.symbols = tuple(settings.exchange.symbols)
+        self.run_ingest = ingest
+        self.run_worker = work
+        self.stop_timeout_s = stop_timeout_s
+        self.stale_s = stale_s if stale_s is not None else max(10.0, settings.exchange.watchdog_s)
+        self.sim_rate_scale = sim_rate_scale
+        self.metrics = Metrics(self.venue, self.symbols)
+        self.counts = TickCounts()
+        self.sim: Any = None
+        self.ingester: Any = None
+        self.worker: Worker | None = None
+        self.metrics_server: MetricsServer | None = None
+        self.ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._last_received = 0
+        self._last_flow = 0.0
+
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown (safe to call more than once, and from signal handlers)."""
+        if not self._stop.is_set():
+            log.info("stopping: flushing ticks and checkpointing")
+        self._stop.set()
+
+    def tick_clock(self) -> float:
+        """Monotonic time of the latest tick received (ingest) or read (worker); 0 if none."""
+        worker = self.worker.last_tick_monotonic if self.worker is not None else 0.0
+        return max(self._last_flow, worker)
+
+    async def _start_sim(self) -> tuple[str, str]:
+        from tickcast.service.sim.market import SyntheticMarket
+        from tickcast.service.sim.server import SimExchange
+
+        cfg = self.settings.sim
+        market = SyntheticMarket(
+            sim_specs(self.symbols, self.sim_rate_scale),
+            seed=cfg.seed,
+            start_ms=time.time_ns() // 1_000_000,
+            venue=SIM,
+        )
+        self.sim = SimExchange(market.ticks(), host=cfg.host, port=cfg.port, speed=cfg.speed)
+        await self.sim.start()
+        return self.sim.url + "/public", self.sim.url + "/market"
+
+    async def _build_ingest(self, client: redis.asyncio.Redis) -> Any:
+        from tickcast.service.ingest import Ingester
+
+        if self.venue == SIM:
+            public, market = await self._start_sim()
+        else:
+            urls = self.settings.exchange.urls.binanceusdm
+            public, market = urls.public, urls.market
+        feed = CountingFeed(build_feed(self.settings, self.venue, public, market), self.counts)
+        writer = CountingWriter(bus.TickWriter(client, self.settings), self.counts)
+        ingester = Ingester.from_settings(feed, writer, self.settings)
+        feed.ingest_stats = ingester.stats
+        self.metrics.add_ingest_source(lambda: ingest_snapshot(ingester, self.counts))
+        return ingester
+
+    def _start_metrics(self) -> Readiness | None:
+        cfg = self.settings.metrics
+        if not cfg.enabled:
+            return None
+        readiness = Readiness(self.redis_url, self.tick_clock, self.stale_s)
+        self.metrics_server = MetricsServer(self.metrics, cfg.host, cfg.port, readiness=readiness)
+        self.metrics_server.start()
+        return readiness
+
+    async def _watch_flow(self) -> None:
+        """Track when the ingester last received ticks (for readiness)."""
+        while True:
+            if self.ingester is not None:
+                received = self.ingester.stats.received
+                if received != self._last_received:
+                    self._last_received = received
+                    self._last_flow = time.monotonic()
+            await asyncio.sleep(0.2)
+
+    async def run(self, *, handle_signals: bool = True) -> int:
+        """Run until :meth:`request_stop` (or SIGTERM/SIGINT); return the exit code (0)."""
+        loop = asyncio.get_running_loop()
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop)
+        ingest_client = bus.connect(self.redis_url, self.settings)
+        worker_client = bus.connect(self.redis_url, self.settings)
+        readiness: Readiness | None = None
+        tasks: dict[str, asyncio.Task[Any]] = {}
+        try:
+            readiness = self._start_metrics()
+            if self.run_worker:
+                self.worker = Worker(
+                    worker_client,
+                    self.settings,
+                    venue=self.venue,
+                    symbols=self.symbols,
+                    stats=self.metrics.symbol_stats,
+                )
+                await self.worker.restore()
+                tasks["worker"] = loop.create_task(self.worker.run(), name="worker")
+            if self.run_ingest:
+                self.ingester = await self._build_ingest(ingest_client)
+                tasks["ingest"] = loop.create_task(self.ingester.run(), name="ingest")
+            tasks["flow"] = loop.create_task(self._watch_flow(), name="flow")
+            self.ready.set()
+            stop = loop.create_task(self._stop.wait(), name="stop")
+            done, _ = await asyncio.wait(
+                {stop, *tasks.values()}, return_when=asyncio.FIRST_COMPLETED
+            )
+            stop.cancel()
+            failed = [t for t in done if t is not stop and not t.cancelled() and t.exception()]
+            code = 0
+            for task in failed:
+                log.error("%s failed", task.get_name(), exc_info=task.exception())
+                code = 1
+            await self._shutdown(tasks)
+            return code
+        finally:
+            if handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+            for task in tasks.values():
+                task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            if self.sim is not None:
+                await self.sim.stop()
+                self.sim = None
+            if self.metrics_server is not None:
+                self.metrics_server.stop()
+            if readiness is not None:
+                readiness.close()
+            await ingest_client.aclose()
+            await worker_client.aclose()
+
+    async def _shutdown(self, tasks: dict[str, asyncio.Task[Any]]) -> None:
+        """Stop the feed and flush, then stop the worker (checkpoint), within the timeout."""
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.stop_timeout_s):
+                if self.ingester is not None:
+                    self.ingester.stop()
+                    with contextlib.suppress(Exception):
+                        await tasks["ingest"]
+                if self.worker is not None:
+                    self.worker.stop()
+                    with contextlib.suppress(Exception):
+                        await tasks["worker"]
+        except TimeoutError:
+            log.error("shutdown took over %.1f s; abandoning what is left", self.stop_timeout_s)
+        for task in tasks.values():
+            task.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        log.info("stopped in %.2f s", time.monotonic() - started)

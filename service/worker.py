@@ -1,0 +1,391 @@
+"""The worker: tick streams in, one online learner per symbol, signals out.
+
+Each configured symbol has a :class:`SymbolState`: its learner, the ID of the last tick stream
+entry consumed and the sample time of the last signal published. One loop does, per step:
+
+1. ``XREAD BLOCK`` every symbol's tick stream after its last ID (``worker.read_count`` each);
+2. feeds each tick to its symbol's :class:`~tickcast.model.learner.OnlineLearner`, exactly as
+   the backtest does (same ticks in, same signals and weights out);
+3. turns the predictions into signals (:mod:`tickcast.service.predictor`) and XADDs them in one
+   pipeline, skipping samples already published before a restart;
+4. checkpoints a symbol (:mod:`tickcast.service.checkpoint`) every
+   ``worker.checkpoint_every_samples`` samples or ``worker.checkpoint_every_s`` seconds.
+
+:meth:`Worker.run` restores the checkpoints first and checkpoints every symbol on the way out
+(:meth:`Worker.stop` or cancellation). Redis errors while running are retried with a capped
+backoff: a worker outlives a Redis restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import redis
+import redis.asyncio
+
+from tickcast.model import ModelError
+from tickcast.service import TickcastError, bus
+from tickcast.service.checkpoint import Checkpoint, last_published_t, load, queue_status, save
+from tickcast.service.config import Settings
+from tickcast.service.metrics import SymbolStats
+from tickcast.service.predictor import Predictor
+from tickcast.service.ticks import Tick
+
+log = logging.getLogger(__name__)
+
+START_ID = "0-0"
+FRESH_NS = 1_000_000_000
+"""A signal made on a tick received less than this long ago (ns) is published at once."""
+STATUS_EVERY_S = 1.0
+"""How often the live ``samples`` / ``ticks`` counts of the checkpoint hashes are refreshed."""
+RETRYABLE = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
+
+
+class WorkerError(TickcastError):
+    """The worker cannot run (e.g. a checkpoint made with other learner settings)."""
+
+
+class Learner(Protocol):
+    """What the worker needs from :class:`~tickcast.model.learner.OnlineLearner`."""
+
+    horizon_ms: int
+    sample_ms: int
+
+    def update(self, tick: Any) -> Sequence[Any]:
+        """Feed one tick; return the predictions of the samples it closed."""
+        ...
+
+    def snapshot(self) -> bytes:
+        """Serialise the whole learner."""
+        ...
+
+
+LearnerFactory = Callable[[str], Learner]
+LearnerLoader = Callable[[bytes], Learner]
+
+
+def default_learner_factory(settings: Settings) -> LearnerFactory:
+    """Return ``symbol -> OnlineLearner`` with the ``worker`` settings (seed 0)."""
+    from tickcast.model.learner import OnlineLearner
+
+    def make(symbol: str) -> Learner:
+        learner: Learner = OnlineLearner(
+            horizon_ms=settings.worker.horizon_ms, sample_ms=settings.worker.sample_ms
+        )
+        return learner
+
+    return make
+
+
+def default_learner_loader(data: bytes) -> Learner:
+    """Return ``OnlineLearner.from_snapshot(data)``."""
+    from tickcast.model.learner import OnlineLearner
+
+    learner: Learner = OnlineLearner.from_snapshot(data)
+    return learner
+
+
+@dataclass
+class SymbolState:
+    """One symbol's learner, stream position and checkpoint bookkeeping."""
+
+    symbol: str
+    learner: Learner
+    ticks_key: str
+    ckpt_key: str
+    predictor: Predictor
+    stats: SymbolStats
+    last_id: str = START_ID
+    last_published: int = 0
+    ticks: int = 0
+    samples_at_ckpt: int = 0
+    ticks_at_ckpt: int = 0
+    ticks_at_status: int = 0
+    ckpt_monotonic: float = field(default_factory=time.monotonic)
+
+
+class Worker:
+    """Own some symbols of one venue; see the module docstring.
+
+    Parameters
+    ----------
+    client : redis.asyncio.Redis
+        Bytes-mode client (:func:`tickcast.service.bus.connect`).
+    settings : Settings
+        ``redis.prefix``, ``redis.signal_maxlen`` and the ``worker`` section are used.
+    venue : str
+        Venue id of the streams (``"sim"``, ``"binanceusdm"``).
+    symbols : sequence of str, optional
+        Unified symbols; default ``settings.exchange.symbols``.
+    stats : mapping of str to SymbolStats, optional
+        Counter objects to bump (``Metrics.symbol_stats``); private ones otherwise.
+    learner_factory, learner_loader : callable, optional
+        Make a fresh learner for a symbol / restore one from a snapshot (default: the
+        ``OnlineLearner`` of :mod:`tickcast.model.learner`).
+    """
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        settings: Settings,
+        *,
+        venue: str,
+        symbols: Sequence[str] | None = None,
+        stats: dict[str, SymbolStats] | None = None,
+        learner_factory: LearnerFactory | None = None,
+        learner_loader: LearnerLoader | None = None,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.venue = venue
+        self.symbols = tuple(symbols if symbols is not None else settings.exchange.symbols)
+        self.prefix = settings.redis.prefix
+        self.cfg = settings.worker
+        self._stats = stats if stats is not None else {}
+        self._factory = learner_factory or default_learner_factory(settings)
+        self._loader = learner_loader or default_learner_loader
+        self.states: dict[str, SymbolState] = {}
+        self._by_key: dict[bytes, SymbolState] = {}
+        self._stop = asyncio.Event()
+        self.last_tick_monotonic = 0.0
+        self.restored = False
+        self._status_monotonic = 0.0
+        self.redis_errors = 0
+
+    # -- start ------------------------------------------------------------------------------
+
+    async def restore(self) -> None:
+        """Load each symbol's checkpoint (or make a fresh learner) and its publish mark."""
+        for symbol in self.symbols:
+            ckpt_key = bus.ckpt_key(self.prefix, self.venue, symbol)
+            signals_key = bus.signals_key(self.prefix, self.venue, symbol)
+            ckpt = await load(self.client, ckpt_key)
+            stats = self._stats.setdefault(symbol, SymbolStats())
+            predictor = Predictor(
+                self.venue, symbol, signals_key, self.settings.redis.signal_maxlen, stats
+            )
+            if ckpt is None:
+                learner = self._factory(symbol)
+                state = SymbolState(symbol, learner, "", ckpt_key, predictor, stats)
+            else:
+                try:
+                    learner = self._loader(ckpt.model)
+                except ModelError as exc:
+                    raise WorkerError(
+                        f"cannot restore checkpoint {ckpt_key} of {symbol}: {exc}; delete it to "
+                        "start afresh"
+                    ) from exc
+                self._check_compatible(symbol, learner, ckpt_key)
+                state = SymbolState(symbol, learner, "", ckpt_key, predictor, stats)
+                state.last_id, state.last_published = ckpt.last_id, ckpt.last_t
+                state.ticks = state.ticks_at_ckpt = state.ticks_at_status = ckpt.ticks
+                stats.samples = ckpt.samples
+                stats.checkpoint_wall_s = ckpt.saved_ms / 1000.0
+            state.ticks_key = bus.ticks_key(self.prefix, self.venue, symbol)
+            published = await last_published_t(self.client, signals_key)
+            state.last_published = max(state.last_published, published)
+            predictor.sync_stats(learner)
+            state.samples_at_ckpt = stats.samples
+            self.states[symbol] = state
+            self._by_key[state.ticks_key.encode()] = state
+            log.info(
+                "%s %s: %s at tick stream ID %s, last signal t=%d",
+                self.venue,
+                symbol,
+                "restored" if ckpt is not None else "fresh learner",
+                state.last_id,
+                state.last_published,
+            )
+        self.restored = True
+
+    def _check_compatible(self, symbol: str, learner: Learner, key: str) -> None:
+        want = (self.cfg.horizon_ms, self.cfg.sample_ms)
+        got = (learner.horizon_ms, learner.sample_ms)
+        if got != want:
+            raise WorkerError(
+                f"checkpoint {key} of {symbol} was made with horizon/sample {got} ms, settings "
+                f"ask for {want} ms: use the same settings or delete the checkpoint"
+            )
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish the current step, checkpoint and return."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was called."""
+        return self._stop.is_set()
+
+    async def run(self, drain_s: float = 3.0) -> None:
+        """Restore, then step until :meth:`stop` or cancellation; checkpoint on the way out.
+
+        After :meth:`stop` the ticks already in the streams are still processed (for at most
+        ``drain_s`` seconds), so that a clean stop leaves nothing to replay.
+        """
+        if not self.restored:
+            await self.restore()
+        delay = 0.05
+        try:
+            while not self._stop.is_set():
+                try:
+                    await self.step()
+                    delay = 0.05
+                except RETRYABLE as exc:
+                    self.redis_errors += 1
+                    log.warning("worker: Redis error (%s); retrying in %.2f s", exc, delay)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), delay)
+                    delay = min(delay * 2.0, 2.0)
+            deadline = time.monotonic() + drain_s
+            with contextlib.suppress(*RETRYABLE):
+                while time.monotonic() < deadline and await self.step(block_ms=0):
+                    pass
+        finally:
+            await asyncio.shield(self._final_checkpoint())
+
+    async def _final_checkpoint(self) -> None:
+        try:
+            await self._publish()
+            await self.checkpoint(force=True)
+        except RETRYABLE as exc:
+            log.error("worker: final checkpoint failed, Redis unreachable: %s", exc)
+
+    async def step(self, block_ms: int | None = None) -> int:
+        """Read, learn, publish and checkpoint once; return the ticks processed.
+
+        ``block_ms`` overrides ``worker.block_ms`` (0 = do not block). Each stream is processed
+        up to its next signal made on a fresh tick (received less than :data:`FRESH_NS` ago);
+        those signals are published together before the rest of the batch; signals of a
+        backlog are published at the end.
+        """
+        streams: dict[Any, Any] = {s.ticks_key: s.last_id for s in self.states.values()}
+        block = self.cfg.block_ms if block_ms is None else block_ms
+        reply: Any = await self.client.xread(
+            streams, count=self.cfg.read_count, block=block or None
+        )
+        n = 0
+        cursors = [[self._by_key[key], entries, 0] for key, entries in reply or ()]
+        while cursors:  # sweep every stream up to its next fresh signal, then publish them all
+            for cursor in cursors:
+                state, entries, i = cursor
+                cursor[2] = self._consume(state, entries, i)
+                n += cursor[2] - i
+            cursors = [c for c in cursors if c[2] < len(c[1])]
+            if cursors:
+                await self._publish()
+        if n:
+            self.last_tick_monotonic = time.monotonic()
+        await self._publish()
+        await self._maybe_checkpoint()
+        return n
+
+    async def _publish(self) -> None:
+        """XADD every pending signal in one pipeline (requeued when the pipeline fails)."""
+        predictors = [s.predictor for s in self.states.values() if s.predictor.pending]
+        if not predictors:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for predictor in predictors:
+            predictor.queue(pipe)
+        try:
+            await pipe.execute()
+        except BaseException:
+            for predictor in predictors:
+                predictor.requeue()
+            raise
+        now_ns = time.time_ns()
+        for predictor in predictors:
+            predictor.published(now_ns)
+
+    def _consume(self, state: SymbolState, entries: list[Any], start: int) -> int:
+        """Feed ``entries[start:]`` to the symbol's learner, stopping after a tick that made a
+        signal while fresh; return the index of the first entry not consumed."""
+        learner, predictor, stats = state.learner, state.predictor, state.stats
+        update, decode, observe_lag = learner.update, bus.decode, stats.feed_lag.observe
+        last_event_ms = stats.last_event_ms
+        fresh_after = time.time_ns() - FRESH_NS
+        end = len(entries)
+        i = start
+        while i < end:
+            raw_id, fields = entries[i]
+            i += 1
+            try:
+                tick: Tick = decode(fields)
+            except bus.BusDecodeError as exc:
+                stats.undecodable += 1
+                log.debug("%s: skipping undecodable tick %s: %s", state.symbol, raw_id, exc)
+                continue
+            last_event_ms = tick.event_ms
+            observe_lag((tick.recv_ns * 1e-6 - last_event_ms) * 1e-3)
+            predictions = update(tick)
+            if predictions:
+                new = 0
+                for p in predictions:
+                    if p.t_ms > state.last_published:
+                        predictor.add(p, learner, tick.recv_ns)
+                        state.last_published = p.t_ms
+                        new += 1
+                    else:
+                        stats.duplicates_skipped += 1
+                stats.samples += len(predictions)
+                predictor.sync_stats(learner, predictions[-1])
+                if new and tick.recv_ns > fresh_after:
+                    break
+        if i > start:
+            state.last_id = entries[i - 1][0].decode()
+        state.ticks += i - start
+        stats.ticks += i - start
+        stats.last_event_ms = last_event_ms
+        return i
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    async def _maybe_checkpoint(self) -> None:
+        now = time.monotonic()
+        if now - self._status_monotonic >= STATUS_EVERY_S:
+            self._status_monotonic = now
+            changed = [s for s in self.states.values() if s.ticks != s.ticks_at_status]
+            if changed:
+                pipe = self.client.pipeline(transaction=False)
+                for s in changed:
+                    queue_status(pipe, s.ckpt_key, s.stats.samples, s.ticks)
+                    s.ticks_at_status = s.ticks
+                await pipe.execute()
+        due = [
+            s
+            for s in self.states.values()
+            if s.stats.samples - s.samples_at_ckpt >= self.cfg.checkpoint_every_samples
+            or (now - s.ckpt_monotonic >= self.cfg.checkpoint_every_s and s.ticks > s.ticks_at_ckpt)
+        ]
+        if due:
+            await self.checkpoint(due)
+
+    async def checkpoint(
+        self, states: Sequence[SymbolState] | None = None, *, force: bool = False
+    ) -> None:
+        """Checkpoint ``states`` (default all; unchanged ones only with ``force``)."""
+        for state in states if states is not None else list(self.states.values()):
+            if not force and state.ticks == state.ticks_at_ckpt:
+                continue
+            ckpt = Checkpoint(
+                model=state.learner.snapshot(),
+                last_id=state.last_id,
+                last_t=state.last_published,
+                ticks=state.ticks,
+                samples=state.stats.samples,
+            )
+            saved_ms = await save(self.client, state.ckpt_key, ckpt)
+            state.samples_at_ckpt = state.stats.samples
+            state.ticks_at_ckpt = state.ticks
+            state.ckpt_monotonic = time.monotonic()
+            state.stats.checkpoints += 1
+            state.stats.checkpoint_wall_s = saved_ms / 1000.0
+            log.debug("%s: checkpoint at %s (%d ticks)", state.symbol, state.last_id, state.ticks)

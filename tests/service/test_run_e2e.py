@@ -1,0 +1,313 @@
+"""The live service as a user runs it: ``tickcast run`` / ``worker`` / ``subscribe`` /
+``status`` in subprocesses, against real redis-servers and the simulated exchange.
+
+The ``live`` fixture runs ``tickcast run --exchange sim`` on its own embedded Redis (no URL
+configured); ``subscribe`` and ``status`` find it through the state directory alone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from tickcast.model.learner import OnlineLearner
+from tickcast.service import bus
+from tickcast.service.embedded import DISCOVERY_FILE, EmbeddedRedis, free_port
+from tickcast.service.schema import Signal, decode_signal
+from tickcast.service.sim.market import DEFAULT_SYMBOLS, SyntheticMarket
+from tickcast.service.ticks import Tick
+
+SYMBOLS = ("BTC/USDT:USDT", "ETH/USDT:USDT")
+CLI = [sys.executable, "-m", "tickcast.service.cli"]
+
+
+def environment(state_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKCAST")}
+    env["TICKCAST_STATE_DIR"] = str(state_dir)
+    env.update(extra)
+    return env
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def http(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:
+        return 0, str(exc)
+
+
+@dataclass
+class Live:
+    proc: subprocess.Popen[bytes]
+    state_dir: Path
+    metrics_url: str
+    env: dict[str, str]
+    log: Path
+
+    def redis_pid(self) -> int:
+        return int(json.loads((self.state_dir / DISCOVERY_FILE).read_text())["pid"])
+
+    def ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"tickcast run exited early:\n{self.log.read_text()}")
+        return http(self.metrics_url + "/readyz")[0] == 200
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    state_dir = tmp_path_factory.mktemp("live")
+    port = free_port()
+    env = environment(state_dir)
+    log = state_dir / "run.log"
+    args = ["run", "--exchange", "sim", "--no-view", "--speed", "4"]
+    args += ["--symbols", ",".join(SYMBOLS), "--metrics-port", str(port)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen([*CLI, *args], env=env, stdout=out, stderr=subprocess.STDOUT)
+    live = Live(proc, state_dir, f"http://127.0.0.1:{port}", env, log)
+    try:
+        wait_until("readiness", live.ready)
+        yield live
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def cli(live: Live, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], env=live.env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_subscribe_finds_the_service_and_prints_its_signals_as_json(live: Live) -> None:
+    out = cli(live, "subscribe", "--json", "--count", "6")
+    assert out.returncode == 0, out.stderr
+    signals = [Signal.model_validate_json(line) for line in out.stdout.splitlines()]
+    assert len(signals) == 6
+    assert {s.symbol for s in signals} <= set(SYMBOLS)
+    assert all(s.venue == "sim" and s.horizon_ms == 1000 for s in signals)
+    now_ms = time.time() * 1000
+    assert all(abs(now_ms - s.t_ms) < 600_000 for s in signals), "sim event time is now"
+
+
+def test_subscribe_from_the_start_replays_signals_in_order(live: Live) -> None:
+    out = cli(live, "subscribe", "--json", "--from-start", "--count", "40", "--symbols", SYMBOLS[0])
+    assert out.returncode == 0, out.stderr
+    times = [json.loads(line)["t_ms"] for line in out.stdout.splitlines()]
+    assert len(times) == 40
+    assert times == sorted(set(times)), "one signal per sample, in order"
+    assert all(b - a == 100 for a, b in itertools.pairwise(times)), "sample_ms grid"
+
+
+def test_status_reports_each_symbol_of_the_running_service(live: Live) -> None:
+    wait_until(
+        "live counts",
+        lambda: (
+            json.loads(cli(live, "status", "--json").stdout)["symbols"][0]["samples"] is not None
+        ),
+    )
+    out = cli(live, "status", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = {row["symbol"]: row for row in json.loads(out.stdout)["symbols"]}
+    assert set(rows) == set(SYMBOLS)
+    for row in rows.values():
+        assert 0.0 <= row["last_tick_age_s"] < 30.0
+        assert row["samples"] > 0 and row["model_version"] > 0
+        assert 0.0 <= row["hit_rate"] <= 1.0
+    table = cli(live, "status")
+    assert table.returncode == 0 and SYMBOLS[0] in table.stdout and "hit rate" in table.stdout
+
+
+EXPECTED_METRICS = {
+    "tickcast_ticks_received_total",
+    "tickcast_ticks_written_total",
+    "tickcast_ticks_rejected_total",
+    "tickcast_ticks_dropped_total",
+    "tickcast_feed_reconnects_total",
+    "tickcast_feed_gaps_total",
+    "tickcast_feed_watchdog_trips_total",
+    "tickcast_feed_lag_seconds_bucket",
+    "tickcast_ingest_queue_depth",
+    "tickcast_xadd_batch_size_bucket",
+    "tickcast_samples_total",
+    "tickcast_updates_total",
+    "tickcast_skipped_updates_total",
+    "tickcast_hit_rate",
+    "tickcast_ic",
+    "tickcast_skill_vs_zero",
+    "tickcast_model_version",
+    "tickcast_tick_to_signal_latency_seconds_bucket",
+    "tickcast_last_tick_event_time_seconds",
+    "tickcast_checkpoint_age_seconds",
+    "tickcast_signals_published_total",
+}
+
+
+def scrape(url: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    code, body = http(url + "/metrics")
+    assert code == 200
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for fam in text_string_to_metric_families(body):
+        for s in fam.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def test_every_metric_appears_on_the_metrics_endpoint_with_live_values(live: Live) -> None:
+    got = scrape(live.metrics_url)
+    assert set(got) >= EXPECTED_METRICS
+    btc = (("symbol", SYMBOLS[0]), ("venue", "sim"))
+    assert got["tickcast_samples_total"][btc] > 0
+    assert got["tickcast_model_version"][btc] > 0
+    assert got["tickcast_ticks_written_total"][(("kind", "trade"), *btc)] > 0
+    assert got["tickcast_tick_to_signal_latency_seconds_count"][btc] > 0
+    sub_ms = {dict(k)["le"] for k in got["tickcast_tick_to_signal_latency_seconds_bucket"]}
+    assert {"0.0001", "0.0005"} <= sub_ms
+    assert abs(got["tickcast_last_tick_event_time_seconds"][btc] - time.time()) < 600
+    labels = {dict(k).get("symbol") for k in got["tickcast_samples_total"]}
+    assert labels == set(SYMBOLS), "symbol labels are the configured symbols only"
+    assert http(live.metrics_url + "/healthz") == (200, "ok\n")
+
+
+def test_readiness_flips_when_redis_goes_away_and_back(live: Live) -> None:
+    pid = live.redis_pid()
+    os.kill(pid, signal.SIGSTOP)  # Redis stops answering
+    try:
+        wait_until("not ready", lambda: http(live.metrics_url + "/readyz")[0] == 503, 15)
+        _, body = http(live.metrics_url + "/readyz")
+        assert "redis" in body
+        assert http(live.metrics_url + "/healthz")[0] == 200, "alive all the same"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_until("ready again", live.ready, 30)
+
+
+def test_sigterm_exits_zero_in_time_with_a_fresh_checkpoint(live: Live) -> None:
+    sent_ms = time.time_ns() // 1_000_000
+    live.proc.send_signal(signal.SIGTERM)
+    assert live.proc.wait(timeout=10) == 0, live.log.read_text()
+    assert not (live.state_dir / DISCOVERY_FILE).exists(), "embedded Redis stopped cleanly"
+    with EmbeddedRedis(live.state_dir, discovery=False) as server:  # its AOF survived
+        client = redis.Redis.from_url(server.url)
+        try:
+            for symbol in SYMBOLS:
+                fields = client.hgetall(bus.ckpt_key("tickcast", "sim", symbol))
+                assert int(fields[b"saved_ms"]) >= sent_ms
+                newest = client.xrevrange(bus.ticks_key("tickcast", "sim", symbol), count=1)
+                assert fields[b"last_id"] == newest[0][0], "every flushed tick was consumed"
+        finally:
+            client.close()
+
+
+# -- SIGKILL and restart ------------------------------------------------------------------
+
+
+def deterministic_ticks() -> list[Tick]:
+    specs = [s for s in DEFAULT_SYMBOLS if s.symbol in SYMBOLS]
+    return list(SyntheticMarket(specs, seed=11).ticks(90.0))
+
+
+def write_ticks(client: redis.Redis, ticks: list[Tick]) -> None:
+    pipe = client.pipeline(transaction=False)
+    for tick in ticks:
+        pipe.xadd(bus.ticks_key("tickcast", "sim", tick.symbol), bus.encode(tick))  # type: ignore[arg-type]
+    pipe.execute()
+
+
+def reference(ticks: list[Tick], symbol: str) -> tuple[bytes, list[tuple[int, float, float]]]:
+    learner = OnlineLearner(horizon_ms=1000, sample_ms=100)
+    preds = []
+    for tick in ticks:
+        if tick.symbol == symbol:
+            preds.extend((p.t_ms, p.ret_bps, p.p_up) for p in learner.update(tick))
+    return learner.snapshot(), preds
+
+
+def signals_of(client: redis.Redis, symbol: str) -> list[Signal]:
+    key = bus.signals_key("tickcast", "sim", symbol)
+    return [decode_signal(fields) for _, fields in client.xrange(key)]
+
+
+def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [*CLI, "worker", "--symbols", ",".join(SYMBOLS)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def test_a_sigkilled_worker_restarts_to_the_bit_identical_model_without_duplicates(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    ticks = deterministic_ticks()
+    cut = int(len(ticks) * 0.4)
+    first_part = {s: reference(ticks[:cut], s)[1] for s in SYMBOLS}
+    env = environment(
+        tmp_path,
+        TICKCAST__REDIS__URL=redis_url,
+        TICKCAST__METRICS__ENABLED="false",
+        TICKCAST__WORKER__CHECKPOINT_EVERY_SAMPLES="97",
+        TICKCAST__WORKER__READ_COUNT="64",
+    )
+    log = tmp_path / "worker.log"
+    write_ticks(redis_client, ticks[:cut])
+    worker = start_worker(env, log)
+    try:
+        wait_until(
+            "the first part published",
+            lambda: all(len(signals_of(redis_client, s)) == len(first_part[s]) for s in SYMBOLS),
+        )
+        ckpt_t = int(redis_client.hget(bus.ckpt_key("tickcast", "sim", SYMBOLS[0]), "last_t") or 0)
+        assert 0 < ckpt_t < first_part[SYMBOLS[0]][-1][0], "the checkpoint lags the signals"
+        worker.kill()  # SIGKILL: no final checkpoint
+        worker.wait(timeout=10)
+        write_ticks(redis_client, ticks[cut:])
+        worker = start_worker(env, log)
+        expected = {s: reference(ticks, s) for s in SYMBOLS}
+        wait_until(
+            "every sample published",
+            lambda: all(len(signals_of(redis_client, s)) >= len(expected[s][1]) for s in SYMBOLS),
+        )
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=10) == 0, log.read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    for symbol in SYMBOLS:
+        snapshot, preds = expected[symbol]
+        got = [(s.t_ms, s.ret_bps, s.p_up) for s in signals_of(redis_client, symbol)]
+        assert got == preds, "no duplicate, no gap, the same values as one uninterrupted run"
+        model = redis_client.hget(bus.ckpt_key("tickcast", "sim", symbol), "model")
+        assert OnlineLearner.from_snapshot(model).model_version > 0  # type: ignore[arg-type]
+        assert model == snapshot, "bit-identical weights and learner state"
