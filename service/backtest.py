@@ -1,0 +1,260 @@
+"""The backtest engine: ticks -> one online learner per symbol -> prequential results.
+
+It is the live worker's loop without Redis: each tick goes to the learner of its symbol
+(created on the symbol's first tick), exactly as the worker will feed them; every scored sample
+is recorded so that figures can be pooled over symbols, compared with the simulator's Bayes
+rate and plotted. Every figure is prequential over every scored sample (nothing is excluded as
+warm-up).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from array import array
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any, Protocol
+
+import numpy as np
+
+from tickcast.model.learner import OnlineLearner, Prediction, Scored
+from tickcast.model.metrics import MetricsSummary, summarize
+from tickcast.service.ticks import Tick
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Backtest",
+    "BacktestResult",
+    "Oracle",
+    "SymbolRecord",
+    "json_ready",
+]
+
+_BPS = 1e4
+
+#: Report progress every this many ticks.
+PROGRESS_EVERY = 50_000
+
+
+class Oracle(Protocol):
+    """What the simulator exposes: the true expected log return of a sample."""
+
+    def expected_return(self, symbol: str, t_ms: int, horizon_ms: int) -> float:
+        """Expected log return (not bps) from ``t_ms`` to ``t_ms + horizon_ms``."""
+        ...
+
+
+@dataclass
+class SymbolRecord:
+    """Everything recorded for one symbol: its learner, tick count and scored samples.
+
+    Attributes
+    ----------
+    learner : OnlineLearner
+        The symbol's learner (its counters and metrics are live).
+    t_ms, label_bps, ret_bps, linear_bps, p_up, expected_bps : array
+        One entry per scored sample, in scoring order (``expected_bps`` only with an oracle).
+    """
+
+    learner: OnlineLearner
+    t_ms: array[int] = field(default_factory=lambda: array("q"))
+    label_bps: array[float] = field(default_factory=lambda: array("d"))
+    ret_bps: array[float] = field(default_factory=lambda: array("d"))
+    linear_bps: array[float] = field(default_factory=lambda: array("d"))
+    p_up: array[float] = field(default_factory=lambda: array("d"))
+    expected_bps: array[float] = field(default_factory=lambda: array("d"))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Return the recorded columns as float64 / int64 arrays of equal length."""
+        return {
+            "t_ms": np.frombuffer(self.t_ms, dtype=np.int64).copy(),
+            "label_bps": np.frombuffer(self.label_bps, dtype=np.float64).copy(),
+            "ret_bps": np.frombuffer(self.ret_bps, dtype=np.float64).copy(),
+            "linear_bps": np.frombuffer(self.linear_bps, dtype=np.float64).copy(),
+            "p_up": np.frombuffer(self.p_up, dtype=np.float64).copy(),
+            "expected_bps": np.frombuffer(self.expected_bps, dtype=np.float64).copy(),
+        }
+
+
+@dataclass
+class BacktestResult:
+    """The outcome of a run: per-symbol records, tick count and wall time of the loop."""
+
+    symbols: dict[str, SymbolRecord]
+    n_ticks: int
+    wall_s: float
+    horizon_ms: int
+    with_oracle: bool
+
+    @property
+    def ticks_per_s(self) -> float:
+        """Ticks processed per wall second of the processing loop."""
+        return self.n_ticks / self.wall_s if self.wall_s > 0 else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return ``{"overall": {...}, "symbols": {symbol: {...}}}`` (NaN kept as float nan)."""
+        per_symbol = {name: self._figures([rec]) for name, rec in sorted(self.symbols.items())}
+        for name, rec in self.symbols.items():
+            per_symbol[name].update(_learner_counters(rec.learner))
+            n = rec.learner.n_ticks
+            per_symbol[name]["ticks_per_s"] = n / self.wall_s if self.wall_s else math.nan
+        overall = self._figures(list(self.symbols.values()))
+        overall["n_ticks"] = self.n_ticks
+        overall["n_symbols"] = len(self.symbols)
+        overall["wall_s"] = self.wall_s
+        overall["ticks_per_s"] = self.ticks_per_s
+        return {"overall": overall, "symbols": per_symbol}
+
+    def _figures(self, records: list[SymbolRecord]) -> dict[str, Any]:
+        cols = [r.arrays() for r in records]
+        y = _concat(cols, "label_bps")
+        pred = _concat(cols, "ret_bps")
+        lin = _concat(cols, "linear_bps")
+        model = summarize(y, pred, lin)
+        linear = summarize(y, lin)
+        out: dict[str, Any] = {
+            "n_samples": model.n_scored,
+            **_public(model),
+            "linear_hit_rate": linear.hit_rate,
+            "linear_ic": linear.ic,
+            "linear_skill_vs_zero": linear.skill_vs_zero,
+            "label_std_bps": float(np.std(y)) if y.size else math.nan,
+            "pnl_bps_per_sample": float(np.mean(np.sign(pred) * y)) if y.size else math.nan,
+        }
+        if self.with_oracle:
+            from tickcast.service.sim.market import bayes_hit_rate
+
+            expected = _concat(cols, "expected_bps")
+            out["bayes_hit_rate"] = float(bayes_hit_rate(expected, y)) if y.size else math.nan
+            out["bayes_ic"] = summarize(y, expected).ic
+            out["hit_rate_vs_bayes"] = out["hit_rate"] / out["bayes_hit_rate"]
+        return out
+
+
+def _concat(cols: list[dict[str, np.ndarray]], key: str) -> np.ndarray:
+    if not cols:
+        return np.zeros(0)
+    return np.concatenate([c[key] for c in cols])
+
+
+def _public(s: MetricsSummary) -> dict[str, Any]:
+    d = s.as_dict()
+    d.pop("n_scored")
+    return d
+
+
+def _learner_counters(learner: OnlineLearner) -> dict[str, int]:
+    return dict(learner.counters())
+
+
+class Backtest:
+    """Feed ticks to per-symbol learners and record every scored sample.
+
+    Parameters
+    ----------
+    learner_kwargs : mapping, optional
+        Keyword arguments of every :class:`~tickcast.model.learner.OnlineLearner`.
+    oracle : Oracle, optional
+        The simulator's oracle; when given, the expected return of each sample is recorded
+        (queried when the sample is scored, for the sample's time) and the results carry
+        ``bayes_hit_rate``.
+    """
+
+    def __init__(
+        self, learner_kwargs: Mapping[str, Any] | None = None, *, oracle: Oracle | None = None
+    ) -> None:
+        self.learner_kwargs = dict(learner_kwargs or {})
+        self.oracle = oracle
+        self.symbols: dict[str, SymbolRecord] = {}
+
+    def _record(self, symbol: str) -> SymbolRecord:
+        learner = OnlineLearner(**self.learner_kwargs)
+        rec = SymbolRecord(learner)
+        oracle = self.oracle
+
+        def on_score(s: Scored) -> None:
+            rec.t_ms.append(s.t_ms)
+            rec.label_bps.append(s.label_bps)
+            rec.ret_bps.append(s.ret_bps)
+            rec.linear_bps.append(s.linear_bps)
+            rec.p_up.append(s.p_up)
+            if oracle is not None:
+                expected = oracle.expected_return(symbol, s.t_ms, learner.horizon_ms)
+                rec.expected_bps.append(expected * _BPS)
+
+        learner.on_score = on_score
+        self.symbols[symbol] = rec
+        return rec
+
+    def feed(self, tick: Tick) -> list[Prediction]:
+        """Feed one tick to its symbol's learner; return the predictions it released."""
+        rec = self.symbols.get(tick.symbol) or self._record(tick.symbol)
+        return rec.learner.update(tick)
+
+    @property
+    def n_ticks(self) -> int:
+        """Ticks fed so far."""
+        return sum(rec.learner.n_ticks for rec in self.symbols.values())
+
+    def run(
+        self,
+        ticks: Iterable[Tick],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> BacktestResult:
+        """Feed every tick; return the result.
+
+        ``progress(n_ticks, event_ms)`` is called every :data:`PROGRESS_EVERY` ticks. The wall
+        time covers the whole loop: reading and parsing (the iterator), features, learners.
+        """
+        updates: dict[str, Callable[[Tick], list[Prediction]]] = {}
+        it = iter(ticks)
+        start = time.perf_counter()
+        while True:
+            last: Tick | None = None
+            for last in islice(it, PROGRESS_EVERY):
+                update = updates.get(last.symbol)
+                if update is None:
+                    rec = self.symbols.get(last.symbol) or self._record(last.symbol)
+                    update = updates[last.symbol] = rec.learner.update
+                update(last)
+            if last is None:
+                break
+            if progress is not None:
+                progress(self.n_ticks, last.event_ms)
+        wall = time.perf_counter() - start
+        return self.result(wall)
+
+    def settings(self) -> dict[str, Any]:
+        """The learners' hyperparameters (those of a fresh learner when none was made)."""
+        for rec in self.symbols.values():
+            return rec.learner.hyperparameters()
+        return OnlineLearner(**self.learner_kwargs).hyperparameters()
+
+    def result(self, wall_s: float) -> BacktestResult:
+        """Return the result so far, with ``wall_s`` as the loop's wall time."""
+        horizon = int(self.learner_kwargs.get("horizon_ms", OnlineLearner.DEFAULT_HORIZON_MS))
+        return BacktestResult(
+            symbols=dict(self.symbols),
+            n_ticks=self.n_ticks,
+            wall_s=wall_s,
+            horizon_ms=horizon,
+            with_oracle=self.oracle is not None,
+        )
+
+
+def json_ready(obj: Any) -> Any:
+    """Replace non-finite floats by None, recursively, so that the result is strict JSON."""
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, float | np.floating):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj

@@ -1,0 +1,241 @@
+"""``tickcast backtest``: recorded files (or the synthetic market) through the live learner.
+
+Ticks go through the parser, the streaming features and one online learner per symbol exactly
+as the live worker feeds them; the command prints a per-symbol table of prequential figures
+(every scored sample counts, warm-up included) and can write them as JSON and draw a PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from tickcast.service import TickcastError
+
+__all__ = ["BacktestError", "ProgressBar", "register", "run"]
+
+
+class BacktestError(TickcastError):
+    """Bad backtest arguments (no source, unknown symbol, bad model option)."""
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    """Parse ``--hidden``: comma-separated widths (``32,16``); ``0`` or empty is linear."""
+    text = text.strip()
+    if text in ("", "0"):
+        return ()
+    try:
+        widths = tuple(int(part) for part in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected widths like 32,16, got {text!r}") from exc
+    if any(w < 1 for w in widths):
+        raise argparse.ArgumentTypeError(f"widths must be >= 1, got {text!r}")
+    return widths
+
+
+def _symbols(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``backtest`` subcommand."""
+    p = subparsers.add_parser(
+        "backtest",
+        help="replay recorded files or the synthetic market through the online learner",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("files", nargs="*", metavar="FILE", help="recorded tick files (any format)")
+    p.add_argument("--sim", action="store_true", help="use the seeded synthetic market")
+    p.add_argument("--sim-seconds", type=float, default=600.0, help="market seconds with --sim")
+    p.add_argument("--symbols", type=_symbols, help="comma-separated unified symbols to keep")
+    p.add_argument("--horizon-ms", type=int, default=1000, help="label horizon, ms")
+    p.add_argument("--sample-ms", type=int, default=100, help="sample interval, ms")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic market")
+    p.add_argument("--json", type=Path, metavar="PATH", help="write the figures as JSON")
+    p.add_argument("--plot", type=Path, metavar="PATH", help="write a PNG of the run")
+    p.add_argument("--fee-bps", type=float, default=0.5, help="toy PnL fee per side, bps")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    m = p.add_argument_group("model options (defaults: the live learner's)")
+    m.add_argument("--hidden", type=_hidden, help="hidden widths, e.g. 32,16 (0: linear)")
+    m.add_argument("--lr", type=float, help="learning rate")
+    m.add_argument("--activation", choices=("tanh", "relu"), help="hidden activation")
+    m.add_argument("--model-seed", type=int, help="seed of the initial weights")
+    m.add_argument("--rolling-window", type=int, help="rolling-metrics window, samples")
+    m.add_argument("--max-gap-ms", type=int, help="longest silence sampled through, ms")
+    p.set_defaults(func=run)
+
+
+def learner_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`~tickcast.model.learner.OnlineLearner` arguments the options set."""
+    kwargs: dict[str, Any] = {"horizon_ms": args.horizon_ms, "sample_ms": args.sample_ms}
+    options = {
+        "hidden": args.hidden,
+        "lr": args.lr,
+        "activation": args.activation,
+        "seed": args.model_seed,
+        "rolling_window": args.rolling_window,
+        "max_gap_ms": args.max_gap_ms,
+    }
+    kwargs.update({k: v for k, v in options.items() if v is not None})
+    return kwargs
+
+
+class ProgressBar:
+    """A one-line progress report on a terminal, redrawn at most every ``interval`` seconds.
+
+    With a known event-time span it draws a bar; otherwise it shows ticks, rate and the event
+    time reached.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        interval: float = 0.25,
+    ) -> None:
+        self.stream = stream
+        self.start_ms = start_ms
+        self.end_ms = end_ms
+        self.interval = interval
+        self._t0 = time.perf_counter()
+        self._last = 0.0
+        self._drawn = False
+
+    def __call__(self, n_ticks: int, event_ms: int) -> None:
+        """Report that ``n_ticks`` ticks were processed, the latest at ``event_ms``."""
+        now = time.perf_counter()
+        if now - self._last < self.interval:
+            return
+        self._last = now
+        rate = n_ticks / max(now - self._t0, 1e-9)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event_ms / 1000.0))
+        if self.start_ms is not None and self.end_ms is not None and self.end_ms > self.start_ms:
+            frac = min(1.0, max(0.0, (event_ms - self.start_ms) / (self.end_ms - self.start_ms)))
+            filled = int(30 * frac)
+            bar = "#" * filled + "-" * (30 - filled)
+            line = f"[{bar}] {100 * frac:5.1f}%  {n_ticks:,} ticks  {rate:,.0f}/s"
+        else:
+            line = f"{n_ticks:,} ticks  {rate:,.0f}/s  at {stamp} UTC"
+        self.stream.write("\r" + line)
+        self.stream.flush()
+        self._drawn = True
+
+    def close(self) -> None:
+        """End the line if anything was drawn."""
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+_COLUMNS = (
+    ("symbol", "{:<16}", "symbol"),
+    ("n_ticks", "{:>9,}", "ticks"),
+    ("n_samples", "{:>8,}", "samples"),
+    ("hit_rate", "{:>7.4f}", "hit"),
+    ("ic", "{:>7.4f}", "IC"),
+    ("skill_vs_zero", "{:>8.4f}", "skill0"),
+    ("skill_vs_linear", "{:>8.4f}", "skill_lin"),
+    ("linear_ic", "{:>7.4f}", "lin_IC"),
+    ("bayes_hit_rate", "{:>7.4f}", "bayes"),
+    ("ticks_per_s", "{:>10,.0f}", "ticks/s"),
+)
+
+
+def format_table(figures: dict[str, Any]) -> str:
+    """The per-symbol table (plus an ``overall`` row) as text."""
+    with_bayes = "bayes_hit_rate" in figures["overall"]
+    cols = [c for c in _COLUMNS if with_bayes or c[0] != "bayes_hit_rate"]
+    widths = [len(fmt.format(0 if key != "symbol" else "")) for key, fmt, _ in cols]
+    header = " ".join(
+        f"{title:<{w}}" if key == "symbol" else f"{title:>{w}}"
+        for (key, _, title), w in zip(cols, widths, strict=True)
+    )
+    rows = [header]
+    named = [*sorted(figures["symbols"].items()), ("overall", figures["overall"])]
+    for name, fig in named:
+        cells = []
+        for (key, fmt, _), w in zip(cols, widths, strict=True):
+            value = name if key == "symbol" else fig.get(key)
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                cells.append(f"{'-':>{w}}")
+            else:
+                cells.append(fmt.format(value))
+        rows.append(" ".join(cells))
+    return "\n".join(rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the backtest; print the table; write the JSON and the PNG when asked."""
+    from tickcast.service.backtest import Backtest, json_ready
+
+    if bool(args.files) == bool(args.sim):
+        raise BacktestError("give recorded FILEs or --sim (one of the two)")
+    kwargs = learner_kwargs(args)
+    show = not args.no_progress and sys.stderr.isatty()
+    if args.sim:
+        ticks, oracle, bar = _sim_source(args, show)
+    else:
+        ticks, oracle, bar = _file_source(args, show)
+    try:
+        engine = Backtest(kwargs, oracle=oracle)
+        result = engine.run(ticks, progress=bar)
+    except (ValueError, ArithmeticError) as exc:
+        raise BacktestError(f"backtest failed: {exc}") from exc
+    finally:
+        if bar is not None:
+            bar.close()
+    if not result.symbols:
+        raise BacktestError("no ticks to backtest (check the files and --symbols)")
+    figures = result.to_dict()
+    figures["settings"] = {**engine.settings(), "source": "sim" if args.sim else args.files}
+    print(format_table(figures))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(json_ready(figures), indent=2) + "\n")
+    if args.plot is not None:
+        from tickcast.service.plot import plot_backtest
+
+        plot_backtest(
+            result,
+            args.plot,
+            fee_bps=args.fee_bps,
+            window=int(figures["settings"]["rolling_window"]),
+            sample_ms=args.sample_ms,
+        )
+    return 0
+
+
+def _sim_source(args: argparse.Namespace, show: bool) -> tuple[Any, Any, ProgressBar | None]:
+    from tickcast.service.sim.market import DEFAULT_SYMBOLS, SyntheticMarket
+
+    specs = list(DEFAULT_SYMBOLS)
+    if args.symbols:
+        known = {s.symbol: s for s in specs}
+        unknown = [s for s in args.symbols if s not in known]
+        if unknown:
+            raise BacktestError(f"unknown simulated symbols {unknown}; known: {sorted(known)}")
+        specs = [known[s] for s in args.symbols]
+    if not args.sim_seconds > 0:
+        raise BacktestError("--sim-seconds must be positive")
+    market = SyntheticMarket(specs, seed=args.seed)
+    start = market.start_ms
+    bar = ProgressBar(sys.stderr, start_ms=start, end_ms=start + int(1000 * args.sim_seconds))
+    return market.ticks(args.sim_seconds), market.oracle, bar if show else None
+
+
+def _file_source(args: argparse.Namespace, show: bool) -> tuple[Any, Any, ProgressBar | None]:
+    from tickcast.service.readers import read_ticks
+
+    missing = [f for f in args.files if not Path(f).is_file()]
+    if missing:
+        raise BacktestError(f"no such file: {', '.join(missing)}")
+    ticks = read_ticks(args.files, symbols=args.symbols)
+    return ticks, None, ProgressBar(sys.stderr) if show else None
