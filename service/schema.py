@@ -25,7 +25,7 @@ from tickcast.service import TickcastError
 
 SCHEMA_VERSION: Final = 1
 FIELD: Final = b"s"
-SCHEMA_ID: Final = "https://github.com/tickcast/tickcast/schemas/signal-v1.json"
+SCHEMA_ID: Final = "urn:tickcast:schema:signal:v1"
 
 
 class SignalDecodeError(TickcastError):
