@@ -30,13 +30,10 @@ import math
 import zlib
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from decimal import Decimal
 from operator import itemgetter
 
 import numpy as np
 
-from tickcast.service import TickcastError
 from tickcast.service.sim.oracle import (
     FLOW_WINDOW_MS,
     IMBALANCE_SCALE,
@@ -48,6 +45,7 @@ from tickcast.service.sim.oracle import (
     bayes_hit_rate,
     drift_rate,
 )
+from tickcast.service.sim.symbols import DEFAULT_SYMBOLS, MarketError, SymbolSpec, step_decimals
 from tickcast.service.ticks import QUOTE, TRADE, Tick
 
 __all__ = [
@@ -84,124 +82,6 @@ LATENCY_MIN_NS = 300_000
 LATENCY_MEAN_NS = 1_200_000
 
 
-class MarketError(TickcastError):
-    """Invalid market or symbol parameters."""
-
-
-def _decimals(step: float) -> int:
-    """Number of decimals of a step size such as 0.01 -> 2."""
-    exponent = Decimal(repr(step)).normalize().as_tuple().exponent
-    return max(0, -int(exponent))
-
-
-@dataclass(frozen=True)
-class SymbolSpec:
-    """Parameters of one simulated symbol.
-
-    Attributes
-    ----------
-    symbol : str
-        ccxt unified symbol, e.g. ``"BTC/USDT:USDT"``.
-    venue_id : str
-        The venue's own id, e.g. ``"BTCUSDT"``.
-    price : float
-        Start price (quote currency).
-    tick_size, lot_size : float
-        Price and size increments.
-    volatility_bps : float
-        Typical volatility of the random-walk part of the log mid, bps per square-root second
-        (the 1-second standard deviation of the mid is somewhat larger: the planted drift and
-        the volatility clustering add to it).
-    trade_rate : float
-        Mean trades per second.
-    quote_rate : float
-        Top-of-book updates per second.
-    depth : float
-        Median total top-of-book size (bid + ask), base units.
-    trade_size : float
-        Median trade size, base units.
-    effect : float
-        Strength ``a`` of the planted drift, in volatility units per second.
-    imbalance_tau_s : float
-        Time constant of the book-imbalance process, seconds.
-    """
-
-    symbol: str
-    venue_id: str
-    price: float
-    tick_size: float
-    lot_size: float
-    volatility_bps: float
-    trade_rate: float
-    quote_rate: float
-    depth: float
-    trade_size: float
-    effect: float = 1.0
-    imbalance_tau_s: float = 3.0
-
-    def __post_init__(self) -> None:
-        positive = "price tick_size lot_size volatility_bps trade_rate quote_rate depth trade_size"
-        for name in [*positive.split(), "imbalance_tau_s"]:
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0.0):
-                raise MarketError(f"{self.symbol}: {name} must be finite and positive")
-        if not (math.isfinite(self.effect) and self.effect >= 0.0):
-            raise MarketError(f"{self.symbol}: effect must be finite and non-negative")
-        if self.price < 10.0 * self.tick_size:
-            raise MarketError(f"{self.symbol}: price must be at least ten ticks")
-
-    @property
-    def imbalance_phi(self) -> float:
-        """AR(1) coefficient of ``z = atanh(I)`` per quote."""
-        return math.exp(-1.0 / (self.quote_rate * self.imbalance_tau_s))
-
-
-DEFAULT_SYMBOLS: tuple[SymbolSpec, ...] = (
-    SymbolSpec(
-        symbol="BTC/USDT:USDT",
-        venue_id="BTCUSDT",
-        price=60_000.0,
-        tick_size=0.1,
-        lot_size=0.001,
-        volatility_bps=1.0,
-        trade_rate=12.0,
-        quote_rate=10.0,
-        depth=6.0,
-        trade_size=0.01,
-        effect=1.1,
-        imbalance_tau_s=3.0,
-    ),
-    SymbolSpec(
-        symbol="ETH/USDT:USDT",
-        venue_id="ETHUSDT",
-        price=3_000.0,
-        tick_size=0.01,
-        lot_size=0.001,
-        volatility_bps=1.3,
-        trade_rate=10.0,
-        quote_rate=8.0,
-        depth=60.0,
-        trade_size=0.15,
-        effect=1.0,
-        imbalance_tau_s=4.0,
-    ),
-    SymbolSpec(
-        symbol="SOL/USDT:USDT",
-        venue_id="SOLUSDT",
-        price=150.0,
-        tick_size=0.01,
-        lot_size=1.0,
-        volatility_bps=2.5,
-        trade_rate=8.0,
-        quote_rate=7.0,
-        depth=1_500.0,
-        trade_size=4.0,
-        effect=1.2,
-        imbalance_tau_s=2.5,
-    ),
-)
-
-
 def _uniforms(rng: np.random.Generator) -> Iterator[float]:
     """Endless uniforms on (0, 1], drawn from ``rng`` in batches."""
     while True:
@@ -230,8 +110,8 @@ class _SymbolSim:
         rng = np.random.default_rng([seed, zlib.crc32(spec.symbol.encode())])
         self.uniform = _uniforms(rng)
         self.normal = _normals(rng)
-        self.price_dp = _decimals(spec.tick_size)
-        self.size_dp = _decimals(spec.lot_size)
+        self.price_dp = step_decimals(spec.tick_size)
+        self.size_dp = step_decimals(spec.lot_size)
         self.sigma_bar = spec.volatility_bps * 1e-4
         self.log_sigma_bar = math.log(self.sigma_bar)
         self.log_sigma = self.log_sigma_bar + VOL_OF_VOL * next(self.normal)
