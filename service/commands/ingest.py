@@ -170,16 +170,7 @@ async def build_feed(
         public, market, venue = sim.url + "/public", sim.url + "/market", SIM_VENUE
     else:
         public, market, venue = ex.urls.binanceusdm.public, ex.urls.binanceusdm.market, VENUE
-    config = BinanceWsConfig(
-        public_url=public,
-        market_url=market,
-        watchdog_s=ex.watchdog_s,
-        ping_interval_s=ex.ping_interval_s,
-        ping_timeout_s=ex.ping_timeout_s,
-        backoff_base_s=ex.reconnect_base_s,
-        backoff_cap_s=ex.reconnect_cap_s,
-        max_connection_age_s=ex.max_connection_s,
-    )
+    config = BinanceWsConfig.from_settings(ex, public, market)
     markets = await load_markets(ex.symbols, online=online and sim is None)
     return BinanceFeed(ex.symbols, config, markets=markets, venue=venue)
 

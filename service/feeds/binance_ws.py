@@ -27,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -39,6 +40,9 @@ from tickcast.service.feeds.markets import MarketInfo, offline_markets
 from tickcast.service.feeds.reconnect import Backoff, reconnect_loop
 from tickcast.service.sim.protocol import MARKET, PUBLIC, stream_route
 from tickcast.service.ticks import TRADE, Tick
+
+if TYPE_CHECKING:
+    from tickcast.service.config import ExchangeSettings
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +89,22 @@ class BinanceWsConfig:
     backoff_cap_s: float = 30.0
     max_connection_age_s: float = 23.5 * 3600.0
     gap_window: int = 1024
+
+    @classmethod
+    def from_settings(
+        cls, exchange: ExchangeSettings, public_url: str, market_url: str
+    ) -> BinanceWsConfig:
+        """Build from the ``exchange`` section of the settings, on the given route bases."""
+        return cls(
+            public_url=public_url,
+            market_url=market_url,
+            watchdog_s=exchange.watchdog_s,
+            ping_interval_s=exchange.ping_interval_s,
+            ping_timeout_s=exchange.ping_timeout_s,
+            backoff_base_s=exchange.reconnect_base_s,
+            backoff_cap_s=exchange.reconnect_cap_s,
+            max_connection_age_s=exchange.max_connection_s,
+        )
 
     def __post_init__(self) -> None:
         if self.subscribe_by not in ("url", "message"):
