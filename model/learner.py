@@ -1,32 +1,26 @@
 """The online learner of one symbol: sample clock, predictions, delayed labels, metrics.
 
 :class:`OnlineLearner` turns a stream of ticks into predictions on a regular event-time grid
-and learns from each prediction once its label is known (test-then-train, Dawid 1984):
+and learns from each prediction once its label is known (test-then-train, Dawid 1984).
 
-1. Ticks are fed in event-time order with :meth:`OnlineLearner.update`. Before a tick is
-   applied, every *event* it passes is processed in time order: the labelling time
-   ``t + horizon_ms`` of a pending sample and the sample boundaries (multiples of
-   ``sample_ms``). A tick stamped exactly at a boundary belongs to the next interval, so the
-   features and the reference price seen at time ``T`` reflect the ticks with ``event_ms < T``.
-2. At a labelling time the label ``y = log(ref(t + H) / ref(t))`` (bps) is known: the
-   prediction made at ``t`` is scored (prequential metrics), then the networks, the linear
-   baseline and the target scale learn from the ``x`` of time ``t``.
-3. At a sample boundary ``T`` the features are read, standardised (EW mean and variance) and
-   clipped, the networks and the linear baseline predict, and the sample joins the pending
-   queue (bounded by ``ceil(horizon / sample) + 1``).
+The events of the tick stream (sample boundaries, labelling times, gaps) are ordered by
+:class:`~tickcast.model.clock.SampleClock`, which this class extends. At a sample boundary
+``T`` the features are read (they reflect the ticks with ``event_ms < T``), the forecaster
+standardises them and predicts, and the sample joins the pending queue (bounded by
+``ceil(horizon / sample) + 1``). At ``t + H`` the label ``y = log(ref(t + H) / ref(t))`` (bps)
+is read; the prediction made at ``t`` is then scored (prequential metrics) and the model
+learns from the ``x`` of time ``t`` -- in :meth:`OnlineLearner.flush`, so that a live caller
+can publish an update's predictions before the learning it triggers.
 
-The model. Two networks (:class:`~tickcast.model.mlp.TwoHeadMLP`: a return head and a P(up)
-head on shared tanh layers) learn every label: a *steady* one, two hidden layers trained by
-Adam at a small step (low noise once a stable, possibly nonlinear relation is found), and an
-*agile* one, one hidden layer trained by plain SGD at a large step (its output layer moves
-fast, its hidden layer slowly: it tracks drifting, mostly linear relations). Their
-predictions are mixed by exponentially weighted Hedge (Freund and Schapire 1997) on their
-discounted prequential squared errors, so the learner follows whichever has predicted better
-lately. Every model learns a target in units of a running robust scale of the labels (EW mean
-absolute label, bias-corrected, times sqrt(pi / 2)), so predictions follow changes of
-volatility and the losses see targets of order one. Output layers start at zero: the learner
-begins as the zero predictor. The linear baseline is an online linear regression (LMS: SGD on
-the Huber loss, the agile network's step) on the same standardised inputs.
+The model is a :class:`~tickcast.model.forecaster.Forecaster`. In short: a subset of the
+features (:data:`DEFAULT_INPUTS`: near-duplicates left out, since every extra input slows
+learning from scratch) is standardised on running moments and clipped, except that the
+signed order-flow inputs (book imbalance, microprice deviation, trade flows) keep their zero
+and are only scaled; the target is the label over a running robust scale; a Hedge mix weighs
+a tanh network (Adam, small step) and a linear expert (SGD, large step), starting from a
+prior that leans on the linear expert, so the mix is as good as a linear model while data is
+scarce or the relation weak, and moves to the network once its errors are lower for long
+enough. The linear baseline of the metrics is kept apart from the mix.
 
 Examples
 --------
@@ -41,31 +35,25 @@ Examples
 [(1100, 100.0), (1200, 100.0)]
 >>> learner.n_pending, learner.update(mid_quote(1420, 102.0))[0].t_ms, learner.n_scored
 (2, 1300, 2)
-
-Gaps. When a tick arrives more than ``max_gap_ms`` after the previous one, events up to
-``previous + max_gap_ms`` are processed as usual; the samples still pending are dropped
-unlabelled (their label would straddle the gap), the boundaries in the rest of the gap are
-skipped, and the clock resumes after the tick. Both are counted.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 from . import ModelError
+from .clock import SampleClock
 from .features import StreamingFeatures
+from .forecaster import Forecaster
 from .metrics import PrequentialMetrics
-from .mlp import MLP, TwoHeadMLP
-from .optim import SGD, Adam
+from .samples import Pending, Prediction, Scored, pending_from_state, pending_state
+from .state import LearnerError, pack_state, unpack_state
 
 __all__ = [
     "LearnerError",
@@ -79,91 +67,29 @@ __all__ = [
 Array = NDArray[np.float64]
 
 _BPS = 1e4
-_SQRT_HALF_PI = math.sqrt(math.pi / 2.0)  # E|y| * this = sigma for a normal y
-_VAR_FLOOR = 1e-12  # added to input variances: a constant input standardises to 0
-_HEDGE_CAP = 25.0  # squared standardised error, i.e. 5 robust standard deviations
-_MAGIC = b"TCLEARN1"
-_SNAPSHOT_VERSION = 1
+_SNAPSHOT_VERSION = 2
+_COUNTERS = ("n_samples", "_n_scored", "n_unpriced")
 
-
-class LearnerError(ModelError):
-    """Invalid learner hyperparameters or a snapshot that cannot be restored."""
-
-
-@dataclass(frozen=True, slots=True)
-class Prediction:
-    """A prediction made at sample time ``t_ms`` with the weights of that time.
-
-    Attributes
-    ----------
-    t_ms : int
-        Sample event time, ms (a multiple of ``sample_ms``).
-    ret_bps : float
-        Predicted log return from ``t_ms`` to ``t_ms + horizon_ms``, bps.
-    p_up : float
-        Predicted probability that the return is positive, given that it is nonzero.
-    ref_price : float
-        Reference price at ``t_ms`` (mid, or last trade before any quote).
-    model_version : int
-        Updates the networks have applied (labels learned).
-    linear_bps : float
-        The online linear baseline's prediction, bps.
-    hit_rate, ic, skill_vs_zero : float
-        Rolling prequential metrics at ``t_ms`` (NaN until defined).
-    n_scored : int
-        Samples in the rolling window.
-    """
-
-    t_ms: int
-    ret_bps: float
-    p_up: float
-    ref_price: float
-    model_version: int
-    linear_bps: float
-    hit_rate: float
-    ic: float
-    skill_vs_zero: float
-    n_scored: int
-
-
-class Scored(NamedTuple):
-    """A labelled sample: what was predicted at ``t_ms`` (bps) and what happened."""
-
-    t_ms: int
-    label_bps: float
-    ret_bps: float
-    linear_bps: float
-    p_up: float
-
-
-class _Pending(NamedTuple):
-    t_ms: int
-    x: Array
-    ref: float
-    ret_bps: float
-    linear_bps: float
-    p_up: float
-    steady_bps: float
-    agile_bps: float
-
-
-_COUNTERS = (
-    "n_ticks",
-    "n_samples",
-    "n_scored",
-    "n_unpriced",
-    "n_gaps",
-    "n_gap_skipped",
-    "n_gap_dropped",
+#: Features the model reads by default (name prefixes). Left out, as near-duplicates that
+#: only slow down learning from scratch: the trade-count imbalances (the size-weighted trade
+#: flows carry the same sign), the RSI (a normalised ``return``) and the times since the last
+#: trade and quote (bookkeeping; the trade intensities carry the activity).
+DEFAULT_INPUTS: tuple[str, ...] = (
+    "book_imbalance",
+    "microprice_dev",
+    "spread",
+    "trade_flow_",
+    "trade_intensity_",
+    "realised_vol_",
+    "vwap_dev_",
+    "return_",
 )
 
-
-def _hedge_loss(e: float) -> float:
-    """Squared error (the metric the skill figures use), capped so one jump cannot decide."""
-    return min(e * e, _HEDGE_CAP)
+#: Inputs (name prefixes) kept uncentred: signed order-flow features whose zero is neutral.
+DEFAULT_UNCENTRED: tuple[str, ...] = ("book_imbalance", "microprice_dev", "trade_flow_")
 
 
-class OnlineLearner:
+class OnlineLearner(SampleClock):
     """Online learner of one symbol; see the module docstring.
 
     Parameters
@@ -173,13 +99,11 @@ class OnlineLearner:
     sample_ms : int
         Sample interval, ms (samples at multiples of it, in event time).
     hidden : sequence of int
-        Hidden layer widths of the steady network.
+        Hidden layer widths of the network expert.
     lr : float
-        Adam step of the steady network.
-    fast_hidden : sequence of int
-        Hidden layer widths of the agile network.
+        Adam step of the network expert.
     fast_lr : float
-        SGD step of the agile network and of the linear baseline.
+        SGD step of the linear expert and of the linear baseline.
     activation : {"tanh", "relu"}
         Hidden activation.
     seed : int
@@ -207,13 +131,21 @@ class OnlineLearner:
         mean square since the start, capped at 5).
     hedge_halflife : float
         Half-life, in labels, of the discounted losses Hedge compares.
+    linear_prior : float
+        Prior Hedge weight of the linear expert, relative to the network's 1.
+    inputs : sequence of str or None
+        Prefixes of the feature names the model reads (:data:`DEFAULT_INPUTS`); None: all.
+    uncentred : sequence of str
+        Prefixes of the inputs scaled by their running RMS without centring
+        (:data:`DEFAULT_UNCENTRED`); see :class:`~tickcast.model.forecaster.Forecaster`.
 
     Attributes
     ----------
     on_score : callable or None
-        Called with a :class:`Scored` each time a sample is labelled (not kept in snapshots).
-    metrics : PrequentialMetrics
-        Rolling and cumulative figures of every scored sample.
+        Called with a :class:`Scored` each time a sample is scored, i.e. in :meth:`flush`
+        (not kept in snapshots).
+    forecaster : Forecaster
+        Input standardisation, target scale, experts, Hedge mix and linear baseline.
     """
 
     DEFAULT_HORIZON_MS: ClassVar[int] = 1000
@@ -225,239 +157,107 @@ class OnlineLearner:
         sample_ms: int = 100,
         hidden: Sequence[int] = (32, 16),
         lr: float = 3e-4,
-        fast_hidden: Sequence[int] = (32,),
         fast_lr: float = 1e-2,
         activation: str = "tanh",
         seed: int = 0,
         features: StreamingFeatures | None = None,
-        feature_windows_ms: Sequence[int] = (1000, 5000, 30000),
+        feature_windows_ms: Sequence[int] = (1000, 5000),
         rolling_window: int = 3000,
         max_gap_ms: int = 10_000,
-        clip: float = 2.0,
+        clip: float = 1.5,
         scale_halflife: float = 1000.0,
         huber_delta: float = 1.0,
         direction_weight: float = 2.0,
         clip_norm: float = 1.0,
-        hedge_eta: float = 0.05,
+        hedge_eta: float = 0.2,
         hedge_halflife: float = 5000.0,
+        linear_prior: float = 20.0,
+        inputs: Sequence[str] | None = DEFAULT_INPUTS,
+        uncentred: Sequence[str] = DEFAULT_UNCENTRED,
     ) -> None:
-        if not (0 < sample_ms <= max_gap_ms and horizon_ms > 0):
-            raise LearnerError(
-                "need horizon_ms > 0 and 0 < sample_ms <= max_gap_ms, got "
-                f"{horizon_ms}, {sample_ms}, {max_gap_ms}"
-            )
-        positive = (clip, scale_halflife, hedge_halflife, lr, fast_lr, clip_norm)
-        if not all(v > 0.0 for v in positive) or hedge_eta < 0.0:
-            raise LearnerError("clip, half-lives, steps and clip_norm must be positive")
-        self.horizon_ms = int(horizon_ms)
-        self.sample_ms = int(sample_ms)
-        self.hidden = tuple(int(h) for h in hidden)
-        self.fast_hidden = tuple(int(h) for h in fast_hidden)
-        self.lr = float(lr)
-        self.fast_lr = float(fast_lr)
-        self.activation = activation
-        self.seed = int(seed)
         self.rolling_window = int(rolling_window)
-        self.max_gap_ms = int(max_gap_ms)
-        self.clip = float(clip)
-        self.scale_halflife = float(scale_halflife)
-        self.huber_delta = float(huber_delta)
-        self.direction_weight = float(direction_weight)
-        self.clip_norm = float(clip_norm)
-        self.hedge_eta = float(hedge_eta)
-        self.hedge_halflife = float(hedge_halflife)
+        self._model_kwargs: dict[str, Any] = {
+            "hidden": tuple(int(h) for h in hidden),
+            "lr": float(lr),
+            "fast_lr": float(fast_lr),
+            "activation": str(activation),
+            "seed": int(seed),
+            "clip": float(clip),
+            "scale_halflife": float(scale_halflife),
+            "huber_delta": float(huber_delta),
+            "direction_weight": float(direction_weight),
+            "clip_norm": float(clip_norm),
+            "hedge_eta": float(hedge_eta),
+            "hedge_halflife": float(hedge_halflife),
+            "linear_prior": float(linear_prior),
+        }
         if features is None:
             features = StreamingFeatures(windows_ms=tuple(feature_windows_ms))
         self.features = features
+        super().__init__(horizon_ms, sample_ms, max_gap_ms, features.update)
         self.feature_names = tuple(features.names)
+        self.inputs = None if inputs is None else tuple(str(n) for n in inputs)
+        chosen = [
+            i
+            for i, name in enumerate(self.feature_names)
+            if self.inputs is None or name.startswith(self.inputs)
+        ]
+        if not chosen:
+            raise LearnerError(f"no feature matches the inputs {self.inputs}")
+        self.input_names = tuple(self.feature_names[i] for i in chosen)
+        self.uncentred = tuple(str(n) for n in uncentred)
+        self._input_index = np.array(chosen, dtype=np.intp)
+        self._x_in: Array = np.zeros(len(chosen))
         self.on_score: Callable[[Scored], None] | None = None
-        d = features.n_features
-        steady_opt = Adam(lr=self.lr, clip_norm=self.clip_norm)
-        agile_opt = SGD(lr=self.fast_lr, clip_norm=self.clip_norm)
-        self.steady = self._network(d, self.hidden, steady_opt, self.seed)
-        self.agile = self._network(d, self.fast_hidden, agile_opt, self.seed + 1)
-        self.linear = MLP(d, (), loss="huber", optimizer=agile_opt, seed=self.seed)
-        self.linear.params[0][...] = 0.0
-        self.metrics = PrequentialMetrics(self.rolling_window)
-        self.max_pending = -(-self.horizon_ms // self.sample_ms) + 1
-        self._alpha = 1.0 - 0.5 ** (1.0 / self.scale_halflife)
-        self._hedge_keep = 0.5 ** (1.0 / self.hedge_halflife)
-        self._x_raw: Array = np.zeros(d)
-        self._tmp: Array = np.zeros(d)
-        self._x_mean: Array = np.zeros(d)
-        self._x_var: Array = np.zeros(d)
-        self._x_weight = 0.0  # 1 - (1 - alpha)^n: bias correction of the EW input moments
-        self._y_abs = 0.0  # EW mean |label| (bps), not bias-corrected
-        self._y_weight = 0.0
-        self._y_sq = 0.0  # mean squared label (bps^2) since the start: the Hedge loss unit
-        self._loss = [0.0, 0.0]  # discounted losses of the steady and agile networks
-        self._pending: deque[_Pending] = deque()
-        self._next_t = 0  # next sample boundary, ms (0: clock not started)
-        self._last_event_ms = 0
-        self.n_ticks = 0
+        try:
+            self.forecaster = Forecaster(
+                len(chosen),
+                **self._model_kwargs,
+                centre=[not n.startswith(self.uncentred) for n in self.input_names],
+            )
+        except ModelError as exc:
+            raise LearnerError(f"bad model hyperparameters: {exc}") from exc
+        self._metrics = PrequentialMetrics(self.rolling_window)
+        self._x_raw: Array = np.zeros(features.n_features)
         self.n_samples = 0
-        self.n_scored = 0
+        self._n_scored = 0
         self.n_unpriced = 0
-        self.n_gaps = 0
-        self.n_gap_skipped = 0
-        self.n_gap_dropped = 0
 
-    def _network(
-        self, d: int, hidden: tuple[int, ...], optimizer: Adam | SGD, seed: int
-    ) -> TwoHeadMLP:
-        net = TwoHeadMLP(
-            d,
-            hidden,
-            activation=self.activation,
-            huber_delta=self.huber_delta,
-            direction_weight=self.direction_weight,
-            optimizer=optimizer,
-            seed=seed,
-        )
-        net.params[-2][...] = 0.0  # output layer: start as the zero predictor
-        return net
+    # -- the events ---------------------------------------------------------------------------
 
-    # -- the event loop -----------------------------------------------------------------------
+    def _label(self, p: Pending) -> float:
+        return math.log(self.features.reference_price / p.ref) * _BPS
 
-    def update(self, tick: Any) -> list[Prediction]:
-        """Feed one tick; return the predictions of the sample boundaries it passed (in order).
-
-        ``tick`` is any object with the attributes of ``tickcast.service.ticks.Tick``. Before
-        it is applied to the features, every labelling time and sample boundary at or before
-        its event time is processed (see the module docstring).
-        """
-        e = tick.event_ms
-        out: list[Prediction] = []
-        if self._next_t == 0:
-            self._next_t = (e // self.sample_ms + 1) * self.sample_ms
-        elif e >= self._next_t or (self._pending and e >= self._pending[0].t_ms + self.horizon_ms):
-            if e - self._last_event_ms > self.max_gap_ms:
-                self._cross_gap(e, out)
-            else:
-                self._process_until(e, out)
-        self.features.update(tick)
-        self.n_ticks += 1
-        if e > self._last_event_ms:
-            self._last_event_ms = e
-        return out
-
-    def _cross_gap(self, e: int, out: list[Prediction]) -> None:
-        """Process events up to ``max_gap_ms`` after the last tick, then skip to ``e``."""
-        self._process_until(self._last_event_ms + self.max_gap_ms, out)
-        self.n_gaps += 1
-        self.n_gap_dropped += len(self._pending)
-        self._pending.clear()
-        resume = (e // self.sample_ms + 1) * self.sample_ms
-        self.n_gap_skipped += max(0, (resume - self._next_t) // self.sample_ms)
-        self._next_t = resume
-
-    def _process_until(self, limit: int, out: list[Prediction]) -> None:
-        """Process labelling times and sample boundaries ``<= limit`` in time order."""
-        pending = self._pending
-        horizon = self.horizon_ms
-        while True:
-            t_sample = self._next_t
-            if pending and pending[0].t_ms + horizon <= t_sample:
-                if pending[0].t_ms + horizon > limit:
-                    return
-                self._mature(pending.popleft())
-                continue
-            if t_sample > limit:
-                return
-            prediction = self._sample(t_sample)
-            if prediction is not None:
-                out.append(prediction)
-            self._next_t = t_sample + self.sample_ms
-
-    def _mature(self, p: _Pending) -> None:
-        """Score the prediction made at ``p.t_ms``, then learn from its label."""
-        y = math.log(self.features.reference_price / p.ref) * _BPS
-        self.metrics.update(y, p.ret_bps, p.linear_bps)
-        self.n_scored += 1
+    def _mature(self, p: Pending, y: float) -> None:
+        """Score the prediction made at ``p.t_ms``, then learn from its label ``y`` (bps)."""
+        self._metrics.update(y, p.ret_bps, p.linear_bps)
+        self._n_scored += 1
         if self.on_score is not None:
             self.on_score(Scored(p.t_ms, y, p.ret_bps, p.linear_bps, p.p_up))
-        a = self._alpha
-        self._y_weight += a * (1.0 - self._y_weight)
-        self._y_abs += a * (abs(y) - self._y_abs)
-        scale = self._y_scale()
-        self._y_sq += (y * y - self._y_sq) / self.n_scored
-        unit = math.sqrt(self._y_sq) or 1.0
-        keep = self._hedge_keep
-        self._loss[0] = keep * self._loss[0] + _hedge_loss((p.steady_bps - y) / unit)
-        self._loss[1] = keep * self._loss[1] + _hedge_loss((p.agile_bps - y) / unit)
-        target = y / scale
-        self.steady.learn_one(p.x, target)
-        self.agile.learn_one(p.x, target)
-        self.linear.learn_one(p.x, target)
-
-    def _y_scale(self) -> float:
-        """Robust standard deviation of the labels (bps); 1 before any nonzero label."""
-        if self._y_abs <= 0.0:
-            return 1.0
-        return self._y_abs / self._y_weight * _SQRT_HALF_PI
-
-    def _standardise(self, x: Array) -> Array:
-        """Update the EW input moments with ``x``; return it standardised and clipped (a copy)."""
-        self._x_weight += self._alpha * (1.0 - self._x_weight)
-        k = self._alpha / self._x_weight
-        mean, var, tmp = self._x_mean, self._x_var, self._tmp
-        delta = x - mean
-        np.multiply(delta, k, out=tmp)
-        mean += tmp  # mean' = mean + k delta
-        tmp *= delta
-        var += tmp
-        var *= 1.0 - k  # var' = (1 - k) (var + k delta^2)
-        np.subtract(x, mean, out=delta)
-        np.add(var, _VAR_FLOOR, out=tmp)
-        np.sqrt(tmp, out=tmp)
-        delta /= tmp
-        np.clip(delta, -self.clip, self.clip, out=delta)
-        return delta
+        self.forecaster.learn(p.x, y, p.experts)
 
     def _observe(self, t_ms: int) -> tuple[float, Array]:
         """The reference price and the raw feature vector as of ``t_ms``."""
         return self.features.reference_price, self.features.vector(t_ms, out=self._x_raw)
 
-    @property
-    def expert_weights(self) -> tuple[float, float]:
-        """Hedge weights of the steady and the agile network (they sum to 1)."""
-        d = self.hedge_eta * (self._loss[1] - self._loss[0])
-        w_agile = 1.0 / (1.0 + math.exp(d)) if d > -700.0 else 1.0
-        return 1.0 - w_agile, w_agile
-
-    def _sample(self, t_ms: int) -> Prediction | None:
+    def _sample(self, t_ms: int) -> tuple[Pending, Prediction] | None:
         """Take the sample at boundary ``t_ms``; None before any price is known."""
         ref, raw = self._observe(t_ms)
         if not ref > 0.0:
             self.n_unpriced += 1
             return None
-        x = self._standardise(raw)
-        scale = self._y_scale()
-        r_steady, p_steady = self.steady.predict_one(x)
-        r_agile, p_agile = self.agile.predict_one(x)
-        w_steady, w_agile = self.expert_weights
-        p = _Pending(
-            t_ms=t_ms,
-            x=x,
-            ref=ref,
-            ret_bps=(w_steady * r_steady + w_agile * r_agile) * scale,
-            linear_bps=self.linear.predict_one(x) * scale,
-            p_up=w_steady * p_steady + w_agile * p_agile,
-            steady_bps=r_steady * scale,
-            agile_bps=r_agile * scale,
-        )
-        self._pending.append(p)
-        if len(self._pending) > self.max_pending:
-            raise AssertionError(f"pending queue over its bound {self.max_pending}")
+        x = self.forecaster.standardise(np.take(raw, self._input_index, out=self._x_in))
+        f = self.forecaster.predict(x)
+        p = Pending(t_ms, x, ref, f.ret_bps, f.linear_bps, f.p_up, f.experts)
         self.n_samples += 1
-        r = self.metrics.rolling()
-        return Prediction(
+        r = self._metrics.rolling()
+        return p, Prediction(
             t_ms=t_ms,
-            ret_bps=p.ret_bps,
-            p_up=p.p_up,
+            ret_bps=f.ret_bps,
+            p_up=f.p_up,
             ref_price=ref,
-            model_version=self.steady.n_updates,
-            linear_bps=p.linear_bps,
+            model_version=self.forecaster.n_updates,
+            linear_bps=f.linear_bps,
             hit_rate=r.hit_rate,
             ic=r.ic,
             skill_vs_zero=r.skill_vs_zero,
@@ -467,61 +267,67 @@ class OnlineLearner:
     # -- introspection ------------------------------------------------------------------------
 
     @property
-    def n_pending(self) -> int:
-        """Samples waiting for their label."""
-        return len(self._pending)
+    def metrics(self) -> PrequentialMetrics:
+        """Rolling and cumulative figures of every scored sample (after :meth:`flush`)."""
+        self.flush()
+        return self._metrics
+
+    @property
+    def n_scored(self) -> int:
+        """Samples scored (after :meth:`flush`)."""
+        self.flush()
+        return self._n_scored
 
     @property
     def model_version(self) -> int:
-        """Updates the networks have applied."""
-        return self.steady.n_updates
+        """Labels the model has learned (after :meth:`flush`)."""
+        self.flush()
+        return self.forecaster.n_updates
+
+    @property
+    def expert_weights(self) -> tuple[float, ...]:
+        """Hedge weights of the network and the linear expert (they sum to 1)."""
+        self.flush()
+        return tuple(float(w) for w in self.forecaster.mix.weights())
 
     def counters(self) -> dict[str, int]:
         """Event counts: ticks, samples, scored, unpriced boundaries, gaps and what they cost."""
+        self.flush()
         return {
             "n_ticks": self.n_ticks,
             "n_predictions": self.n_samples,
-            "n_scored": self.n_scored,
+            "n_scored": self._n_scored,
             "n_pending": len(self._pending),
             "n_unpriced": self.n_unpriced,
             "n_gaps": self.n_gaps,
             "n_gap_skipped": self.n_gap_skipped,
             "n_gap_dropped": self.n_gap_dropped,
-            "n_updates": self.steady.n_updates,
-            "n_update_skipped": self.steady.n_skipped + self.agile.n_skipped,
+            "n_updates": self.forecaster.n_updates,
+            "n_update_skipped": self.forecaster.n_skipped,
         }
 
     # -- snapshots ----------------------------------------------------------------------------
 
     def hyperparameters(self) -> dict[str, Any]:
         """Constructor arguments that rebuild an equivalent fresh learner (JSON-ready)."""
+        model = {k: list(v) if isinstance(v, tuple) else v for k, v in self._model_kwargs.items()}
         return {
             "horizon_ms": self.horizon_ms,
             "sample_ms": self.sample_ms,
-            "hidden": list(self.hidden),
-            "lr": self.lr,
-            "fast_hidden": list(self.fast_hidden),
-            "fast_lr": self.fast_lr,
-            "activation": self.activation,
-            "seed": self.seed,
+            **model,
             "feature_windows_ms": list(self.features.state_dict()["windows_ms"]),
             "rolling_window": self.rolling_window,
             "max_gap_ms": self.max_gap_ms,
-            "clip": self.clip,
-            "scale_halflife": self.scale_halflife,
-            "huber_delta": self.huber_delta,
-            "direction_weight": self.direction_weight,
-            "clip_norm": self.clip_norm,
-            "hedge_eta": self.hedge_eta,
-            "hedge_halflife": self.hedge_halflife,
+            "inputs": None if self.inputs is None else list(self.inputs),
+            "uncentred": list(self.uncentred),
         }
 
     def state_dict(self) -> dict[str, Any]:
-        """The whole learner: hyperparameters, features, networks, baseline, scalers, pending
-        queue, metrics, clock and counters (arrays are copies)."""
+        """The whole learner: hyperparameters, features, model, pending queue, metrics, clock
+        and counters (arrays are copies); calls :meth:`flush` first."""
+        self.flush()
         fstate = self.features.state_dict()
-        pend = list(self._pending)
-        columns = ("ref", "ret_bps", "linear_bps", "p_up", "steady_bps", "agile_bps")
+        n_experts = self.forecaster.mix.n_experts
         return {
             "version": _SNAPSHOT_VERSION,
             "hyperparameters": self.hyperparameters(),
@@ -529,22 +335,11 @@ class OnlineLearner:
                 k: fstate[k] for k in ("return_windows_ms", "rsi_window_ms") if k in fstate
             },
             "features": fstate,
-            "steady": self.steady.state_dict(),
-            "agile": self.agile.state_dict(),
-            "linear": self.linear.state_dict(),
-            "metrics": self.metrics.state_dict(),
-            "scaler": {
-                "x_mean": self._x_mean.copy(),
-                "x_var": self._x_var.copy(),
-                "floats": [self._x_weight, self._y_abs, self._y_weight, self._y_sq, *self._loss],
-            },
-            "pending": {
-                "t_ms": np.array([p.t_ms for p in pend], dtype=np.int64),
-                "x": np.array([p.x for p in pend]).reshape(len(pend), len(self.feature_names)),
-                **{c: np.array([getattr(p, c) for p in pend], dtype=np.float64) for c in columns},
-            },
-            "clock": [self._next_t, self._last_event_ms],
-            "counters": {k: getattr(self, k) for k in _COUNTERS},
+            "model": self.forecaster.state_dict(),
+            "metrics": self._metrics.state_dict(),
+            "pending": pending_state(self._pending, len(self.input_names), n_experts),
+            "clock": self.clock_state(),
+            "counters": {k.lstrip("_"): getattr(self, k) for k in _COUNTERS},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -555,36 +350,14 @@ class OnlineLearner:
         if _jsonish(state.get("hyperparameters")) != _jsonish(self.hyperparameters()):
             raise LearnerError("the state belongs to a learner with other hyperparameters")
         try:
+            pending = pending_from_state(state["pending"])
+            counters = {k: int(state["counters"][k.lstrip("_")]) for k in _COUNTERS}
             self.features.load_state_dict(state["features"])
-            self.steady.load_state_dict(state["steady"])
-            self.agile.load_state_dict(state["agile"])
-            self.linear.load_state_dict(state["linear"])
-            self.metrics.load_state_dict(state["metrics"])
-            sc = state["scaler"]
-            x_mean = np.array(sc["x_mean"], dtype=np.float64)
-            x_var = np.array(sc["x_var"], dtype=np.float64)
-            floats = [float(v) for v in sc["floats"]]
-            pend = state["pending"]
-            x = np.asarray(pend["x"], dtype=np.float64)
-            cols = [pend[c] for c in ("ref", "ret_bps", "linear_bps", "p_up")]
-            experts = [pend["steady_bps"], pend["agile_bps"]]
-            pending = deque(
-                _Pending(int(t), x[i].copy(), *(float(c[i]) for c in cols + experts))
-                for i, t in enumerate(pend["t_ms"])
-            )
-            clock = [int(v) for v in state["clock"]]
-            counters = {k: int(state["counters"][k]) for k in _COUNTERS}
+            self.forecaster.load_state_dict(state["model"])
+            self._metrics.load_state_dict(state["metrics"])
+            self.load_clock_state(state["clock"], pending)
         except (KeyError, IndexError, TypeError, ValueError, ModelError) as exc:
             raise LearnerError(f"cannot restore the learner: {exc}") from exc
-        if x_mean.shape != self._x_mean.shape or len(floats) != 6:
-            raise LearnerError("scaler state does not fit the features")
-        if len(pending) > self.max_pending:
-            raise LearnerError(f"pending queue of {len(pending)} over its bound")
-        self._x_mean, self._x_var = x_mean, x_var
-        self._x_weight, self._y_abs, self._y_weight, self._y_sq = floats[:4]
-        self._loss = floats[4:]
-        self._pending = pending
-        self._next_t, self._last_event_ms = clock
         for k, v in counters.items():
             setattr(self, k, v)
 
@@ -613,86 +386,3 @@ class OnlineLearner:
 def _jsonish(obj: Any) -> Any:
     """``obj`` with tuples as lists, as it comes back from JSON."""
     return json.loads(json.dumps(obj))
-
-
-# -- byte form of a state tree ---------------------------------------------------------------
-
-
-def pack_state(tree: Any) -> bytes:
-    """Serialise a tree of dicts, lists, scalars and numpy arrays without pickle.
-
-    Layout: ``MAGIC``, an 8-byte little-endian header length, a JSON header (the tree with
-    each array replaced by ``{"__array__": i}``, plus dtype and shape of each array), then
-    the arrays' raw bytes back to back. Floats round-trip exactly (JSON writes the shortest
-    repr; NaN and infinities as JSON extensions).
-
-    Examples
-    --------
-    >>> tree = {"a": np.arange(3.0), "b": [1, 0.1, "x"], "c": {"d": np.int64(7)}}
-    >>> back = unpack_state(pack_state(tree))
-    >>> back["a"].tolist(), back["b"], back["c"]
-    ([0.0, 1.0, 2.0], [1, 0.1, 'x'], {'d': 7})
-    """
-    arrays: list[np.ndarray] = []
-
-    def encode(obj: Any) -> Any:
-        if isinstance(obj, np.ndarray):
-            arrays.append(obj if obj.flags.c_contiguous else obj.copy(order="C"))
-            return {"__array__": len(arrays) - 1}
-        if isinstance(obj, dict):
-            return {str(k): encode(v) for k, v in obj.items()}
-        if isinstance(obj, list | tuple):
-            return [encode(v) for v in obj]
-        if isinstance(obj, np.generic):
-            return obj.item()
-        return obj
-
-    body = encode(tree)
-    meta = [{"dtype": a.dtype.str, "shape": list(a.shape)} for a in arrays]
-    header = json.dumps({"tree": body, "arrays": meta}, separators=(",", ":")).encode()
-    buf = io.BytesIO()
-    buf.write(_MAGIC)
-    buf.write(len(header).to_bytes(8, "little"))
-    buf.write(header)
-    for a in arrays:
-        buf.write(a.tobytes())
-    return buf.getvalue()
-
-
-def unpack_state(data: bytes) -> Any:
-    """Inverse of :func:`pack_state`; raises :class:`LearnerError` on malformed bytes."""
-    try:
-        if data[: len(_MAGIC)] != _MAGIC:
-            raise ValueError("bad magic")
-        start = len(_MAGIC) + 8
-        size = int.from_bytes(data[len(_MAGIC) : start], "little")
-        header = json.loads(data[start : start + size])
-        offset = start + size
-        arrays = []
-        for meta in header["arrays"]:
-            dtype = np.dtype(meta["dtype"])
-            if dtype.hasobject:
-                raise ValueError("object arrays are not allowed")
-            shape = tuple(int(n) for n in meta["shape"])
-            nbytes = dtype.itemsize * math.prod(shape)
-            if offset + nbytes > len(data):
-                raise ValueError("truncated array data")
-            arrays.append(
-                np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=offset)
-                .reshape(shape)
-                .copy()
-            )
-            offset += nbytes
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
-        raise LearnerError(f"not a learner snapshot: {exc}") from exc
-
-    def decode(obj: Any) -> Any:
-        if isinstance(obj, dict):
-            if set(obj) == {"__array__"}:
-                return arrays[obj["__array__"]]
-            return {k: decode(v) for k, v in obj.items()}
-        if isinstance(obj, list):
-            return [decode(v) for v in obj]
-        return obj
-
-    return decode(header["tree"])

@@ -236,6 +236,8 @@ class Backtest:
 
     def result(self, wall_s: float) -> BacktestResult:
         """Return the result so far, with ``wall_s`` as the loop's wall time."""
+        for rec in self.symbols.values():
+            rec.learner.flush()
         horizon = int(self.learner_kwargs.get("horizon_ms", OnlineLearner.DEFAULT_HORIZON_MS))
         return BacktestResult(
             symbols=dict(self.symbols),

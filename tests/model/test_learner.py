@@ -78,6 +78,7 @@ def test_each_label_is_the_log_return_of_the_mid_over_the_horizon() -> None:
     learner.on_score = scored.append
     mids = {1000: 100.0, 1120: 101.0, 1310: 99.5, 1390: 102.0, 1560: 103.0, 1900: 104.0}
     _run(learner, [_q(ms, m - 0.5, m + 0.5) for ms, m in mids.items()])
+    learner.flush()  # the labels read at the last tick's time are scored by flush()
 
     def mid_before(t: int) -> float:
         return [m for ms, m in mids.items() if ms < t][-1]
@@ -94,6 +95,7 @@ def test_a_horizon_off_the_grid_is_labelled_at_its_exact_time() -> None:
     learner.on_score = scored.append
     _run(learner, [_q(1000, 99.5, 100.5), _q(1340, 100.5, 101.5), _q(1360, 101.5, 102.5)])
     _run(learner, [_q(1400, 101.5, 102.5)])
+    learner.flush()
     # Sample at 1100 is labelled at 1350: the mid then is 101 (the quote at 1360 is later).
     first = scored[0]
     assert first.t_ms == 1100
@@ -141,11 +143,12 @@ def test_predictions_carry_the_rolling_metrics_of_their_time() -> None:
     learner = OnlineLearner(rolling_window=500)
     preds = _run(learner, _market(120, seed=5, signal=0.8))
     last = preds[-1]
+    deferred = learner.n_deferred  # labels of the last sample's time, learned after it
     rolling = learner.metrics.rolling()
     assert last.n_scored == rolling.n_scored
     assert 0.0 <= last.hit_rate <= 1.0 and -1.0 <= last.ic <= 1.0
     assert rolling.n_scored == 500
-    assert last.model_version == learner.model_version
+    assert last.model_version + deferred == learner.model_version
     assert 0.0 < last.p_up < 1.0
     assert math.isfinite(last.linear_bps)
 
@@ -168,6 +171,42 @@ def test_the_same_ticks_give_bit_identical_predictions_and_weights() -> None:
     assert a.snapshot() == b.snapshot()
     c = OnlineLearner(seed=4)
     assert _run(c, ticks) != pa
+
+
+def test_a_sample_is_predicted_before_the_label_of_its_own_time_is_learned() -> None:
+    learner = OnlineLearner(horizon_ms=300, sample_ms=100)
+    _run(learner, [_q(1000 + 50 * i, 99.5 + i, 100.5 + i) for i in range(8)])  # to 1350
+    assert learner.forecaster.n_updates == 0 and learner.n_deferred == 0
+    (at_1400,) = learner.update(_q(1420, 120.0, 121.0))
+    # The label of the 1100 sample matures at 1400 too: it is read, not yet learned.
+    assert at_1400.t_ms == 1400 and at_1400.model_version == 0
+    assert learner.n_deferred == 1 and learner.forecaster.n_updates == 0
+    learner.flush()
+    assert learner.n_deferred == 0 and learner.forecaster.n_updates == 1
+    learner.flush()  # idempotent
+    assert learner.forecaster.n_updates == 1 and learner.n_scored == 1
+    (at_1500,) = learner.update(_q(1510, 120.0, 121.0))
+    assert at_1500.model_version == 1 and learner.n_deferred == 1
+
+
+def test_calling_flush_after_every_update_changes_nothing() -> None:
+    ticks = _market(150, seed=17, signal=0.6)
+    lazy, eager = OnlineLearner(seed=2), OnlineLearner(seed=2)
+    lazy_scored: list[Scored] = []
+    eager_scored: list[Scored] = []
+    lazy.on_score, eager.on_score = lazy_scored.append, eager_scored.append
+    lazy_preds: list[Prediction] = []
+    eager_preds: list[Prediction] = []
+    for i, tick in enumerate(ticks):
+        lazy_preds += lazy.update(tick)
+        eager_preds += eager.update(tick)
+        eager.flush()
+        if i % 1000 == 999:
+            assert lazy.snapshot() == eager.snapshot()
+    assert lazy_preds == eager_preds and len(lazy_preds) > 1000
+    assert lazy.snapshot() == eager.snapshot()
+    assert lazy_scored == eager_scored
+    assert lazy.counters() == eager.counters()
 
 
 @pytest.mark.parametrize("cut", [1, 777, 1500, 2999])

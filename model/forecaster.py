@@ -1,0 +1,250 @@
+"""The predictive core of a learner: standardised inputs -> a Hedge mix of experts, in bps.
+
+:class:`Forecaster` owns what turns a raw feature vector into a forecast and learns from a
+label, with no notion of time: the online learner (:mod:`tickcast.model.learner`) decides when
+to call it.
+
+* **Inputs.** Each feature is standardised by its exponentially weighted mean and variance
+  (bias-corrected, half-life ``scale_halflife`` samples) and clipped to ``[-clip, clip]``: the
+  scales of real features drift and their tails are fat, and a bounded input keeps one
+  outlier from moving the weights much. Signed features whose zero means something (a
+  balanced book, no net flow) are not centred, only scaled by their running root mean
+  square: centring them on a drifting mean would move the zero the models' decision
+  boundaries are anchored to.
+* **Target.** Every model learns ``y / s``, ``s`` a running robust scale of the labels (EW mean
+  absolute label, bias-corrected, times sqrt(pi / 2)), so that predictions follow changes of
+  volatility and the losses (Huber on the return, logistic on the direction) see targets of
+  order one.
+* **Experts**, both :class:`~tickcast.model.mlp.TwoHeadMLP` (a return head and a P(up) head)
+  starting as the zero predictor and learning every label: a *network* (tanh layers, Adam
+  at a small step: low noise once a stable, possibly nonlinear relation is found) and a
+  *linear* expert (plain SGD at a large step: it learns fast from little data and tracks
+  drifting linear relations).
+* **Mix.** :class:`~tickcast.model.ensemble.HedgeMix` weighs the experts by their discounted
+  squared errors (in units of the labels' RMS), starting from a prior that favours the linear
+  expert: with little data the simplest model is the safest bet, and the mix moves to a
+  network once its errors are lower for long enough.
+* **Baseline.** The online linear regression the metrics compare with (LMS: SGD on the Huber
+  loss at the linear expert's step, on the same inputs and target) is kept apart from the
+  mix: it is a benchmark, not an expert.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
+
+from . import ModelError
+from .ensemble import HedgeMix
+from .mlp import MLP, TwoHeadMLP
+from .optim import SGD, Adam, Optimizer
+
+__all__ = ["Forecast", "Forecaster"]
+
+Array = NDArray[np.float64]
+
+_SQRT_HALF_PI = math.sqrt(math.pi / 2.0)  # E|y| * this = sigma for a normal y
+_VAR_FLOOR = 1e-12  # added to input variances: a constant input standardises to 0
+_HEDGE_CAP = 25.0  # squared error in units of the labels' RMS, i.e. 5 of them
+
+
+class Forecast(NamedTuple):
+    """One forecast, in bps: the mix, its P(up), the linear baseline and each expert."""
+
+    ret_bps: float
+    p_up: float
+    linear_bps: float
+    experts: Array
+
+
+class Forecaster:
+    """Input standardisation, target scale, Hedge mix of experts and linear baseline.
+
+    Parameters
+    ----------
+    n_inputs : int
+        Length of the raw feature vector.
+    hidden, lr : sequence of int, float
+        Hidden widths and Adam step of the network expert.
+    fast_lr : float
+        SGD step of the linear expert and of the linear baseline.
+    activation : {"tanh", "relu"}
+        Hidden activation.
+    seed : int
+        Seed of the initial weights.
+    clip : float
+        Standardised inputs are clipped to ``[-clip, clip]``.
+    scale_halflife : float
+        Half-life, in samples, of the input moments and of the target scale.
+    huber_delta, direction_weight : float
+        Huber threshold (target units) and weight of the P(up) loss of the experts.
+    clip_norm : float
+        Global gradient-norm clip of every optimizer.
+    hedge_eta, hedge_halflife : float
+        Hedge learning rate per unit of squared error, and half-life of the discounted
+        losses, in labels.
+    linear_prior : float
+        Prior weight of the linear expert in the mix, relative to each network's 1.
+    centre : sequence of bool, optional
+        Per input: centre it on its running mean (default), or keep its zero and scale it
+        by its running root mean square.
+    """
+
+    def __init__(
+        self,
+        n_inputs: int,
+        *,
+        hidden: Sequence[int],
+        lr: float,
+        fast_lr: float,
+        activation: str,
+        seed: int,
+        clip: float,
+        scale_halflife: float,
+        huber_delta: float,
+        direction_weight: float,
+        clip_norm: float,
+        hedge_eta: float,
+        hedge_halflife: float,
+        linear_prior: float,
+        centre: Sequence[bool] | None = None,
+    ) -> None:
+        positive = (clip, scale_halflife, hedge_halflife, lr, fast_lr, clip_norm, linear_prior)
+        if not all(v > 0.0 for v in positive) or not hedge_eta >= 0.0:
+            raise ModelError("clip, half-lives, steps, clip_norm and prior must be positive")
+        self.clip = float(clip)
+        self._net_kwargs: dict[str, Any] = {
+            "activation": activation,
+            "huber_delta": huber_delta,
+            "direction_weight": direction_weight,
+        }
+        d = int(n_inputs)
+        net_opt = Adam(lr=lr, clip_norm=clip_norm)
+        fast_opt = SGD(lr=fast_lr, clip_norm=clip_norm)
+        self.network = self._network(d, hidden, net_opt, seed)
+        self.linear_expert = self._network(d, (), fast_opt, seed + 1)
+        self.mix = HedgeMix(
+            [self.network, self.linear_expert],
+            eta=hedge_eta,
+            halflife=hedge_halflife,
+            loss_cap=_HEDGE_CAP,
+            prior=[1.0, float(linear_prior)],
+        )
+        self.linear = MLP(d, (), loss="huber", optimizer=fast_opt, seed=seed)
+        self.linear.params[0][...] = 0.0
+        self._alpha = 1.0 - 0.5 ** (1.0 / float(scale_halflife))
+        self._tmp: Array = np.zeros(d)
+        self._x_mean: Array = np.zeros(d)
+        self._x_var: Array = np.zeros(d)
+        self._centre: Array = np.ones(d) if centre is None else np.array(centre, dtype=np.float64)
+        if self._centre.shape != (d,):
+            raise ModelError(f"centre needs {d} flags, got {self._centre.shape}")
+        self._off: Array = np.zeros(d)
+        self._x_weight = 0.0  # 1 - (1 - alpha)^n: bias correction of the EW input moments
+        self._y_abs = 0.0  # EW mean |label| (bps), not bias-corrected
+        self._y_weight = 0.0
+        self._y_sq = 0.0  # mean squared label (bps^2) since the start: the Hedge loss unit
+        self._n_labels = 0
+
+    def _network(
+        self, d: int, hidden: Sequence[int], optimizer: Optimizer, seed: int
+    ) -> TwoHeadMLP:
+        net = TwoHeadMLP(d, hidden, optimizer=optimizer, seed=seed, **self._net_kwargs)
+        net.params[-2][...] = 0.0  # output layer: start as the zero predictor
+        return net
+
+    @property
+    def n_updates(self) -> int:
+        """Labels the network expert has learned (the model version)."""
+        return self.network.n_updates
+
+    @property
+    def n_skipped(self) -> int:
+        """Expert updates refused as non-finite."""
+        return sum(e.n_skipped for e in self.mix.experts)
+
+    def standardise(self, raw: Array) -> Array:
+        """Update the input moments with ``raw``, shape (n_inputs,); return it standardised
+        and clipped (a new array)."""
+        self._x_weight += self._alpha * (1.0 - self._x_weight)
+        k = self._alpha / self._x_weight
+        mean, var, tmp = self._x_mean, self._x_var, self._tmp
+        delta = raw - mean
+        np.multiply(delta, k, out=tmp)
+        mean += tmp  # mean' = mean + k delta
+        tmp *= delta
+        var += tmp
+        var *= 1.0 - k  # var' = (1 - k) (var + k delta^2)
+        off = self._off
+        np.multiply(mean, self._centre, out=off)
+        np.subtract(raw, off, out=delta)  # centred inputs: raw - mean; the others: raw
+        np.subtract(mean, off, out=off)
+        off *= off
+        np.add(var, off, out=tmp)  # the others: scaled by their RMS, sqrt(var + mean^2)
+        tmp += _VAR_FLOOR
+        np.sqrt(tmp, out=tmp)
+        delta /= tmp
+        np.clip(delta, -self.clip, self.clip, out=delta)
+        return delta
+
+    def target_scale(self) -> float:
+        """Robust standard deviation of the labels (bps); 1 before any nonzero label."""
+        if self._y_abs <= 0.0:
+            return 1.0
+        return self._y_abs / self._y_weight * _SQRT_HALF_PI
+
+    def predict(self, x: Array) -> Forecast:
+        """Forecast from standardised inputs ``x``, shape (n_inputs,)."""
+        scale = self.target_scale()
+        experts = np.empty(self.mix.n_experts)
+        ret, p_up = self.mix.predict_one(x, experts)
+        experts *= scale
+        return Forecast(ret * scale, p_up, self.linear.predict_one(x) * scale, experts)
+
+    def learn(self, x: Array, y_bps: float, experts_bps: Array) -> None:
+        """Learn the label ``y_bps`` of the standardised inputs ``x`` whose experts forecast
+        ``experts_bps`` (bps, shape (n_experts,)): Hedge weights, target scale, models."""
+        a = self._alpha
+        self._y_weight += a * (1.0 - self._y_weight)
+        self._y_abs += a * (abs(y_bps) - self._y_abs)
+        self._n_labels += 1
+        self._y_sq += (y_bps * y_bps - self._y_sq) / self._n_labels
+        unit = math.sqrt(self._y_sq) or 1.0
+        self.mix.observe([v / unit for v in experts_bps.tolist()], y_bps / unit)
+        target = y_bps / self.target_scale()
+        self.mix.learn_one(x, target)
+        self.linear.learn_one(x, target)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Experts, mix, baseline, input moments and target scale (arrays are copies)."""
+        return {
+            "experts": [e.state_dict() for e in self.mix.experts],
+            "mix": self.mix.state_dict(),
+            "linear": self.linear.state_dict(),
+            "x_mean": self._x_mean.copy(),
+            "x_var": self._x_var.copy(),
+            "floats": [self._x_weight, self._y_abs, self._y_weight, self._y_sq],
+            "n_labels": self._n_labels,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` of a forecaster with the same configuration."""
+        experts = state["experts"]
+        x_mean = np.array(state["x_mean"], dtype=np.float64)
+        x_var = np.array(state["x_var"], dtype=np.float64)
+        floats = [float(v) for v in state["floats"]]
+        if len(experts) != self.mix.n_experts or len(floats) != 4:
+            raise ModelError("the state has another number of experts or scalers")
+        if x_mean.shape != self._x_mean.shape or x_var.shape != self._x_var.shape:
+            raise ModelError("input moments do not fit the features")
+        for expert, expert_state in zip(self.mix.experts, experts, strict=True):
+            expert.load_state_dict(expert_state)
+        self.mix.load_state_dict(state["mix"])
+        self.linear.load_state_dict(state["linear"])
+        self._x_mean, self._x_var = x_mean, x_var
+        self._x_weight, self._y_abs, self._y_weight, self._y_sq = floats
+        self._n_labels = int(state["n_labels"])

@@ -1,0 +1,107 @@
+"""The learner's parts: Hedge mix, forecaster standardisation, input choice, sample clock."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tickcast.model import ModelError
+from tickcast.model.ensemble import HedgeMix
+from tickcast.model.forecaster import Forecaster
+from tickcast.model.learner import DEFAULT_INPUTS, LearnerError, OnlineLearner
+from tickcast.model.mlp import TwoHeadMLP
+from tickcast.model.optim import SGD
+
+MODEL = {
+    "hidden": (8,),
+    "lr": 1e-3,
+    "fast_lr": 1e-2,
+    "activation": "tanh",
+    "seed": 0,
+    "clip": 5.0,
+    "scale_halflife": 100.0,
+    "huber_delta": 1.0,
+    "direction_weight": 1.0,
+    "clip_norm": 1.0,
+    "hedge_eta": 0.2,
+    "hedge_halflife": 500.0,
+    "linear_prior": 4.0,
+}
+
+
+def _experts(n: int) -> list[TwoHeadMLP]:
+    return [TwoHeadMLP(2, (), optimizer=SGD(lr=0.01), seed=s) for s in range(n)]
+
+
+def test_hedge_starts_at_the_prior_and_moves_to_the_expert_with_lower_errors() -> None:
+    mix = HedgeMix(_experts(2), eta=0.2, halflife=1000.0, prior=[1.0, 4.0])
+    assert mix.weights() == pytest.approx([0.2, 0.8])
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        y = float(rng.normal())
+        mix.observe([y + 0.3 * float(rng.normal()), y + 1.0 * float(rng.normal())], y)
+    w = mix.weights()
+    assert w[0] > 0.99 and w.sum() == pytest.approx(1.0)
+
+
+def test_one_huge_error_cannot_decide_the_mix() -> None:
+    mix = HedgeMix(_experts(2), eta=0.2, halflife=1000.0, loss_cap=25.0)
+    mix.observe([1e6, 0.0], 0.0)
+    assert mix.weights()[0] == pytest.approx(1.0 / (1.0 + np.exp(0.2 * 25.0)))
+
+
+def test_the_mix_state_round_trips_and_bad_settings_are_refused() -> None:
+    mix = HedgeMix(_experts(3), eta=0.1, halflife=50.0)
+    mix.observe([0.5, -1.0, 2.0], 0.2)
+    other = HedgeMix(_experts(3), eta=0.1, halflife=50.0)
+    other.load_state_dict(mix.state_dict())
+    assert other.weights().tolist() == mix.weights().tolist()
+    with pytest.raises(ModelError):
+        HedgeMix(_experts(2), eta=0.1, halflife=50.0).load_state_dict(mix.state_dict())
+    with pytest.raises(ModelError):
+        HedgeMix(_experts(2), eta=0.1, halflife=50.0, prior=[1.0, 0.0])
+    with pytest.raises(ModelError):
+        HedgeMix([], eta=0.1, halflife=50.0)
+
+
+def test_an_uncentred_input_keeps_its_zero_and_a_centred_one_loses_its_mean() -> None:
+    f = Forecaster(2, **MODEL, centre=[False, True])
+    rng = np.random.default_rng(1)
+    for _ in range(2000):
+        f.standardise(np.array([0.5 + 0.1 * rng.normal(), 0.5 + 0.1 * rng.normal()]))
+    x = f.standardise(np.array([0.0, 0.5]))
+    # uncentred: 0 stays 0; centred: the mean maps to ~0
+    assert x[0] == 0.0
+    assert abs(x[1]) < 0.3
+    x = f.standardise(np.array([0.5, 0.0]))
+    rms = np.sqrt(0.5**2 + 0.1**2)
+    assert x[0] == pytest.approx(0.5 / rms, rel=0.1)
+    assert -5.0 < x[1] < -3.0  # the mean is 0.5 and the standard deviation 0.1
+
+
+def test_a_forecast_starts_at_zero_and_learns_a_planted_linear_relation() -> None:
+    f = Forecaster(3, **MODEL)
+    rng = np.random.default_rng(2)
+    first = f.predict(f.standardise(rng.normal(size=3)))
+    assert first.ret_bps == 0.0 and first.linear_bps == 0.0 and first.p_up == 0.5
+    hits = 0
+    for i in range(4000):
+        x = f.standardise(rng.normal(size=3))
+        out = f.predict(x)
+        y = 2.0 * x[0] + rng.normal()
+        hits += i >= 3000 and np.sign(out.ret_bps) == np.sign(y)
+        f.learn(x, y, out.experts)
+    assert hits / 1000 > 0.75
+    assert f.n_updates == 4000 and f.n_skipped == 0
+
+
+def test_the_learner_reads_only_its_chosen_inputs() -> None:
+    learner = OnlineLearner()
+    assert all(n.startswith(DEFAULT_INPUTS) for n in learner.input_names)
+    assert "rsi" in learner.feature_names and "rsi" not in learner.input_names
+    every = OnlineLearner(inputs=None)
+    assert every.input_names == every.feature_names
+    clone = OnlineLearner.from_snapshot(every.snapshot())
+    assert clone.input_names == every.feature_names
+    with pytest.raises(LearnerError):
+        OnlineLearner(inputs=("no_such_feature",))
