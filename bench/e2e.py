@@ -122,15 +122,23 @@ async def child_worker(args: argparse.Namespace, ingest: bool = False) -> None:
     await service.ready.wait()
     await asyncio.sleep(args.warmup)
 
-    def totals() -> tuple[float, int, int]:
+    def totals() -> tuple[float, int, int, int, int, int]:
         ru = resource.getrusage(resource.RUSAGE_SELF)
         stats = service.metrics.symbol_stats.values()
-        return ru.ru_utime + ru.ru_stime, sum(s.ticks for s in stats), sum(s.signals for s in stats)
+        worker, ingester = service.worker, service.ingester
+        return (
+            ru.ru_utime + ru.ru_stime,
+            sum(s.ticks for s in stats),
+            sum(s.signals for s in stats),
+            worker.reads if worker is not None else 0,
+            worker.publishes if worker is not None else 0,
+            ingester.stats.batches if ingester is not None else 0,
+        )
 
-    cpu0, ticks0, sig0 = totals()
+    cpu0, ticks0, sig0, reads0, pubs0, batches0 = totals()
     wall0 = time.monotonic()
     await asyncio.sleep(args.seconds)
-    cpu1, ticks1, sig1 = totals()
+    cpu1, ticks1, sig1, reads1, pubs1, batches1 = totals()
     wall = time.monotonic() - wall0
     hist = [s.latency for s in service.metrics.symbol_stats.values()]
     counts = np.sum([h.counts for h in hist], axis=0)
@@ -139,6 +147,9 @@ async def child_worker(args: argparse.Namespace, ingest: bool = False) -> None:
         "cpu_s": cpu1 - cpu0,
         "ticks": ticks1 - ticks0,
         "signals": sig1 - sig0,
+        "reads": reads1 - reads0,
+        "publishes": pubs1 - pubs0,
+        "ingest_batches": batches1 - batches0,
         "ack_buckets": list(hist[0].bounds),
         "ack_counts": counts.tolist(),
     }
@@ -288,6 +299,9 @@ def run_rate(rate: float, args: argparse.Namespace, state: Path) -> dict[str, An
         "wall_s": float(np.mean([r["wall_s"] for r in reports])) if reports else 0.0,
         "ticks": sum(r["ticks"] for r in reports),
         "signals": sum(r["signals"] for r in reports),
+        "reads": sum(r["reads"] for r in reports),
+        "publishes": sum(r["publishes"] for r in reports),
+        "ingest_batches": sum(r["ingest_batches"] for r in reports),
         "cpu_s": sum(r["cpu_s"] for r in reports),
         "ack_buckets": reports[0]["ack_buckets"] if reports else [],
         "ack_counts": np.sum([r["ack_counts"] for r in reports], axis=0).tolist()
@@ -313,6 +327,9 @@ def run_rate(rate: float, args: argparse.Namespace, state: Path) -> dict[str, An
         "cpu_ms_per_1k": 1e6 * report.get("cpu_s", 0.0) / ticks if ticks else float("nan"),
         "cpu_util": report.get("cpu_s", 0.0) / wall if wall else float("nan"),
         "workers": args.workers,
+        "reads_per_s": report["reads"] / wall if wall else float("nan"),
+        "publishes_per_s": report["publishes"] / wall if wall else float("nan"),
+        "ingest_batches_per_s": report["ingest_batches"] / wall if wall else float("nan"),
         "ping_us": rtt,
         "sim_cpu": shares["sim"],
         "ingest_cpu": shares.get("ingest", float("nan")),
@@ -386,6 +403,16 @@ def main() -> None:
         print(
             f"at {r['target']:.0f}/s: CPU share of the simulator {100 * r['sim_cpu']:.0f}%, "
             f"{ingest}worker {100 * r['cpu_util']:.0f}%"
+        )
+    for r in rows:
+        batches = (
+            f", ingest XADD batches {r['ingest_batches_per_s']:.0f}/s"
+            if args.layout == "one"
+            else ""
+        )
+        print(
+            f"at {r['target']:.0f}/s: worker XREADs {r['reads_per_s']:.0f}/s, signal batches "
+            f"{r['publishes_per_s']:.0f}/s{batches}"
         )
     for r in rows:
         print(

@@ -1,9 +1,10 @@
 """Predictions -> signals: build the Signal of each prediction and XADD it to its stream.
 
 :class:`Predictor` serves one symbol. The worker calls :meth:`Predictor.add` for each
-prediction a tick produced (with that tick's local receive time), then :meth:`Predictor.queue`
-to put the XADDs (``MAXLEN ~ redis.signal_maxlen``) into its pipeline and, once the pipeline
-ran, :meth:`Predictor.published` to count them and record the tick->signal latency.
+prediction a tick produced (with that tick's local receive time), then :meth:`Predictor.pack`
+to pack the XADDs (``MAXLEN ~ redis.signal_maxlen``) for a :class:`~tickcast.service.resp.Lane`
+(or :meth:`Predictor.queue` to put them in a redis-py pipeline) and, once Redis acknowledged
+them, :meth:`Predictor.published` to count them and record the tick->signal latency.
 
 Latency, from the local receive time (``recv_ns``) of the tick that closed the sample:
 ``Signal.latency_us`` runs to the signal's hand-off to Redis (it cannot include its own XADD);
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 import orjson
 
 from tickcast.service.metrics import SymbolStats
+from tickcast.service.resp import bulk
 from tickcast.service.schema import FIELD, SCHEMA_VERSION
 
 
@@ -69,11 +71,18 @@ class Predictor:
         self.stats = stats
         self._pending: list[tuple[dict[str, Any], int]] = []
         self._inflight: list[tuple[dict[str, Any], int]] = []
+        head = (b"XADD", key.encode(), b"MAXLEN", b"~", b"%d" % maxlen, b"*", FIELD)
+        self._head = b"*8\r\n" + b"".join(map(bulk, head))
 
     @property
     def pending(self) -> int:
         """Signals added and not yet queued."""
         return len(self._pending)
+
+    @property
+    def unconfirmed(self) -> int:
+        """Signals added and not yet counted as published (pending or sent)."""
+        return len(self._pending) + len(self._inflight)
 
     def add(self, p: PredictionLike, learner: Any, recv_ns: int) -> None:
         """Build the signal of prediction ``p`` made on the tick received at ``recv_ns``."""
@@ -83,13 +92,13 @@ class Predictor:
             "symbol": self.symbol,
             "t_ms": p.t_ms,
             "horizon_ms": learner.horizon_ms,
-            "ret_bps": p.ret_bps,
-            "p_up": p.p_up,
-            "ref_price": p.ref_price,
-            "model_version": p.model_version,
-            "hit_rate": _finite(p.hit_rate),
-            "ic": _finite(p.ic),
-            "skill_vs_zero": _finite(p.skill_vs_zero),
+            "ret_bps": float(p.ret_bps),
+            "p_up": float(p.p_up),
+            "ref_price": float(p.ref_price),
+            "model_version": int(p.model_version),
+            "hit_rate": _finite(float(p.hit_rate)),
+            "ic": _finite(float(p.ic)),
+            "skill_vs_zero": _finite(float(p.skill_vs_zero)),
             "latency_us": 0,
         }
         self._pending.append((fields, recv_ns))
@@ -105,6 +114,24 @@ class Predictor:
             pipe.execute_command(
                 "XADD", self.key, "MAXLEN", "~", maxlen, "*", FIELD, orjson.dumps(fields)
             )
+        n = len(self._pending)
+        self._inflight.extend(self._pending)
+        self._pending.clear()
+        return n
+
+    def pack(self, out: list[bytes]) -> int:
+        """Append the pending signals' XADDs, RESP-packed, to ``out``; return how many.
+
+        The same commands as :meth:`queue`, for a :class:`~tickcast.service.resp.Lane`.
+        """
+        if not self._pending:
+            return 0
+        now_ns = time.time_ns()
+        head, dumps = self._head, orjson.dumps
+        for fields, recv_ns in self._pending:
+            fields["latency_us"] = max(0, (now_ns - recv_ns) // 1000)
+            blob = dumps(fields)
+            out.append(b"%b$%d\r\n%b\r\n" % (head, len(blob), blob))
         n = len(self._pending)
         self._inflight.extend(self._pending)
         self._pending.clear()

@@ -3,12 +3,17 @@
 Each configured symbol has a :class:`SymbolState`: its learner, the ID of the last tick stream
 entry consumed and the sample time of the last signal published. One loop does, per step:
 
-1. ``XREAD BLOCK`` every symbol's tick stream after its last ID (``worker.read_count`` each);
+1. one ``XREAD BLOCK`` over every symbol's tick stream after its last ID
+   (``worker.read_count`` each), on a :class:`~tickcast.service.resp.Lane` (commands packed
+   once, replies parsed by hiredis);
 2. feeds each tick to its symbol's :class:`~tickcast.model.learner.OnlineLearner`, exactly as
    the backtest does (same ticks in, same signals and weights out);
-3. turns the predictions into signals (:mod:`tickcast.service.predictor`) and XADDs them in one
-   pipeline, skipping samples already published before a restart;
-4. checkpoints a symbol (:mod:`tickcast.service.checkpoint`) every
+3. turns the predictions into signals (:mod:`tickcast.service.predictor`) and writes their
+   XADDs to Redis at once, skipping samples already published before a restart; the replies
+   are read together at the end of the step;
+4. lets one learner that made a signal learn (``flush()``: ``update`` defers the learning of a
+   sample boundary so that its signal goes out first);
+5. checkpoints a symbol (:mod:`tickcast.service.checkpoint`) every
    ``worker.checkpoint_every_samples`` samples or ``worker.checkpoint_every_s`` seconds.
 
 :meth:`Worker.run` restores the checkpoints first and checkpoints every symbol on the way out
@@ -35,6 +40,7 @@ from tickcast.service.checkpoint import Checkpoint, last_published_t, load, queu
 from tickcast.service.config import Settings
 from tickcast.service.metrics import SymbolStats
 from tickcast.service.predictor import Predictor
+from tickcast.service.resp import Lane, bulk, pack
 from tickcast.service.ticks import Tick
 
 log = logging.getLogger(__name__)
@@ -107,6 +113,7 @@ class SymbolState:
     samples_at_ckpt: int = 0
     ticks_at_ckpt: int = 0
     ticks_at_status: int = 0
+    last_prediction: Any = None
     ckpt_monotonic: float = field(default_factory=time.monotonic)
 
 
@@ -157,6 +164,14 @@ class Worker:
         self.restored = False
         self._status_monotonic = 0.0
         self.redis_errors = 0
+        self.reads = 0
+        """XREADs sent (each one Redis round trip)."""
+        self.publishes = 0
+        """Signal batches sent."""
+        self._lane = Lane(client)
+        self._touched: list[SymbolState] = []
+        self._xread_keys = b""
+        self._xread_count = pack("XREAD", "COUNT", self.cfg.read_count)[4:]
 
     # -- start ------------------------------------------------------------------------------
 
@@ -202,6 +217,8 @@ class Worker:
                 state.last_id,
                 state.last_published,
             )
+        keys = [bulk(s.ticks_key.encode()) for s in self.states.values()]
+        self._xread_keys = b"".join((bulk(b"STREAMS"), *keys))
         self.restored = True
 
     def _check_compatible(self, symbol: str, learner: Learner, key: str) -> None:
@@ -254,6 +271,7 @@ class Worker:
     async def _final_checkpoint(self) -> None:
         try:
             await self._publish()
+            self._settle()
             await self.checkpoint(force=True)
         except RETRYABLE as exc:
             log.error("worker: final checkpoint failed, Redis unreachable: %s", exc)
@@ -262,41 +280,96 @@ class Worker:
         """Read, learn, publish and checkpoint once; return the ticks processed.
 
         ``block_ms`` overrides ``worker.block_ms`` (0 = do not block). Each stream is processed
-        up to its next signal made on a fresh tick (received less than :data:`FRESH_NS` ago);
-        those signals are published together before the rest of the batch; signals of a
-        backlog are published at the end.
+        up to its next signal made on a fresh tick (received less than :data:`FRESH_NS` ago),
+        and a stream's signals are written to Redis as soon as they are made; their replies
+        are read with the next XREAD's.
+
+        Learning comes last: ``update`` defers a boundary's learning to ``flush()``, and the
+        learners that made signals learn one at a time while the next XREAD is on its way,
+        until its answer arrives (or all of them when no tick came). Every symbol crosses a
+        boundary at about the same time: the signal of a tick arriving meanwhile thus waits
+        for at most one learner's learning, not every symbol's.
         """
-        streams: dict[Any, Any] = {s.ticks_key: s.last_id for s in self.states.values()}
         block = self.cfg.block_ms if block_ms is None else block_ms
-        reply: Any = await self.client.xread(
-            streams, count=self.cfg.read_count, block=block or None
-        )
+        reply = await self._read(block)
         n = 0
-        cursors = [[self._by_key[key], entries, 0] for key, entries in reply or ()]
-        while cursors:  # sweep every stream up to its next fresh signal, then publish them all
+        by_key = self._by_key
+        cursors = [[by_key[key], entries, 0] for key, entries in reply or ()]
+        send = self._send
+        while cursors:  # sweep every stream up to its next fresh signal
             for cursor in cursors:
                 state, entries, i = cursor
                 cursor[2] = self._consume(state, entries, i)
                 n += cursor[2] - i
+                if state.predictor.pending:
+                    send(state.predictor)
             cursors = [c for c in cursors if c[2] < len(c[1])]
-            if cursors:
-                await self._publish()
+        if any(s.predictor.pending for s in self.states.values()):
+            await self._publish()  # the lane was down: send them the slow way
         if n:
             self.last_tick_monotonic = time.monotonic()
-        await self._publish()
+        else:
+            self._settle()
         await self._maybe_checkpoint()
         return n
 
+    def _xread(self, block_ms: int) -> bytes:
+        """``XREAD COUNT <read_count> [BLOCK <block_ms>] STREAMS <keys> <last IDs>``, packed."""
+        n = len(self.states)
+        head = b"*%d\r\n%b" % (2 * n + (6 if block_ms else 4), self._xread_count)
+        if block_ms:
+            head += b"$5\r\nBLOCK\r\n" + bulk(b"%d" % block_ms)
+        ids = [bulk(s.last_id.encode()) for s in self.states.values()]
+        return b"".join((head, self._xread_keys, *ids))
+
+    async def _read(self, block_ms: int) -> Any:
+        """One XREAD over every symbol's tick stream, on the fast lane; learn meanwhile.
+
+        The replies of the signals sent since the last read come first: once they are in,
+        those signals count as published (they are requeued when the read fails).
+        """
+        data, lane = self._xread(block_ms), self._lane
+        self.reads += 1
+        try:
+            if self._touched and lane.send(data, 1):
+                while self._touched and not await lane.poll():
+                    self._settle(1)
+                replies = await lane.collect(block_ms / 1000.0)
+            else:
+                replies = await lane.call(data, 1, block_ms / 1000.0, owed=True)
+        except BaseException:
+            for state in self.states.values():
+                state.predictor.requeue()
+            raise
+        if len(replies) > 1:  # acknowledged when the last signal's reply was read
+            acked_ns = lane.times_ns[-2]
+            for state in self.states.values():
+                state.predictor.published(acked_ns)
+        reply = replies[-1]
+        return reply.items() if isinstance(reply, dict) else reply
+
+    def _send(self, predictor: Predictor) -> None:
+        """Write one symbol's pending signals now; :meth:`_publish` reads the replies."""
+        parts: list[bytes] = []
+        n = predictor.pack(parts)
+        if self._lane.send(b"".join(parts), n):
+            self.publishes += 1
+        else:
+            predictor.requeue()
+
     async def _publish(self) -> None:
-        """XADD every pending signal in one pipeline (requeued when the pipeline fails)."""
-        predictors = [s.predictor for s in self.states.values() if s.predictor.pending]
+        """XADD every pending signal in one batch and confirm those already sent (all are
+        requeued when that fails)."""
+        predictors = [s.predictor for s in self.states.values() if s.predictor.unconfirmed]
         if not predictors:
             return
-        pipe = self.client.pipeline(transaction=False)
+        parts: list[bytes] = []
         for predictor in predictors:
-            predictor.queue(pipe)
+            predictor.pack(parts)
+        if parts:
+            self.publishes += 1
         try:
-            await pipe.execute()
+            await self._lane.call(b"".join(parts), len(parts))
         except BaseException:
             for predictor in predictors:
                 predictor.requeue()
@@ -305,11 +378,24 @@ class Worker:
         for predictor in predictors:
             predictor.published(now_ns)
 
+    def _settle(self, limit: int | None = None) -> None:
+        """Let up to ``limit`` (default all) learners that made signals learn (``flush()``),
+        oldest first, then copy their stats."""
+        touched = self._touched
+        k = len(touched) if limit is None else min(limit, len(touched))
+        for state in touched[:k]:
+            flush = getattr(state.learner, "flush", None)
+            if flush is not None:
+                flush()
+            state.predictor.sync_stats(state.learner, state.last_prediction)
+            state.last_prediction = None
+        del touched[:k]
+
     def _consume(self, state: SymbolState, entries: list[Any], start: int) -> int:
         """Feed ``entries[start:]`` to the symbol's learner, stopping after a tick that made a
         signal while fresh; return the index of the first entry not consumed."""
         learner, predictor, stats = state.learner, state.predictor, state.stats
-        update, decode, observe_lag = learner.update, bus.decode, stats.feed_lag.observe
+        update, decode, observe_lag = learner.update, bus.decode_flat, stats.feed_lag.observe
         last_event_ms = stats.last_event_ms
         fresh_after = time.time_ns() - FRESH_NS
         end = len(entries)
@@ -336,7 +422,9 @@ class Worker:
                     else:
                         stats.duplicates_skipped += 1
                 stats.samples += len(predictions)
-                predictor.sync_stats(learner, predictions[-1])
+                if state.last_prediction is None:
+                    self._touched.append(state)
+                state.last_prediction = predictions[-1]
                 if new and tick.recv_ns > fresh_after:
                     break
         if i > start:
@@ -366,6 +454,7 @@ class Worker:
             or (now - s.ckpt_monotonic >= self.cfg.checkpoint_every_s and s.ticks > s.ticks_at_ckpt)
         ]
         if due:
+            await self._publish()  # a checkpoint never runs ahead of acknowledged signals
             await self.checkpoint(due)
 
     async def checkpoint(

@@ -24,6 +24,7 @@ from tickcast.service.bus import (
     ckpt_key,
     connect,
     decode,
+    decode_flat,
     decode_tick,
     encode,
     encode_tick,
@@ -169,6 +170,16 @@ def test_non_finite_floats_cannot_be_encoded() -> None:
 def test_malformed_entries_raise_a_bus_decode_error(fields: dict[bytes, bytes], match: str) -> None:
     with pytest.raises(BusDecodeError, match=match):
         decode(fields)
+    flat = [x for pair in fields.items() for x in pair]
+    with pytest.raises(BusDecodeError, match=match):
+        decode_flat(flat)
+
+
+def test_a_flat_field_list_decodes_like_the_field_map_in_any_order() -> None:
+    tick = quote("sim", "ETH/USDT:USDT", 5, 6, 10.5, 2.0, 10.75, 3.0, 99)
+    fields = encode(tick)
+    assert decode_flat([b"v", fields[b"v"], b"t", fields[b"t"]]) == tick
+    assert decode_flat([b"t", fields[b"t"], b"v", fields[b"v"]]) == tick
 
 
 def test_a_decode_error_is_chained_to_its_cause() -> None:

@@ -6,11 +6,13 @@ import math
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import redis
 import redis.asyncio
 
 from tickcast.service.metrics import SymbolStats
 from tickcast.service.predictor import Predictor
+from tickcast.service.resp import Lane
 from tickcast.service.schema import Signal, decode_signal
 
 KEY = "tickcast:{sim:BTCUSDT}:signals"
@@ -119,3 +121,26 @@ def test_stats_follow_the_learner_and_the_latest_prediction() -> None:
     pred.sync_stats(info, FakePrediction(1, ic=0.3))
     assert (stats.model_version, stats.updates, stats.samples) == (40, 40, 50)
     assert (stats.skipped_updates, stats.ic) == (2, 0.3)
+
+
+async def test_packed_signals_are_the_same_entries_as_pipelined_ones(
+    async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis
+) -> None:
+    stats = SymbolStats()
+    pred = Predictor("sim", "BTC/USDT:USDT", KEY, 1000, stats)
+    recv_ns = time.time_ns()
+    pred.add(FakePrediction(100), LearnerInfo(), recv_ns)
+    pipe = async_redis_client.pipeline(transaction=False)
+    pred.queue(pipe)
+    await pipe.execute()
+    pred.published()
+    numpy_valued = FakePrediction(100, ret_bps=np.float64(0.5), ref_price=np.float64(60_000.1))
+    pred.add(numpy_valued, LearnerInfo(), recv_ns)
+    assert pred.unconfirmed == 1
+    parts: list[bytes] = []
+    assert pred.pack(parts) == 1 and pred.pending == 0 and pred.unconfirmed == 1
+    await Lane(async_redis_client).call(b"".join(parts), len(parts))
+    pred.published()
+    assert pred.unconfirmed == 0 and stats.signals == 2
+    piped, packed = (s.model_copy(update={"latency_us": 0}) for s in signals(redis_client))
+    assert piped == packed

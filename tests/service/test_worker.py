@@ -168,3 +168,43 @@ async def test_a_checkpoint_made_with_another_horizon_is_refused(
     await worker.checkpoint(force=True)
     with pytest.raises(WorkerError, match="horizon"):
         await Worker(async_redis_client, settings(), venue="sim").restore()
+
+
+def closing_index(ticks: list[Tick], symbol: str, after_ms: int) -> int:
+    """Index in ``ticks`` of the first tick of ``symbol`` past ``after_ms`` (event time) that
+    closes a sample boundary and matures a label (so its learning is deferred)."""
+    learner = OnlineLearner()
+    for i, tick in enumerate(ticks):
+        if tick.symbol != symbol:
+            continue
+        made = learner.update(tick)
+        if tick.event_ms > after_ms and made and learner.n_deferred:
+            return i
+    raise AssertionError(f"no closing tick of {symbol}")
+
+
+async def test_a_boundarys_signals_are_all_published_before_any_learning(
+    async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis, ticks: list[Tick]
+) -> None:
+    after = ticks[0].event_ms + 5_000
+    closing = {s: closing_index(ticks, s, after) for s in SYMBOLS}
+    before = [t for i, t in enumerate(ticks) if i < closing[t.symbol]]
+    await write(async_redis_client, before)
+    worker = Worker(async_redis_client, settings(), venue="sim")
+    await worker.restore()
+    await drain(worker)
+    await worker.step(block_ms=0)  # nothing new: the last deferred learning is done
+    counts = {s: len(published(redis_client, s)) for s in SYMBOLS}
+    learners = {s: worker.states[s].learner for s in SYMBOLS}
+    assert all(isinstance(x, OnlineLearner) and x.n_deferred == 0 for x in learners.values())
+
+    await write(async_redis_client, [ticks[closing[s]] for s in SYMBOLS])
+    assert await worker.step(block_ms=0) == len(SYMBOLS)
+    assert all(len(published(redis_client, s)) > counts[s] for s in SYMBOLS)
+    deferred = [s for s, x in learners.items() if isinstance(x, OnlineLearner) and x.n_deferred]
+    assert deferred == list(SYMBOLS), "published, not learned yet: that waits for the next read"
+    assert await worker.step(block_ms=0) == 0
+    assert not any(isinstance(x, OnlineLearner) and x.n_deferred for x in learners.values())
+    for symbol in SYMBOLS:  # and nothing changed: the same as the offline engine
+        learner, _ = reference([t for i, t in enumerate(ticks) if i <= closing[t.symbol]], symbol)
+        assert worker.states[symbol].learner.snapshot() == learner.snapshot()
