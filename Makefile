@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck pytest bench clean
+.PHONY: install run test lint typecheck pytest bench bench-e2e clean
 
 install: $(STAMP)
 
@@ -36,8 +36,13 @@ test: lint typecheck pytest
 run: $(STAMP)
 	$(BIN)/tickcast run --exchange sim
 
+# Each benchmark prints its figures beside a reference measured in the same run.
 bench: $(STAMP)
-	$(BIN)/python bench/learner.py
+	@for b in learner features parse market bus ingest; do \
+		echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; done
+
+bench-e2e: $(STAMP)
+	$(BIN)/python bench/e2e.py
 
 clean:
 	rm -rf $(VENV) .mypy-tree .mypy_cache .ruff_cache .pytest_cache *.egg-info build
