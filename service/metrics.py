@@ -235,30 +235,23 @@ class _Collector(Collector):
             for (sym, kind), n in sorted(totals.items()):
                 fam.add_metric([m.venue, sym, kind], n)
             yield fam
-        reconnects = CounterMetricFamily(
-            "tickcast_feed_reconnects", "Feed reconnections.", labels=["venue"]
-        )
-        reconnects.add_metric([m.venue], sum(s.reconnects for s in snaps))
-        yield reconnects
-        trips = CounterMetricFamily(
-            "tickcast_feed_watchdog_trips",
-            "Feed reconnections forced by the silence watchdog.",
-            labels=["venue"],
-        )
-        trips.add_metric([m.venue], sum(s.watchdog_trips for s in snaps))
-        yield trips
-        gaps = CounterMetricFamily(
-            "tickcast_feed_gaps", "Trade-id gaps seen by the feed.", labels=["venue"]
-        )
-        gaps.add_metric([m.venue], sum(s.gaps for s in snaps))
-        yield gaps
-        missed = CounterMetricFamily(
-            "tickcast_feed_missed_trades",
-            "Trades missing in trade-id gaps (never received).",
-            labels=["venue"],
-        )
-        missed.add_metric([m.venue], sum(s.missed_trades for s in snaps))
-        yield missed
+        for name, attr, doc in (
+            ("feed_reconnects", "reconnects", "Feed reconnections."),
+            (
+                "feed_watchdog_trips",
+                "watchdog_trips",
+                "Feed reconnections forced by the silence watchdog.",
+            ),
+            ("feed_gaps", "gaps", "Trade-id gaps seen by the feed."),
+            (
+                "feed_missed_trades",
+                "missed_trades",
+                "Trades missing in trade-id gaps (never received).",
+            ),
+        ):
+            per_venue = CounterMetricFamily(f"tickcast_{name}", doc, labels=["venue"])
+            per_venue.add_metric([m.venue], sum(getattr(s, attr) for s in snaps))
+            yield per_venue
         depth = GaugeMetricFamily(
             "tickcast_ingest_queue_depth", "Ticks waiting in the ingest queue.", labels=["venue"]
         )

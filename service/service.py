@@ -173,16 +173,7 @@ def build_feed(settings: Settings, venue: str, public_url: str, market_url: str)
     from tickcast.service.feeds.binance_ws import BinanceFeed, BinanceWsConfig
 
     ex = settings.exchange
-    config = BinanceWsConfig(
-        public_url=public_url,
-        market_url=market_url,
-        watchdog_s=ex.watchdog_s,
-        ping_interval_s=ex.ping_interval_s,
-        ping_timeout_s=ex.ping_timeout_s,
-        backoff_base_s=ex.reconnect_base_s,
-        backoff_cap_s=ex.reconnect_cap_s,
-        max_connection_age_s=ex.max_connection_s,
-    )
+    config = BinanceWsConfig.from_settings(ex, public_url, market_url)
     return BinanceFeed(list(ex.symbols), config, venue=venue)
 
 
