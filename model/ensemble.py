@@ -99,15 +99,23 @@ class HedgeMix:
         outputs : ndarray, shape (n_experts,)
             Filled with the experts' return predictions (target units).
         """
+        ret, p_up, returns = self.predict_parts(x)
+        outputs[:] = returns
+        return ret, p_up
+
+    def predict_parts(self, x: Array) -> tuple[float, float, list[float]]:
+        """Mixed ``(return, P(up))`` for ``x``, shape (n_inputs,), and the list of the
+        experts' return predictions (target units)."""
         ret = 0.0
         p_up = 0.0
-        w = self._w
-        for i, expert in enumerate(self.experts):
-            r, p = expert.predict_one(x)
-            outputs[i] = r
-            ret += w[i] * r
-            p_up += w[i] * p
-        return ret, p_up
+        returns = []
+        tanh = math.tanh
+        for w, expert in zip(self._w, self.experts, strict=True):
+            r, logit = expert.forward_one(x).tolist()
+            returns.append(r)
+            ret += w * r
+            p_up += w * (0.5 * (1.0 + tanh(0.5 * logit)))  # TwoHeadMLP.predict_one's P(up)
+        return ret, p_up, returns
 
     def learn_one(self, x: Array, target: float) -> None:
         """Every expert takes one step on ``(x, target)``."""

@@ -216,6 +216,28 @@ class MidChanges:
         s, _, a = self.sums(k, t_ms)
         return s / a if a > _EPS else 0.0
 
+    def read(
+        self, t_ms: int, vol_idx: Sequence[int], ret_idx: Sequence[int], rsi_idx: int
+    ) -> tuple[list[float], list[float], float]:
+        """:meth:`vol` of each ``vol_idx``, :meth:`ret` of each ``ret_idx`` and :meth:`rsi` of
+        ``rsi_idx`` at ``t_ms``, with one ``math.exp`` per time constant (same values)."""
+        dt = max(t_ms - self.t, 0)
+        exp, sqrt = math.exp, math.sqrt
+        taus = self.taus_ms
+        acc = self._acc
+        d = [0.0] * len(taus)  # plain loops: comprehensions cost a frame each
+        for k, tau in enumerate(taus):
+            d[k] = exp(-dt / tau)
+        vol = []
+        for k in vol_idx:
+            vol.append(sqrt(acc[k][1] * d[k] * 1000.0 / taus[k]))
+        ret = []
+        for k in ret_idx:
+            ret.append(acc[k][0] * d[k])
+        a = acc[rsi_idx]
+        s, m = a[0] * d[rsi_idx], a[2] * d[rsi_idx]
+        return vol, ret, (s / m if m > _EPS else 0.0)
+
     def get_state(self) -> dict[str, Any]:
         """Return the state as plain python values (copies)."""
         acc = [list(a) for a in self._acc]

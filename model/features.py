@@ -257,26 +257,32 @@ class StreamingFeatures:
         ndarray of shape (n_features,), float64
             Finite values in :attr:`names` order.
         """
-        mids = self._mids
-        flow, count_imb, intensity, vwap_dev = self._trades.columns(t_ms, self.reference_price)
-        values = [
-            *self._book_values(),
-            *flow,
-            *count_imb,
-            *intensity,
-            *(mids.vol(k, t_ms) for k in self._vol_idx),
-            *vwap_dev,
-            *(mids.ret(k, t_ms) for k in self._ret_idx),
-            mids.rsi(self._rsi_idx, t_ms),
-            self._since(t_ms, self._trades.t if self._trades.n else self._t_first),
-            self._since(t_ms, self._t_quote if self._n_quotes else self._t_first),
-        ]
+        values = self.values(t_ms)
         if out is None:
             return np.array(values, dtype=np.float64)
         if out.shape != (self.n_features,):
             raise FeaturesError(f"out must have shape ({self.n_features},), got {out.shape}")
         out[:] = values
         return out
+
+    def values(self, t_ms: int) -> list[float]:
+        """The features as of event time ``t_ms`` as a list of floats (:meth:`vector`'s
+        values, without building an array); the state is not changed."""
+        trades = self._trades
+        flow, count_imb, intensity, vwap_dev = trades.columns(t_ms, self.reference_price)
+        vol, ret, rsi = self._mids.read(t_ms, self._vol_idx, self._ret_idx, self._rsi_idx)
+        return [
+            *self._book_values(),
+            *flow,
+            *count_imb,
+            *intensity,
+            *vol,
+            *vwap_dev,
+            *ret,
+            rsi,
+            self._since(t_ms, trades.t if trades.n else self._t_first),
+            self._since(t_ms, self._t_quote if self._n_quotes else self._t_first),
+        ]
 
     def _book_values(self) -> tuple[float, float, float]:
         """book_imbalance, microprice_dev (bps) and spread (bps) of the latest quote."""

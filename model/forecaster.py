@@ -144,6 +144,10 @@ class Forecaster:
         if self._centre.shape != (d,):
             raise ModelError(f"centre needs {d} flags, got {self._centre.shape}")
         self._off: Array = np.zeros(d)
+        # constant operands as arrays: a ufunc takes them faster than Python floats
+        self._floor: Array = np.full(d, _VAR_FLOOR)
+        self._hi: Array = np.full(d, self.clip)
+        self._lo: Array = np.full(d, -self.clip)
         self._x_weight = 0.0  # 1 - (1 - alpha)^n: bias correction of the EW input moments
         self._y_abs = 0.0  # EW mean |label| (bps), not bias-corrected
         self._y_weight = 0.0
@@ -185,10 +189,11 @@ class Forecaster:
         np.subtract(mean, off, out=off)
         off *= off
         np.add(var, off, out=tmp)  # the others: scaled by their RMS, sqrt(var + mean^2)
-        tmp += _VAR_FLOOR
+        tmp += self._floor
         np.sqrt(tmp, out=tmp)
         delta /= tmp
-        np.clip(delta, -self.clip, self.clip, out=delta)
+        np.minimum(delta, self._hi, out=delta)  # np.clip's result, with less overhead
+        np.maximum(delta, self._lo, out=delta)
         return delta
 
     def target_scale(self) -> float:
@@ -198,12 +203,13 @@ class Forecaster:
         return self._y_abs / self._y_weight * _SQRT_HALF_PI
 
     def predict(self, x: Array) -> Forecast:
-        """Forecast from standardised inputs ``x``, shape (n_inputs,)."""
+        """Forecast from standardised inputs ``x``, a float64 array of shape (n_inputs,) as
+        :meth:`standardise` returns (not checked: this is the live prediction path)."""
         scale = self.target_scale()
-        experts = np.empty(self.mix.n_experts)
-        ret, p_up = self.mix.predict_one(x, experts)
-        experts *= scale
-        return Forecast(ret * scale, p_up, self.linear.predict_one(x) * scale, experts)
+        ret, p_up, returns = self.mix.predict_parts(x)
+        experts = np.array([r * scale for r in returns])
+        linear = self.linear.forward_one(x).item(0)  # its Huber loss predicts the raw output
+        return Forecast(ret * scale, p_up, linear * scale, experts)
 
     def learn(self, x: Array, y_bps: float, experts_bps: Array) -> None:
         """Learn the label ``y_bps`` of the standardised inputs ``x`` whose experts forecast

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -206,8 +207,7 @@ class OnlineLearner(SampleClock):
             raise LearnerError(f"no feature matches the inputs {self.inputs}")
         self.input_names = tuple(self.feature_names[i] for i in chosen)
         self.uncentred = tuple(str(n) for n in uncentred)
-        self._input_index = np.array(chosen, dtype=np.intp)
-        self._x_in: Array = np.zeros(len(chosen))
+        self._pick = _picker(chosen)
         self.on_score: Callable[[Scored], None] | None = None
         try:
             self.forecaster = Forecaster(
@@ -222,6 +222,7 @@ class OnlineLearner(SampleClock):
         self.n_samples = 0
         self._n_scored = 0
         self.n_unpriced = 0
+        self._refresh()
 
     # -- the events ---------------------------------------------------------------------------
 
@@ -235,33 +236,47 @@ class OnlineLearner(SampleClock):
         if self.on_score is not None:
             self.on_score(Scored(p.t_ms, y, p.ret_bps, p.linear_bps, p.p_up))
         self.forecaster.learn(p.x, y, p.experts)
+        self._refresh()
 
-    def _observe(self, t_ms: int) -> tuple[float, Array]:
-        """The reference price and the raw feature vector as of ``t_ms``."""
-        return self.features.reference_price, self.features.vector(t_ms, out=self._x_raw)
+    def _refresh(self) -> None:
+        """Read what a prediction publishes and only scoring and learning change: the
+        rolling metrics and the model version (kept off the prediction path)."""
+        self._rolling = self._metrics.rolling()
+        self._version = self.forecaster.n_updates
+
+    def _observe(self, t_ms: int) -> tuple[float, Sequence[float] | Array]:
+        """The reference price and the raw feature values as of ``t_ms``, shape
+        (n_features,): a list, or an array such as ``features.vector(t_ms, out=self._x_raw)``."""
+        features = self.features
+        return features.reference_price, features.values(t_ms)
 
     def _sample(self, t_ms: int) -> tuple[Pending, Prediction] | None:
-        """Take the sample at boundary ``t_ms``; None before any price is known."""
+        """Take the sample at boundary ``t_ms``; None before any price is known.
+
+        The hot path of a live worker: the inputs are picked from the feature values straight
+        into one new array, and the rolling metrics and the model version published are those
+        read at the last scoring (:meth:`_refresh`).
+        """
         ref, raw = self._observe(t_ms)
         if not ref > 0.0:
             self.n_unpriced += 1
             return None
-        x = self.forecaster.standardise(np.take(raw, self._input_index, out=self._x_in))
-        f = self.forecaster.predict(x)
-        p = Pending(t_ms, x, ref, f.ret_bps, f.linear_bps, f.p_up, f.experts)
+        forecaster = self.forecaster
+        x = forecaster.standardise(np.array(self._pick(raw), dtype=np.float64))
+        ret_bps, p_up, linear_bps, experts = forecaster.predict(x)
         self.n_samples += 1
-        r = self._metrics.rolling()
-        return p, Prediction(
-            t_ms=t_ms,
-            ret_bps=f.ret_bps,
-            p_up=f.p_up,
-            ref_price=ref,
-            model_version=self.forecaster.n_updates,
-            linear_bps=f.linear_bps,
-            hit_rate=r.hit_rate,
-            ic=r.ic,
-            skill_vs_zero=r.skill_vs_zero,
-            n_scored=r.n_scored,
+        r = self._rolling
+        return Pending(t_ms, x, ref, ret_bps, linear_bps, p_up, experts), Prediction(
+            t_ms,
+            ret_bps,
+            p_up,
+            ref,
+            self._version,
+            linear_bps,
+            r.hit_rate,
+            r.ic,
+            r.skill_vs_zero,
+            r.n_scored,
         )
 
     # -- introspection ------------------------------------------------------------------------
@@ -357,9 +372,11 @@ class OnlineLearner(SampleClock):
             self._metrics.load_state_dict(state["metrics"])
             self.load_clock_state(state["clock"], pending)
         except (KeyError, IndexError, TypeError, ValueError, ModelError) as exc:
+            self._refresh()  # a part may have been restored
             raise LearnerError(f"cannot restore the learner: {exc}") from exc
         for k, v in counters.items():
             setattr(self, k, v)
+        self._refresh()
 
     def snapshot(self) -> bytes:
         """The whole learner as bytes (no pickle); see :meth:`state_dict`."""
@@ -381,6 +398,14 @@ class OnlineLearner(SampleClock):
             raise LearnerError(f"snapshot hyperparameters unusable: {exc}") from exc
         learner.load_state_dict(state)
         return learner
+
+
+def _picker(index: Sequence[int]) -> Callable[[Sequence[float] | Array], tuple[Any, ...]]:
+    """A function that returns the items at ``index`` of a sequence, as a tuple."""
+    if len(index) == 1:
+        i = index[0]
+        return lambda values: (values[i],)
+    return operator.itemgetter(*index)
 
 
 def _jsonish(obj: Any) -> Any:

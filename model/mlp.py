@@ -83,7 +83,7 @@ class MLP(Network):
 
     def predict_one(self, x: ArrayLike) -> float:
         """Prediction for one ``x`` of shape (n_inputs,)."""
-        return self._loss.predict_one(float(self._forward_one(self._check_one(x))[0]))
+        return self._loss.predict_one(self.forward_one(self._check_one(x)).item(0))
 
     def learn_one(self, x: ArrayLike, y: float) -> None:
         """One optimizer step on the loss of one sample ``(x, y)``."""
@@ -189,8 +189,8 @@ class TwoHeadMLP(Network):
 
     def predict_one(self, x: ArrayLike) -> tuple[float, float]:
         """``(return, P(up))`` for one ``x`` of shape (n_inputs,)."""
-        out = self._forward_one(self._check_one(x))
-        return float(out[0]), self._logistic.predict_one(float(out[1]))
+        ret, logit = self.forward_one(self._check_one(x)).tolist()
+        return ret, self._logistic.predict_one(logit)
 
     def learn_one(self, x: ArrayLike, y: float) -> None:
         """One optimizer step on the two-head loss of one sample; ``y`` is the real target."""

@@ -5,8 +5,9 @@ order ``W0, b0, W1, b1, ...`` (``Wi`` of shape (n_in, n_out), ``bi`` of shape (n
 layer first). Gradients live in a second flat vector with the same layout. The optimizer is
 handed the two flat vectors, so its update is a handful of ufunc calls whatever the depth.
 
-Hot path. ``predict_one`` and ``learn_one`` run each layer's ``forward_one`` /
-``backward_one`` into buffers allocated once: no array is created per sample. ``learn_one``
+Hot path. ``predict_one`` and ``learn_one`` run the layers' one-sample maths (the forward
+pass inlined in :meth:`Network.forward_one`, then each layer's ``backward_one``) into buffers
+allocated once: no array is created per sample. ``learn_one``
 always recomputes its forward pass (a few microseconds) rather than trusting one cached by
 ``predict_one``, so that nothing done to the weights in between (``params`` are writable
 views) can be missed.
@@ -109,6 +110,10 @@ class Network:
             for i in range(n_layers - 1, 0, -1)
         ]
         self._first = (self._dense[0], self._grads[0], self._grads[1])
+        # the forward pass as (W, b, z buffer, activation output, is ReLU) steps, looked up
+        # once; the activations write into their own buffers, which the backward pass reads
+        self._plan = [(d.W, d.b, d._z, act.a, activation == "relu") for d, act in self._pairs]
+        self._out_step = (self._out.W, self._out.b, self._out._z)
         self._flat_theta = [self._theta]
         self._flat_grad = [self._grad]
 
@@ -152,11 +157,32 @@ class Network:
             raise ShapeError(f"expected x of shape {self._in_shape}, got {x.shape}")
         return x
 
-    def _forward_one(self, x: Array) -> Array:
+    def forward_one(self, x: Array) -> Array:
+        """Raw outputs for one sample, without input checks.
+
+        The maths of each layer's ``forward_one``, inlined: ``z = a W + b`` and the activation,
+        into the layers' buffers.
+
+        Parameters
+        ----------
+        x : ndarray, shape (n_inputs,), float64
+            The inputs (not checked).
+
+        Returns
+        -------
+        ndarray, shape (n_outputs,)
+            The output layer's buffer, overwritten by the next pass.
+        """
         a = x
-        for dense, act in self._pairs:
-            a = act.forward_one(dense.forward_one(a))
-        return self._out.forward_one(a)
+        dot = np.dot
+        for W, b, z, act_out, relu in self._plan:
+            dot(a, W, out=z)
+            z += b
+            a = np.maximum(z, 0.0, out=act_out) if relu else np.tanh(z, out=act_out)
+        W, b, z = self._out_step
+        dot(a, W, out=z)
+        z += b
+        return z
 
     def _backward_one(self, x: Array, delta: Array) -> None:
         for dense, act, dW, db in self._back:
@@ -171,7 +197,7 @@ class Network:
 
     def _learn_one(self, x: ArrayLike, y: float) -> None:
         x = self._check_one(x)
-        loss = self._head_one(self._forward_one(x), float(y))
+        loss = self._head_one(self.forward_one(x), float(y))
         if math.isfinite(loss):  # NaN and inf losses skip the backward pass
             self._backward_one(x, self._delta)
         if not self._optimizer.step(self._flat_theta, self._flat_grad, loss):
