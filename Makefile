@@ -38,7 +38,7 @@ run: $(STAMP)
 
 # Each benchmark prints its figures beside a reference measured in the same run.
 bench: $(STAMP)
-	@for b in learner features parse market bus ingest; do \
+	@for b in learner features predict parse market bus ingest; do \
 		echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; done
 
 bench-e2e: $(STAMP)
