@@ -7,7 +7,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TICKCAST_STATE_DIR=/var/lib/tickcast
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY model ./model
 COPY service ./service
 RUN pip install . \
