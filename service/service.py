@@ -10,7 +10,7 @@
 - :class:`~tickcast.service.metrics.Metrics` on ``metrics.host:metrics.port`` with ``/healthz``
   and ``/readyz`` (Redis answers PING and ticks arrived in the last ``stale_s`` seconds).
 
-Shutdown (:meth:`Service.request_stop`, wired to SIGTERM and SIGINT by :meth:`Service.run`):
+Shutdown (:meth:`Service.request_stop`, wired to SIGTERM, SIGINT and SIGHUP by :meth:`Service.run`):
 stop the feed, flush the ingest buffer, let the worker finish its step and checkpoint, stop the
 simulator and the metrics server — all within ``stop_timeout_s``.
 """
@@ -39,6 +39,9 @@ from tickcast.service.ticks import Tick
 from tickcast.service.worker import Worker
 
 log = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+"""Signals that stop the service cleanly (a closed terminal sends SIGHUP)."""
 
 SIM = "sim"
 SUPPORTED = (SIM, "binanceusdm")
@@ -294,10 +297,10 @@ class Service:
             await asyncio.sleep(0.2)
 
     async def run(self, *, handle_signals: bool = True) -> int:
-        """Run until :meth:`request_stop` (or SIGTERM/SIGINT); return the exit code (0)."""
+        """Run until :meth:`request_stop` (or SIGTERM/SIGINT/SIGHUP); return the exit code (0)."""
         loop = asyncio.get_running_loop()
         if handle_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in STOP_SIGNALS:
                 loop.add_signal_handler(sig, self.request_stop)
         ingest_client = bus.connect(self.redis_url, self.settings)
         worker_client = bus.connect(self.redis_url, self.settings)
@@ -334,7 +337,7 @@ class Service:
             return code
         finally:
             if handle_signals:
-                for sig in (signal.SIGTERM, signal.SIGINT):
+                for sig in STOP_SIGNALS:
                     loop.remove_signal_handler(sig)
             for task in tasks.values():
                 task.cancel()
