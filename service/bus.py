@@ -311,14 +311,16 @@ class TickWriter:
         head = self._heads[venue, symbol] = b"*10\r\n" + b"".join(map(bulk, (*fields, _T_FIELD)))
         return head
 
-    async def write(self, ticks: Sequence[Tick]) -> None:
+    async def write(self, ticks: Sequence[Tick]) -> list[Tick]:
         """XADD every tick (``MAXLEN ~``) in one batch; Redis errors propagate unchanged.
 
-        Ticks that cannot be encoded are counted in ``stats.rejected`` and skipped. When an
-        error is raised, some of the batch may have been written (no transaction).
+        Ticks that cannot be encoded are skipped, counted in ``stats.rejected`` and returned
+        (the list is empty when every tick was written). When an error is raised, some of the
+        batch may have been written (no transaction).
         """
+        rejected: list[Tick] = []
         if not ticks:
-            return
+            return rejected
         heads, parts = self._heads, []
         dumps = orjson.dumps
         for tick in ticks:
@@ -328,6 +330,7 @@ class TickWriter:
                     blob = encode_tick(tick)
                 except BusEncodeError:
                     self.stats.rejected += 1
+                    rejected.append(tick)
                     log.debug("skipping unencodable tick %r", tick)
                     continue
             head = heads.get((tick.venue, tick.symbol)) or self._head(tick.venue, tick.symbol)
@@ -336,6 +339,7 @@ class TickWriter:
             await self._lane.call(b"".join(parts), len(parts))
             self.stats.written += len(parts)
             self.stats.batches += 1
+        return rejected
 
 
 # -- readers --------------------------------------------------------------------------------

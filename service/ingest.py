@@ -21,14 +21,15 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
 from tickcast.service.feeds.reconnect import Backoff, is_retryable
+from tickcast.service.metrics import BATCH_BUCKETS, Histogram
 from tickcast.service.ticks import Tick
 
 logger = logging.getLogger(__name__)
@@ -45,9 +46,13 @@ class Feed(Protocol):
 class Writer(Protocol):
     """What the ingester needs from the Redis side (:class:`~tickcast.service.bus.TickWriter`)."""
 
-    async def write(self, ticks: Sequence[Tick]) -> None:
-        """Write one batch; raise on failure (the ingester retries)."""
+    async def write(self, ticks: Sequence[Tick]) -> Sequence[Tick]:
+        """Write one batch; return the ticks refused as unwritable; raise on failure (retried)."""
         ...
+
+
+def _per_key() -> defaultdict[tuple[str, str], int]:
+    return defaultdict(int)
 
 
 @dataclass
@@ -70,6 +75,14 @@ class IngestStats:
     """Ticks waiting (including the batch in flight), updated at every batch."""
     queue_peak: int = 0
     """Largest ``queue_depth`` seen."""
+    received_by: defaultdict[tuple[str, str], int] = field(default_factory=_per_key)
+    """``received`` per ``(symbol, kind)``."""
+    written_by: defaultdict[tuple[str, str], int] = field(default_factory=_per_key)
+    """``written`` per ``(symbol, kind)``."""
+    dropped_by: defaultdict[tuple[str, str], int] = field(default_factory=_per_key)
+    """``dropped`` per ``(symbol, kind)`` (buffer full)."""
+    batch_sizes: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
+    """Ticks per written batch."""
 
 
 class Ingester:
@@ -150,12 +163,20 @@ class Ingester:
     def sink(self, ticks: list[Tick]) -> None:
         """Buffer the ticks of one frame; those beyond the bound are dropped and counted."""
         n = len(ticks)
-        self.stats.received += n
+        stats = self.stats
+        stats.received += n
+        received_by = stats.received_by
+        for t in ticks:
+            received_by[t.symbol, t.kind] += 1
         buffer = self._buffer
         space = self.queue_max - len(buffer) - self._in_flight
         if n > space:
-            self.stats.dropped += n - max(space, 0)
-            if space <= 0:
+            space = max(space, 0)
+            stats.dropped += n - space
+            dropped_by = stats.dropped_by
+            for t in ticks[space:]:
+                dropped_by[t.symbol, t.kind] += 1
+            if space == 0:
                 return
             ticks = ticks[:space]
         buffer.extend(ticks)
@@ -172,7 +193,8 @@ class Ingester:
     def counters(self) -> dict[str, int]:
         """Every counter as one flat dict: ingester, feed and parser.
 
-        Always has ``received``, ``written``, ``rejected``, ``dropped``, ``reconnects``,
+        The integer counters only (the per-key ones are on ``stats``). Always has ``received``,
+        ``written``, ``rejected``, ``dropped``, ``reconnects``,
         ``gaps``, ``watchdog_trips`` and ``queue_depth``.
         """
         out: dict[str, int] = {"reconnects": 0, "gaps": 0, "watchdog_trips": 0}
@@ -184,7 +206,10 @@ class Ingester:
         rejected = int(getattr(getattr(parser, "stats", None), "total_rejected", 0))
         writer_stats = getattr(self.writer, "stats", None)
         rejected += int(getattr(writer_stats, "rejected", 0))
-        out.update(dataclasses.asdict(self.stats))
+        for f in dataclasses.fields(self.stats):
+            value = getattr(self.stats, f.name)
+            if isinstance(value, int):
+                out[f.name] = value
         out["rejected"] = rejected
         out["queue_depth"] = self.depth
         return out
@@ -264,13 +289,23 @@ class Ingester:
             await self._write(batch)
             self._in_flight = 0
 
+    def _count_written(self, batch: list[Tick], rejected: Sequence[Tick]) -> None:
+        """Count a batch Redis accepted, less the ticks the writer refused."""
+        stats = self.stats
+        stats.written += len(batch) - len(rejected)
+        stats.batches += 1
+        stats.batch_sizes.observe(len(batch))
+        written_by = stats.written_by
+        for t in batch:
+            written_by[t.symbol, t.kind] += 1
+        for t in rejected:
+            written_by[t.symbol, t.kind] -= 1
+
     async def _write(self, batch: list[Tick]) -> None:
         """Write one batch, retrying retryable errors with backoff until it succeeds."""
-        writer_stats = getattr(self.writer, "stats", None)
         while True:
-            before = int(getattr(writer_stats, "rejected", 0))
             try:
-                await self.writer.write(batch)
+                rejected = await self.writer.write(batch)
             except Exception as exc:
                 if not is_retryable(exc):
                     raise
@@ -285,9 +320,7 @@ class Ingester:
                     )
                 await asyncio.sleep(delay)
                 continue
-            rejected = int(getattr(writer_stats, "rejected", 0)) - before
-            self.stats.written += len(batch) - rejected
-            self.stats.batches += 1
+            self._count_written(batch, rejected)
             if self._retry.attempts:
                 logger.info("Redis writes resumed after %d failures", self._retry.attempts)
                 self._retry.reset()

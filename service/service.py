@@ -21,11 +21,9 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import math
 import signal
 import time
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -34,8 +32,7 @@ import redis.asyncio
 from tickcast.service import TickcastError, bus
 from tickcast.service.config import Settings
 from tickcast.service.health import MetricsServer, Readiness
-from tickcast.service.metrics import Histogram, IngestSnapshot, Metrics
-from tickcast.service.ticks import Tick
+from tickcast.service.metrics import OTHER, IngestSnapshot, Metrics
 from tickcast.service.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -45,101 +42,30 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 SIM = "sim"
 SUPPORTED = (SIM, "binanceusdm")
-BATCH_BOUNDS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 
 class ServiceError(TickcastError):
     """The service cannot be composed (unknown exchange, bad symbols...)."""
 
 
-# -- per-(symbol, kind) counting around the ingester -----------------------------------------
+# -- the ingester's counters for the metrics -----------------------------------------------
 
 
-@dataclasses.dataclass
-class TickCounts:
-    """Ticks per ``(symbol, kind)`` seen around the ingester, and XADD batch sizes."""
-
-    received: defaultdict[tuple[str, str], int] = dataclasses.field(
-        default_factory=lambda: defaultdict(int)
-    )
-    written: defaultdict[tuple[str, str], int] = dataclasses.field(
-        default_factory=lambda: defaultdict(int)
-    )
-    dropped: defaultdict[tuple[str, str], int] = dataclasses.field(
-        default_factory=lambda: defaultdict(int)
-    )
-    batches: Histogram = dataclasses.field(default_factory=lambda: Histogram(BATCH_BOUNDS))
-
-
-class CountingFeed:
-    """Wrap a feed: count ticks per ``(symbol, kind)`` on their way into the ingester's sink.
-
-    Ticks the sink refuses (full buffer: the tail of the frame) are counted as dropped.
-    ``stats`` and ``parser`` are the wrapped feed's, so ``Ingester.counters()`` still sees them.
-    """
-
-    def __init__(self, feed: Any, counts: TickCounts) -> None:
-        self.feed = feed
-        self.counts = counts
-        self.stats = getattr(feed, "stats", None)
-        self.parser = getattr(feed, "parser", None)
-        self.ingest_stats: Any = None
-
-    async def run(self, sink: Callable[[list[Tick]], None]) -> None:
-        """Run the wrapped feed into a counting ``sink``."""
-        received, dropped = self.counts.received, self.counts.dropped
-
-        def counting_sink(ticks: list[Tick]) -> None:
-            for t in ticks:
-                received[t.symbol, t.kind] += 1
-            stats = self.ingest_stats
-            before = stats.dropped if stats is not None else 0
-            sink(ticks)
-            lost = (stats.dropped - before) if stats is not None else 0
-            if lost:
-                for t in ticks[len(ticks) - lost :]:
-                    dropped[t.symbol, t.kind] += 1
-
-        await self.feed.run(counting_sink)
-
-
-class CountingWriter:
-    """Wrap a :class:`~tickcast.service.bus.TickWriter`: count written ticks and batch sizes."""
-
-    def __init__(self, writer: bus.TickWriter, counts: TickCounts) -> None:
-        self.writer = writer
-        self.counts = counts
-        self.stats = writer.stats
-
-    async def write(self, ticks: Sequence[Tick]) -> None:
-        """Write one batch through the wrapped writer, then count it."""
-        rejected = self.stats.rejected
-        await self.writer.write(ticks)
-        ok = ticks
-        if self.stats.rejected != rejected:
-            finite = math.isfinite
-            ok = [t for t in ticks if all(map(finite, (t.price, t.size, t.bid, t.ask)))]
-        written = self.counts.written
-        for t in ok:
-            written[t.symbol, t.kind] += 1
-        self.counts.batches.observe(len(ticks))
-
-
-def ingest_snapshot(ingester: Any, counts: TickCounts) -> IngestSnapshot:
-    """Read an ingester's counters (and the per-symbol counts) for :class:`Metrics`."""
+def ingest_snapshot(ingester: Any) -> IngestSnapshot:
+    """Read an ingester's counters (totals and per ``(symbol, kind)``) for :class:`Metrics`."""
     c = ingester.counters()
-    rejected = {("other", "other"): int(c.get("rejected", 0))}
+    st = ingester.stats
     return IngestSnapshot(
-        received=dict(counts.received),
-        written=dict(counts.written),
-        rejected=rejected,
-        dropped=dict(counts.dropped),
+        received=dict(st.received_by),
+        written=dict(st.written_by),
+        rejected={(OTHER, OTHER): int(c.get("rejected", 0))},
+        dropped=dict(st.dropped_by),
         reconnects=int(c.get("reconnects", 0)),
         gaps=int(c.get("gaps", 0)),
         missed_trades=int(c.get("missed_trades", 0)),
         watchdog_trips=int(c.get("watchdog_trips", 0)),
         queue_depth=int(c.get("queue_depth", 0)),
-        batch_sizes=counts.batches,
+        batch_sizes=st.batch_sizes,
     )
 
 
@@ -226,7 +152,6 @@ class Service:
         self.stale_s = stale_s if stale_s is not None else max(10.0, settings.exchange.watchdog_s)
         self.sim_rate_scale = sim_rate_scale
         self.metrics = Metrics(self.venue, self.symbols)
-        self.counts = TickCounts()
         self.sim: Any = None
         self.ingester: Any = None
         self.worker: Worker | None = None
@@ -270,11 +195,10 @@ class Service:
         else:
             urls = self.settings.exchange.urls.binanceusdm
             public, market = urls.public, urls.market
-        feed = CountingFeed(build_feed(self.settings, self.venue, public, market), self.counts)
-        writer = CountingWriter(bus.TickWriter(client, self.settings), self.counts)
+        feed = build_feed(self.settings, self.venue, public, market)
+        writer = bus.TickWriter(client, self.settings)
         ingester = Ingester.from_settings(feed, writer, self.settings)
-        feed.ingest_stats = ingester.stats
-        self.metrics.add_ingest_source(lambda: ingest_snapshot(ingester, self.counts))
+        self.metrics.add_ingest_source(lambda: ingest_snapshot(ingester))
         return ingester
 
     def _start_metrics(self) -> Readiness | None:

@@ -91,6 +91,9 @@ async def test_every_tick_of_the_simulator_lands_in_its_symbols_stream_in_order(
     assert counters["dropped"] == counters["rejected"] == counters["queue_depth"] == 0
     assert counters["reconnects"] == counters["gaps"] == counters["watchdog_trips"] == 0
     assert counters["batches"] < len(ticks)  # batched, not one write per tick
+    per_key = Counter((t.symbol, t.kind) for t in ticks)
+    assert ingester.stats.received_by == ingester.stats.written_by == per_key
+    assert ingester.stats.batch_sizes.count == counters["batches"]
 
 
 async def test_a_redis_restart_mid_run_loses_no_tick_within_the_buffer_bound(
@@ -148,6 +151,7 @@ async def test_ticks_beyond_the_bound_are_dropped_and_counted_while_redis_is_dow
     kept = sorted(key(t) for s in SYMBOLS for t in stored(redis_client, s))
     assert kept == sorted(key(t) for t in ticks[:bound])  # the oldest are kept, the tail dropped
     assert ingester.counters()["dropped"] == len(ticks) - bound
+    assert ingester.stats.dropped_by == Counter((t.symbol, t.kind) for t in ticks[bound:])
 
 
 async def test_stopping_flushes_a_partly_filled_batch_before_returning(
