@@ -67,6 +67,10 @@ class Learner(Protocol):
         """Feed one tick; return the predictions of the samples it closed."""
         ...
 
+    def flush(self) -> None:
+        """Do the learning that ``update`` deferred."""
+        ...
+
     def snapshot(self) -> bytes:
         """Serialise the whole learner."""
         ...
@@ -384,9 +388,7 @@ class Worker:
         touched = self._touched
         k = len(touched) if limit is None else min(limit, len(touched))
         for state in touched[:k]:
-            flush = getattr(state.learner, "flush", None)
-            if flush is not None:
-                flush()
+            state.learner.flush()
             state.predictor.sync_stats(state.learner, state.last_prediction)
             state.last_prediction = None
         del touched[:k]
