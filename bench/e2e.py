@@ -55,9 +55,9 @@ NAMES = (
 
 def base_rate(symbols: list[str]) -> float:
     """Mean ticks/s of the unscaled simulator over ``symbols``."""
-    from tickcast.service.service import sim_specs
+    from tickcast.service.sim.symbols import specs_for
 
-    return sum(s.trade_rate + s.quote_rate for s in sim_specs(symbols))
+    return sum(s.trade_rate + s.quote_rate for s in specs_for(symbols))
 
 
 def settings_for(url: str, symbols: list[str], flush_ms: int, sim_url: str = "") -> Any:
@@ -85,11 +85,11 @@ def settings_for(url: str, symbols: list[str], flush_ms: int, sim_url: str = "")
 
 async def child_sim(args: argparse.Namespace) -> None:
     """The simulated exchange alone, paced in real time; prints its URL, then its CPU."""
-    from tickcast.service.service import sim_specs
     from tickcast.service.sim.market import SyntheticMarket
     from tickcast.service.sim.server import SimExchange
+    from tickcast.service.sim.symbols import specs_for
 
-    specs = sim_specs(args.symbol_list.split(","), args.scale)
+    specs = specs_for(args.symbol_list.split(","), args.scale)
     market = SyntheticMarket(specs, seed=7, start_ms=time.time_ns() // 1_000_000)
     sim = SimExchange(market.ticks(), speed=1.0, start_on_subscribe=True)
     await sim.start()
@@ -165,10 +165,10 @@ def learner_reference(symbols: list[str], scale: float) -> float:
     """CPU seconds per 1k ticks of decode + ``OnlineLearner.update`` alone (this process)."""
     from tickcast.model.learner import OnlineLearner
     from tickcast.service import bus
-    from tickcast.service.service import sim_specs
     from tickcast.service.sim.market import SyntheticMarket
+    from tickcast.service.sim.symbols import specs_for
 
-    market = SyntheticMarket(sim_specs(symbols, scale), seed=5)
+    market = SyntheticMarket(specs_for(symbols, scale), seed=5)
     entries = [bus.encode(t) for t in market.ticks(20.0)]
     learners = {s: OnlineLearner() for s in symbols}
     start = time.process_time()

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import signal
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -72,38 +70,21 @@ def ingest_snapshot(ingester: Any) -> IngestSnapshot:
 # -- building the parts ----------------------------------------------------------------------
 
 
-def sim_specs(symbols: Sequence[str], rate_scale: float = 1.0) -> list[Any]:
-    """Market specs for ``symbols``: the simulator's own where it has one, else a copy of one of
-    them renamed; trade and quote rates multiplied by ``rate_scale``."""
-    from tickcast.service.feeds.markets import offline_market
-    from tickcast.service.sim.market import DEFAULT_SYMBOLS
+async def build_feed(
+    settings: Settings, venue: str, public_url: str, market_url: str, *, online: bool = False
+) -> Any:
+    """A Binance USD-M websocket feed of the configured symbols on the given route URLs.
 
-    known = {spec.symbol: spec for spec in DEFAULT_SYMBOLS}
-    specs = []
-    for i, symbol in enumerate(symbols):
-        spec = known.get(symbol)
-        if spec is None:
-            base = DEFAULT_SYMBOLS[i % len(DEFAULT_SYMBOLS)]
-            spec = dataclasses.replace(
-                base, symbol=symbol, venue_id=offline_market(symbol).venue_id
-            )
-        if rate_scale != 1.0:
-            spec = dataclasses.replace(
-                spec,
-                trade_rate=spec.trade_rate * rate_scale,
-                quote_rate=spec.quote_rate * rate_scale,
-            )
-        specs.append(spec)
-    return specs
-
-
-def build_feed(settings: Settings, venue: str, public_url: str, market_url: str) -> Any:
-    """A Binance USD-M websocket feed of the configured symbols on the given route URLs."""
+    Market metadata (venue ids, contract sizes) comes from ccxt's REST markets when ``online``,
+    falling back to the offline table when that fails; from the offline table otherwise.
+    """
     from tickcast.service.feeds.binance_ws import BinanceFeed, BinanceWsConfig
+    from tickcast.service.feeds.markets import load_markets
 
     ex = settings.exchange
     config = BinanceWsConfig.from_settings(ex, public_url, market_url)
-    return BinanceFeed(list(ex.symbols), config, venue=venue)
+    markets = await load_markets(ex.symbols, online=online)
+    return BinanceFeed(list(ex.symbols), config, markets=markets, venue=venue)
 
 
 # -- the service -----------------------------------------------------------------------------
@@ -175,10 +156,11 @@ class Service:
     async def _start_sim(self) -> tuple[str, str]:
         from tickcast.service.sim.market import SyntheticMarket
         from tickcast.service.sim.server import SimExchange
+        from tickcast.service.sim.symbols import specs_for
 
         cfg = self.settings.sim
         market = SyntheticMarket(
-            sim_specs(self.symbols, self.sim_rate_scale),
+            specs_for(self.symbols, self.sim_rate_scale),
             seed=cfg.seed,
             start_ms=time.time_ns() // 1_000_000,
             venue=SIM,
@@ -195,7 +177,7 @@ class Service:
         else:
             urls = self.settings.exchange.urls.binanceusdm
             public, market = urls.public, urls.market
-        feed = build_feed(self.settings, self.venue, public, market)
+        feed = await build_feed(self.settings, self.venue, public, market, online=self.venue != SIM)
         writer = bus.TickWriter(client, self.settings)
         ingester = Ingester.from_settings(feed, writer, self.settings)
         self.metrics.add_ingest_source(lambda: ingest_snapshot(ingester))

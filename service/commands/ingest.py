@@ -124,9 +124,10 @@ async def start_sim(settings: Settings) -> SimExchange:
 
     from tickcast.service.sim.market import SyntheticMarket
     from tickcast.service.sim.server import SimExchange
+    from tickcast.service.sim.symbols import specs_for
 
     market = SyntheticMarket(
-        sim_specs(settings.exchange.symbols),
+        specs_for(settings.exchange.symbols),
         seed=settings.sim.seed,
         start_ms=time.time_ns() // 1_000_000,
         venue=SIM_VENUE,
@@ -138,41 +139,20 @@ async def start_sim(settings: Settings) -> SimExchange:
     return sim
 
 
-def sim_specs(symbols: list[str]) -> list[Any]:
-    """The simulator's spec of each symbol; unknown symbols borrow a default spec, renamed."""
-    import dataclasses
-
-    from tickcast.service.feeds.markets import offline_market
-    from tickcast.service.sim.market import DEFAULT_SYMBOLS
-
-    known = {spec.symbol: spec for spec in DEFAULT_SYMBOLS}
-    specs = []
-    for i, symbol in enumerate(symbols):
-        spec = known.get(symbol)
-        if spec is None:
-            base = DEFAULT_SYMBOLS[i % len(DEFAULT_SYMBOLS)]
-            venue_id = offline_market(symbol).venue_id
-            spec = dataclasses.replace(base, symbol=symbol, venue_id=venue_id)
-        specs.append(spec)
-    return specs
-
-
 async def build_feed(
     settings: Settings, sim: SimExchange | None, *, online: bool = True
 ) -> BinanceFeed:
     """The Binance USDⓈ-M feed of ``settings``, pointed at ``sim`` when given."""
+    from tickcast.service import service
     from tickcast.service.feeds.binance import VENUE
-    from tickcast.service.feeds.binance_ws import BinanceFeed, BinanceWsConfig
-    from tickcast.service.feeds.markets import load_markets
 
-    ex = settings.exchange
     if sim is not None:
-        public, market, venue = sim.url + "/public", sim.url + "/market", SIM_VENUE
-    else:
-        public, market, venue = ex.urls.binanceusdm.public, ex.urls.binanceusdm.market, VENUE
-    config = BinanceWsConfig.from_settings(ex, public, market)
-    markets = await load_markets(ex.symbols, online=online and sim is None)
-    return BinanceFeed(ex.symbols, config, markets=markets, venue=venue)
+        public, market = sim.url + "/public", sim.url + "/market"
+        feed: BinanceFeed = await service.build_feed(settings, SIM_VENUE, public, market)
+        return feed
+    urls = settings.exchange.urls.binanceusdm
+    feed = await service.build_feed(settings, VENUE, urls.public, urls.market, online=online)
+    return feed
 
 
 async def report(ingester: Ingester, every: float) -> None:

@@ -77,17 +77,17 @@ async def serve(settings: Any, faults: Any, replay: Path | None, seconds: float 
     import signal
     import time
 
-    from tickcast.service.commands.ingest import sim_specs
     from tickcast.service.feeds.markets import offline_market
     from tickcast.service.sim.market import SyntheticMarket
     from tickcast.service.sim.server import SimExchange
+    from tickcast.service.sim.symbols import specs_for
 
     cfg = settings.sim
     symbols = list(settings.exchange.symbols)
     market = None
     if replay is None:
         market = SyntheticMarket(
-            sim_specs(symbols),
+            specs_for(symbols),
             seed=cfg.seed,
             start_ms=time.time_ns() // 1_000_000,
             oracle_memory_s=None,

@@ -7,13 +7,15 @@ top-of-book depth, trade size and strength of the planted effect; see
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
 from tickcast.service import TickcastError
 
-__all__ = ["DEFAULT_SYMBOLS", "MarketError", "SymbolSpec", "step_decimals"]
+__all__ = ["DEFAULT_SYMBOLS", "MarketError", "SymbolSpec", "specs_for", "step_decimals"]
 
 
 class MarketError(TickcastError):
@@ -132,3 +134,29 @@ DEFAULT_SYMBOLS: tuple[SymbolSpec, ...] = (
         imbalance_tau_s=2.5,
     ),
 )
+
+
+def specs_for(symbols: Sequence[str], rate_scale: float = 1.0) -> list[SymbolSpec]:
+    """Specs for ``symbols``: the default spec where there is one, else a renamed copy of one.
+
+    Trade and quote rates are multiplied by ``rate_scale`` (benchmarks speed the market up).
+    """
+    from tickcast.service.feeds.markets import offline_market
+
+    known = {spec.symbol: spec for spec in DEFAULT_SYMBOLS}
+    specs = []
+    for i, symbol in enumerate(symbols):
+        spec = known.get(symbol)
+        if spec is None:
+            base = DEFAULT_SYMBOLS[i % len(DEFAULT_SYMBOLS)]
+            spec = dataclasses.replace(
+                base, symbol=symbol, venue_id=offline_market(symbol).venue_id
+            )
+        if rate_scale != 1.0:
+            spec = dataclasses.replace(
+                spec,
+                trade_rate=spec.trade_rate * rate_scale,
+                quote_rate=spec.quote_rate * rate_scale,
+            )
+        specs.append(spec)
+    return specs
