@@ -21,7 +21,7 @@ import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, Protocol
 
 import orjson
 import redis
@@ -272,6 +272,18 @@ class WriterStats:
     """Pipelines executed."""
 
 
+class WriteTap(Protocol):
+    """What a :class:`TickWriter` tells of its batches (see :attr:`TickWriter.tap`)."""
+
+    def written(self, ticks: Sequence[Tick], ids: Sequence[bytes]) -> None:
+        """Redis acknowledged ``ticks``, in order, as the stream entries ``ids``."""
+        ...
+
+    def failed(self) -> None:
+        """A batch failed (part of it may be in Redis unacknowledged)."""
+        ...
+
+
 class TickWriter:
     """Write ticks to their per-symbol streams, one batch of commands (no MULTI) per call.
 
@@ -295,6 +307,9 @@ class TickWriter:
         self._keys: dict[tuple[str, str], str] = {}
         self._heads: dict[tuple[str, str], bytes] = {}
         self._lane = Lane(redis)
+        self.tap: WriteTap | None = None
+        """Told of every batch Redis acknowledged, with its entry IDs, and of every failure
+        (:class:`~tickcast.service.handoff.Handoff`)."""
 
     def key(self, venue: str, symbol: str) -> str:
         """The (cached) tick stream key of ``symbol`` on ``venue``."""
@@ -335,10 +350,22 @@ class TickWriter:
                     continue
             head = heads.get((tick.venue, tick.symbol)) or self._head(tick.venue, tick.symbol)
             parts.append(b"%b$%d\r\n%b\r\n" % (head, len(blob), blob))
-        if parts:
-            await self._lane.call(b"".join(parts), len(parts))
-            self.stats.written += len(parts)
-            self.stats.batches += 1
+        if not parts:
+            return rejected
+        tap = self.tap
+        try:
+            ids = await self._lane.call(b"".join(parts), len(parts))
+        except BaseException:
+            if tap is not None:
+                tap.failed()
+            raise
+        self.stats.written += len(parts)
+        self.stats.batches += 1
+        if tap is not None:
+            if rejected:
+                refused = {id(t) for t in rejected}
+                ticks = [t for t in ticks if id(t) not in refused]
+            tap.written(ticks, ids)
         return rejected
 
 

@@ -249,6 +249,11 @@ class WorkerSettings(_Section):
     checkpoint_every_s: float = Field(default=60.0, gt=0)
     read_count: int = Field(default=1_000, gt=0, description="ticks per XREAD")
     block_ms: int = Field(default=500, gt=0, description="XREAD BLOCK timeout")
+    handoff: bool = Field(
+        default=True,
+        description="tickcast run: take ticks from the in-process ingester once caught up "
+        "(false: read every tick back from Redis)",
+    )
 
 
 class MetricsSettings(_Section):

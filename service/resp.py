@@ -105,9 +105,11 @@ class Lane:
         self._owed += n
         return True
 
-    async def poll(self) -> bool:
-        """Give the event loop a turn, parse what arrived; True once every owed reply is in."""
-        await asyncio.sleep(0)
+    async def poll(self, *, yield_first: bool = True) -> bool:
+        """Give the event loop a turn (unless not ``yield_first``), parse what arrived; True
+        once every owed reply is in."""
+        if yield_first:
+            await asyncio.sleep(0)
         conn = self._conn
         reader = conn._reader if conn is not None else None
         if reader is None:

@@ -6,7 +6,9 @@
   :class:`~tickcast.service.sim.market.SyntheticMarket` (event time starting now) on loopback,
   read back by the Binance feed under venue ``"sim"``; ``"binanceusdm"``: the real venue;
 - the :class:`~tickcast.service.ingest.Ingester` (feed -> bounded queue -> batched XADD);
-- the :class:`~tickcast.service.worker.Worker` (ticks -> learners -> signals, checkpoints);
+- the :class:`~tickcast.service.worker.Worker` (ticks -> learners -> signals, checkpoints),
+  which takes the ticks the ingester wrote from a :class:`~tickcast.service.handoff.Handoff`
+  once it has caught up with the streams (``worker.handoff``);
 - :class:`~tickcast.service.metrics.Metrics` on ``metrics.host:metrics.port`` with ``/healthz``
   and ``/readyz`` (Redis answers PING and ticks arrived in the last ``stale_s`` seconds).
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -29,6 +32,7 @@ import redis.asyncio
 
 from tickcast.service import TickcastError, bus
 from tickcast.service.config import Settings
+from tickcast.service.handoff import Handoff
 from tickcast.service.health import MetricsServer, Readiness
 from tickcast.service.metrics import OTHER, IngestSnapshot, Metrics
 from tickcast.service.worker import Worker
@@ -67,6 +71,17 @@ def ingest_snapshot(ingester: Any) -> IngestSnapshot:
     )
 
 
+def settle_heap() -> None:
+    """Collect, then move every object alive to the collector's permanent generation.
+
+    What start-up leaves (modules, ccxt, pydantic, numpy, the restored learners) lives as long
+    as the process; without this every full collection walks it again: tens of milliseconds
+    with the event loop stopped, every few seconds at thousands of ticks per second.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 # -- building the parts ----------------------------------------------------------------------
 
 
@@ -75,14 +90,16 @@ async def build_feed(
 ) -> Any:
     """A Binance USD-M websocket feed of the configured symbols on the given route URLs.
 
-    Market metadata (venue ids, contract sizes) comes from ccxt's REST markets when ``online``,
-    falling back to the offline table when that fails; from the offline table otherwise.
+    Market metadata (venue ids, contract sizes) comes from ccxt's REST markets when ``online``
+    and the feed points off this machine (falling back to the offline table when that fails);
+    from the offline table otherwise: a feed on loopback reads a simulator, not the venue.
     """
-    from tickcast.service.feeds.binance_ws import BinanceFeed, BinanceWsConfig
+    from tickcast.service.feeds.binance_ws import BinanceFeed, BinanceWsConfig, is_loopback
     from tickcast.service.feeds.markets import load_markets
 
     ex = settings.exchange
     config = BinanceWsConfig.from_settings(ex, public_url, market_url)
+    online = online and not is_loopback(public_url)
     markets = await load_markets(ex.symbols, online=online)
     return BinanceFeed(list(ex.symbols), config, markets=markets, venue=venue)
 
@@ -169,7 +186,7 @@ class Service:
         await self.sim.start()
         return self.sim.url + "/public", self.sim.url + "/market"
 
-    async def _build_ingest(self, client: redis.asyncio.Redis) -> Any:
+    async def _build_ingest(self, client: redis.asyncio.Redis, handoff: Handoff | None) -> Any:
         from tickcast.service.ingest import Ingester
 
         if self.venue == SIM:
@@ -179,6 +196,7 @@ class Service:
             public, market = urls.public, urls.market
         feed = await build_feed(self.settings, self.venue, public, market, online=self.venue != SIM)
         writer = bus.TickWriter(client, self.settings)
+        writer.tap = handoff
         ingester = Ingester.from_settings(feed, writer, self.settings)
         self.metrics.add_ingest_source(lambda: ingest_snapshot(ingester))
         return ingester
@@ -214,6 +232,9 @@ class Service:
         tasks: dict[str, asyncio.Task[Any]] = {}
         try:
             readiness = self._start_metrics()
+            handoff = None
+            if self.run_worker and self.run_ingest and self.settings.worker.handoff:
+                handoff = Handoff(self.symbols)
             if self.run_worker:
                 self.worker = Worker(
                     worker_client,
@@ -221,13 +242,15 @@ class Service:
                     venue=self.venue,
                     symbols=self.symbols,
                     stats=self.metrics.symbol_stats,
+                    handoff=handoff,
                 )
                 await self.worker.restore()
                 tasks["worker"] = loop.create_task(self.worker.run(), name="worker")
             if self.run_ingest:
-                self.ingester = await self._build_ingest(ingest_client)
+                self.ingester = await self._build_ingest(ingest_client, handoff)
                 tasks["ingest"] = loop.create_task(self.ingester.run(), name="ingest")
             tasks["flow"] = loop.create_task(self._watch_flow(), name="flow")
+            settle_heap()
             self.ready.set()
             stop = loop.create_task(self._stop.wait(), name="stop")
             done, _ = await asyncio.wait(

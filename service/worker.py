@@ -1,16 +1,19 @@
 """The worker: tick streams in, one online learner per symbol, signals out.
 
-Each configured symbol has a :class:`SymbolState`: its learner, the ID of the last tick stream
-entry consumed and the sample time of the last signal published. One loop does, per step:
+Each configured symbol has a :class:`~tickcast.service.symbolstate.SymbolState`: its learner,
+the ID of the last tick stream entry consumed and the sample time of the last signal
+published. One loop does, per step:
 
-1. one ``XREAD BLOCK`` over every symbol's tick stream after its last ID
-   (``worker.read_count`` each), on a :class:`~tickcast.service.resp.Lane` (commands packed
-   once, replies parsed by hiredis);
+1. gets the next entries of each symbol's tick stream: one ``XREAD BLOCK`` over every stream
+   after its last ID (``worker.read_count`` each), on a :class:`~tickcast.service.resp.Lane`
+   (commands packed once, replies parsed by hiredis); or, with a
+   :class:`~tickcast.service.handoff.Handoff` (``tickcast run``), the entries the in-process
+   ingester just wrote, once the symbol has caught up with its stream;
 2. feeds each tick to its symbol's :class:`~tickcast.model.learner.OnlineLearner`, exactly as
    the backtest does (same ticks in, same signals and weights out);
 3. turns the predictions into signals (:mod:`tickcast.service.predictor`) and writes their
    XADDs to Redis at once, skipping samples already published before a restart; the replies
-   are read together at the end of the step;
+   are read later (with the next XREAD, or when there is nothing else to do);
 4. lets one learner that made a signal learn (``flush()``: ``update`` defers the learning of a
    sample boundary so that its signal goes out first);
 5. checkpoints a symbol (:mod:`tickcast.service.checkpoint`) every
@@ -19,6 +22,12 @@ entry consumed and the sample time of the last signal published. One loop does, 
 :meth:`Worker.run` restores the checkpoints first and checkpoints every symbol on the way out
 (:meth:`Worker.stop` or cancellation). Redis errors while running are retried with a capped
 backoff: a worker outlives a Redis restart.
+
+With a handoff, a symbol is read from Redis (``XREAD``, no ``BLOCK``) until a read returns fewer
+than ``read_count`` entries: every entry written after that read is in the handoff, unless the
+handoff broke since the read was sent (see :mod:`~tickcast.service.handoff`), which sends the
+symbol back to Redis, as any later break does. Handed-off entries the read already returned
+are skipped by stream ID.
 """
 
 from __future__ import annotations
@@ -27,9 +36,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -38,14 +46,25 @@ from tickcast.model import ModelError
 from tickcast.service import TickcastError, bus
 from tickcast.service.checkpoint import Checkpoint, last_published_t, load, queue_status, save
 from tickcast.service.config import Settings
+from tickcast.service.handoff import Handoff, id_key
 from tickcast.service.metrics import SymbolStats
 from tickcast.service.predictor import Predictor
 from tickcast.service.resp import Lane, bulk, pack
+from tickcast.service.symbolstate import (
+    START_ID,
+    Learner,
+    LearnerFactory,
+    LearnerLoader,
+    SymbolState,
+    default_learner_factory,
+    default_learner_loader,
+)
 from tickcast.service.ticks import Tick
+
+__all__ = ["START_ID", "Learner", "SymbolState", "Worker", "WorkerError"]
 
 log = logging.getLogger(__name__)
 
-START_ID = "0-0"
 FRESH_NS = 1_000_000_000
 """A signal made on a tick received less than this long ago (ns) is published at once."""
 STATUS_EVERY_S = 1.0
@@ -55,70 +74,6 @@ RETRYABLE = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError
 
 class WorkerError(TickcastError):
     """The worker cannot run (e.g. a checkpoint made with other learner settings)."""
-
-
-class Learner(Protocol):
-    """What the worker needs from :class:`~tickcast.model.learner.OnlineLearner`."""
-
-    horizon_ms: int
-    sample_ms: int
-
-    def update(self, tick: Any) -> Sequence[Any]:
-        """Feed one tick; return the predictions of the samples it closed."""
-        ...
-
-    def flush(self) -> None:
-        """Do the learning that ``update`` deferred."""
-        ...
-
-    def snapshot(self) -> bytes:
-        """Serialise the whole learner."""
-        ...
-
-
-LearnerFactory = Callable[[str], Learner]
-LearnerLoader = Callable[[bytes], Learner]
-
-
-def default_learner_factory(settings: Settings) -> LearnerFactory:
-    """Return ``symbol -> OnlineLearner`` with the ``worker`` settings (seed 0)."""
-    from tickcast.model.learner import OnlineLearner
-
-    def make(symbol: str) -> Learner:
-        learner: Learner = OnlineLearner(
-            horizon_ms=settings.worker.horizon_ms, sample_ms=settings.worker.sample_ms
-        )
-        return learner
-
-    return make
-
-
-def default_learner_loader(data: bytes) -> Learner:
-    """Return ``OnlineLearner.from_snapshot(data)``."""
-    from tickcast.model.learner import OnlineLearner
-
-    learner: Learner = OnlineLearner.from_snapshot(data)
-    return learner
-
-
-@dataclass
-class SymbolState:
-    """One symbol's learner, stream position and checkpoint bookkeeping."""
-
-    symbol: str
-    learner: Learner
-    ticks_key: str
-    ckpt_key: str
-    predictor: Predictor
-    stats: SymbolStats
-    last_id: str = START_ID
-    last_published: int = 0
-    ticks: int = 0
-    samples_at_ckpt: int = 0
-    ticks_at_ckpt: int = 0
-    ticks_at_status: int = 0
-    last_prediction: Any = None
-    ckpt_monotonic: float = field(default_factory=time.monotonic)
 
 
 class Worker:
@@ -139,6 +94,9 @@ class Worker:
     learner_factory, learner_loader : callable, optional
         Make a fresh learner for a symbol / restore one from a snapshot (default: the
         ``OnlineLearner`` of :mod:`tickcast.model.learner`).
+    handoff : Handoff, optional
+        The in-process ingester's handoff (its ``TickWriter.tap``); without one, every tick
+        is read from Redis.
     """
 
     def __init__(
@@ -151,6 +109,7 @@ class Worker:
         stats: dict[str, SymbolStats] | None = None,
         learner_factory: LearnerFactory | None = None,
         learner_loader: LearnerLoader | None = None,
+        handoff: Handoff | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
@@ -170,8 +129,11 @@ class Worker:
         self.redis_errors = 0
         self.reads = 0
         """XREADs sent (each one Redis round trip)."""
+        self.handed_off = 0
+        """Ticks taken from the handoff rather than read from Redis."""
         self.publishes = 0
         """Signal batches sent."""
+        self.handoff = handoff
         self._lane = Lane(client)
         self._touched: list[SymbolState] = []
         self._xread_keys = b""
@@ -286,28 +248,20 @@ class Worker:
         ``block_ms`` overrides ``worker.block_ms`` (0 = do not block). Each stream is processed
         up to its next signal made on a fresh tick (received less than :data:`FRESH_NS` ago),
         and a stream's signals are written to Redis as soon as they are made; their replies
-        are read with the next XREAD's.
+        are read with the next XREAD's (or when idle).
 
         Learning comes last: ``update`` defers a boundary's learning to ``flush()``, and the
-        learners that made signals learn one at a time while the next XREAD is on its way,
-        until its answer arrives (or all of them when no tick came). Every symbol crosses a
-        boundary at about the same time: the signal of a tick arriving meanwhile thus waits
-        for at most one learner's learning, not every symbol's.
+        learners that made signals learn one at a time while the next ticks are on their way,
+        until they arrive (or all of them when no tick came). Every symbol crosses a boundary
+        at about the same time: the signal of a tick arriving meanwhile thus waits for at most
+        one learner's learning, not every symbol's.
         """
         block = self.cfg.block_ms if block_ms is None else block_ms
-        reply = await self._read(block)
-        n = 0
-        by_key = self._by_key
-        cursors = [[by_key[key], entries, 0] for key, entries in reply or ()]
-        send = self._send
-        while cursors:  # sweep every stream up to its next fresh signal
-            for cursor in cursors:
-                state, entries, i = cursor
-                cursor[2] = self._consume(state, entries, i)
-                n += cursor[2] - i
-                if state.predictor.pending:
-                    send(state.predictor)
-            cursors = [c for c in cursors if c[2] < len(c[1])]
+        if self.handoff is None:
+            reply = await self._read(block, self.states.values())
+            n = self._sweep(self._cursors(reply), decoded=False)
+        else:
+            n = await self._step_handoff(self.handoff, block)
         if any(s.predictor.pending for s in self.states.values()):
             await self._publish()  # the lane was down: send them the slow way
         if n:
@@ -317,22 +271,143 @@ class Worker:
         await self._maybe_checkpoint()
         return n
 
-    def _xread(self, block_ms: int) -> bytes:
+    def _cursors(self, reply: Any) -> list[list[Any]]:
+        """``[state, entries, 0]`` per stream of an XREAD reply."""
+        by_key = self._by_key
+        return [[by_key[key], entries, 0] for key, entries in reply or ()]
+
+    def _sweep(self, cursors: list[list[Any]], *, decoded: bool) -> int:
+        """Consume every cursor's entries, each stream up to its next fresh signal in turn
+        (whose XADD is sent at once); return the entries consumed."""
+        n = 0
+        send = self._send
+        while cursors:
+            for cursor in cursors:
+                state, entries, i = cursor
+                cursor[2] = self._consume(state, entries, i, decoded)
+                n += cursor[2] - i
+                if state.predictor.pending:
+                    send(state.predictor)
+            cursors = [c for c in cursors if c[2] < len(c[1])]
+        return n
+
+    # -- the handoff ------------------------------------------------------------------------
+
+    async def _step_handoff(self, handoff: Handoff, block_ms: int) -> int:
+        """Catch the symbols not yet live up from Redis (one XREAD, no BLOCK), or wait for the
+        handoff when every symbol is live and nothing is queued; then take what it holds."""
+        reading = [s for s in self.states.values() if not s.live]
+        n = 0
+        if reading:
+            marks = [handoff.breaks[s.symbol] for s in reading]
+            reply = await self._read(0, reading)
+            cursors = self._cursors(reply)
+            got = {id(c[0]): len(c[1]) for c in cursors}
+            n += self._sweep(cursors, decoded=False)
+            for state, mark in zip(reading, marks, strict=True):
+                if got.get(id(state), 0) < self.cfg.read_count:  # the stream's end was reached
+                    self._go_live(state, mark)  # (a break since the read sends it back)
+        elif not handoff.pending():
+            await self._idle(handoff, block_ms)
+        taken = self._take(handoff)
+        self.handed_off += sum(len(c[1]) for c in taken)
+        n += self._sweep(taken, decoded=True)
+        if self._lane.owed and await self._lane.poll(yield_first=False):
+            await self._confirm()  # every reply is in: counted as acknowledged now, not later
+        return n
+
+    def _go_live(self, state: SymbolState, breaks: int) -> None:
+        state.live, state.breaks, state.behind = True, breaks, id_key(state.last_id)
+        log.debug("%s: caught up at %s; taking ticks from the handoff", state.symbol, state.last_id)
+
+    def _take(self, handoff: Handoff) -> list[list[Any]]:
+        """``[state, entries, 0]`` per live symbol with handed-off entries (emptying their
+        queues); a symbol whose queue broke goes back to reading Redis."""
+        cursors: list[list[Any]] = []
+        for state in self.states.values():
+            if not state.live:
+                continue
+            if handoff.breaks[state.symbol] != state.breaks:
+                state.live = False
+                log.info("%s: handoff broke; reading Redis after %s", state.symbol, state.last_id)
+                continue
+            queue = handoff.queues[state.symbol]
+            if not queue:
+                continue
+            entries = list(queue)
+            queue.clear()
+            if state.behind is not None:
+                entries = self._skip_read(state, entries)
+            if entries:
+                cursors.append([state, entries, 0])
+        return cursors
+
+    @staticmethod
+    def _skip_read(state: SymbolState, entries: list[Any]) -> list[Any]:
+        """Drop the entries the catch-up XREAD already returned (IDs up to ``state.behind``)."""
+        behind = state.behind
+        for i, (stream_id, _) in enumerate(entries):
+            if id_key(stream_id) > behind:  # type: ignore[operator]
+                state.behind = None
+                return entries[i:]
+        return []
+
+    async def _idle(self, handoff: Handoff, block_ms: int) -> None:
+        """Nothing queued: let the learners that made signals learn, confirm the signals sent,
+        then wait up to ``block_ms`` for the handoff."""
+        wake, lane = handoff.wake, self._lane
+        wake.clear()
+        while self._touched:
+            self._settle(1)
+            if lane.owed and await lane.poll():
+                await self._confirm()
+            else:
+                await asyncio.sleep(0)
+            if handoff.pending():
+                return
+        if lane.owed:
+            await self._confirm()
+            if handoff.pending():
+                return
+        if block_ms:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(block_ms / 1000.0):
+                    await wake.wait()
+
+    async def _confirm(self) -> None:
+        """Read the replies of the signals sent; count them as published (requeued on error)."""
+        try:
+            await self._lane.collect()
+        except BaseException:
+            for state in self.states.values():
+                state.predictor.requeue()
+            raise
+        acked_ns = self._lane.times_ns[-1] if self._lane.times_ns else time.time_ns()
+        for state in self.states.values():
+            state.predictor.published(acked_ns)
+
+    # -- Redis ------------------------------------------------------------------------------
+
+    def _xread(self, block_ms: int, states: Sequence[SymbolState]) -> bytes:
         """``XREAD COUNT <read_count> [BLOCK <block_ms>] STREAMS <keys> <last IDs>``, packed."""
-        n = len(self.states)
+        n = len(states)
         head = b"*%d\r\n%b" % (2 * n + (6 if block_ms else 4), self._xread_count)
         if block_ms:
             head += b"$5\r\nBLOCK\r\n" + bulk(b"%d" % block_ms)
-        ids = [bulk(s.last_id.encode()) for s in self.states.values()]
-        return b"".join((head, self._xread_keys, *ids))
+        if n == len(self.states):
+            keys = self._xread_keys
+        else:
+            keys = b"".join((bulk(b"STREAMS"), *(bulk(s.ticks_key.encode()) for s in states)))
+        ids = [bulk(s.last_id.encode()) for s in states]
+        return b"".join((head, keys, *ids))
 
-    async def _read(self, block_ms: int) -> Any:
-        """One XREAD over every symbol's tick stream, on the fast lane; learn meanwhile.
+    async def _read(self, block_ms: int, states: Any) -> Any:
+        """One XREAD over the tick streams of ``states``, on the fast lane; learn meanwhile.
 
         The replies of the signals sent since the last read come first: once they are in,
         those signals count as published (they are requeued when the read fails).
         """
-        data, lane = self._xread(block_ms), self._lane
+        data, lane = self._xread(block_ms, list(states)), self._lane
         self.reads += 1
         try:
             if self._touched and lane.send(data, 1):
@@ -393,9 +468,10 @@ class Worker:
             state.last_prediction = None
         del touched[:k]
 
-    def _consume(self, state: SymbolState, entries: list[Any], start: int) -> int:
-        """Feed ``entries[start:]`` to the symbol's learner, stopping after a tick that made a
-        signal while fresh; return the index of the first entry not consumed."""
+    def _consume(self, state: SymbolState, entries: list[Any], start: int, decoded: bool) -> int:
+        """Feed ``entries[start:]`` (``(id, fields)`` pairs, ``(id, tick)`` if ``decoded``) to
+        the symbol's learner, stopping after a tick that made a signal while fresh; return the
+        index of the first entry not consumed."""
         learner, predictor, stats = state.learner, state.predictor, state.stats
         update, decode, observe_lag = learner.update, bus.decode_flat, stats.feed_lag.observe
         last_event_ms = stats.last_event_ms
@@ -405,12 +481,15 @@ class Worker:
         while i < end:
             raw_id, fields = entries[i]
             i += 1
-            try:
-                tick: Tick = decode(fields)
-            except bus.BusDecodeError as exc:
-                stats.undecodable += 1
-                log.debug("%s: skipping undecodable tick %s: %s", state.symbol, raw_id, exc)
-                continue
+            if decoded:
+                tick: Tick = fields
+            else:
+                try:
+                    tick = decode(fields)
+                except bus.BusDecodeError as exc:
+                    stats.undecodable += 1
+                    log.debug("%s: skipping undecodable tick %s: %s", state.symbol, raw_id, exc)
+                    continue
             last_event_ms = tick.event_ms
             observe_lag((tick.recv_ns * 1e-6 - last_event_ms) * 1e-3)
             predictions = update(tick)

@@ -207,7 +207,8 @@ class TradeSequence:
                 del missing[next(iter(missing))]
 
 
-def _is_loopback(url: str) -> bool:
+def is_loopback(url: str) -> bool:
+    """Whether ``url`` points at this machine (127.0.0.0/8, ::1, localhost)."""
     host = urlsplit(url).hostname or ""
     return host in ("localhost", "::1") or host.startswith("127.")
 
@@ -319,7 +320,7 @@ class BinanceFeed:
             ping_timeout=cfg.ping_timeout_s,
             compression=None,
             max_size=2**22,
-            proxy=None if _is_loopback(url) else True,
+            proxy=None if is_loopback(url) else True,
         )
         self.stats.connects += 1
         if self._connected_once:

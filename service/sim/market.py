@@ -61,8 +61,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BLOCK_MS = 1000
-"""Market time generated per step (all symbols), ms."""
+BLOCK_MS = 100
+"""Market time generated per step (all symbols), ms: short, so that a paced simulator at
+thousands of ticks per second pauses for milliseconds, not tens of them. The ticks do not
+depend on it."""
 HAWKES_BRANCHING = 0.65
 """Mean number of trades each trade triggers (burstiness)."""
 HAWKES_DECAY = 3.0
