@@ -17,10 +17,11 @@ from collections.abc import Awaitable, Callable, Sequence
 import numpy as np
 import redis.asyncio
 
-from tickcast.service.bus import TickReader, TickWriter, connect
+from tickcast.service.bus import TickReader, connect
 from tickcast.service.config import Settings
 from tickcast.service.embedded import EmbeddedRedis
 from tickcast.service.ticks import Tick, quote, trade
+from tickcast.service.writer import TickWriter
 
 SYMBOLS = ("BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT")
 

@@ -1,4 +1,6 @@
-"""The Redis bus: key names, tick encode/decode, and batched stream writers and readers.
+"""The Redis bus: key names, tick encode/decode, connections and stream readers.
+
+The writer is :class:`tickcast.service.writer.TickWriter`.
 
 Keys (DESIGN.md §3), one hash slot per symbol thanks to the ``{...}`` Redis Cluster hash tag::
 
@@ -21,7 +23,7 @@ import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple
 
 import orjson
 import redis
@@ -32,7 +34,6 @@ from redis.typing import KeyT, StreamIdT
 
 from tickcast.service import TickcastError
 from tickcast.service.config import Settings
-from tickcast.service.resp import Lane, bulk
 from tickcast.service.ticks import Tick
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,9 @@ log = logging.getLogger(__name__)
 TICK_VERSION: Final = 1
 """Version of the tick entry encoding, stored in each entry's ``v`` field."""
 
-_V_FIELD: Final = b"v"
-_T_FIELD: Final = b"t"
-_V_VALUE: Final = str(TICK_VERSION).encode()
+V_FIELD: Final = b"v"
+T_FIELD: Final = b"t"
+V_VALUE: Final = str(TICK_VERSION).encode()
 _FIELD_TYPES: Final = (
     str,
     str,
@@ -59,7 +60,7 @@ _FIELD_TYPES: Final = (
     float,
     int,
 )
-_NULL: Final = b"null"
+JSON_NULL: Final = b"null"
 
 
 class BusError(TickcastError):
@@ -151,7 +152,7 @@ def encode_tick(tick: Tick) -> bytes:
         When a float field is NaN or infinite (the parser rejects those; JSON has no form).
     """
     blob = orjson.dumps(tuple(tick))
-    if _NULL in blob and not all(
+    if JSON_NULL in blob and not all(
         map(
             math.isfinite, (tick.price, tick.size, tick.bid, tick.bid_size, tick.ask, tick.ask_size)
         )
@@ -162,7 +163,7 @@ def encode_tick(tick: Tick) -> bytes:
 
 def encode(tick: Tick) -> dict[bytes, bytes]:
     """Return the field map of a tick stream entry: ``{b"v": b"1", b"t": encode_tick(tick)}``."""
-    return {_V_FIELD: _V_VALUE, _T_FIELD: encode_tick(tick)}
+    return {V_FIELD: V_VALUE, T_FIELD: encode_tick(tick)}
 
 
 def _coerce(values: list[Any]) -> Tick:
@@ -208,10 +209,10 @@ def decode(fields: Mapping[bytes, bytes]) -> Tick:
     BusDecodeError
         On an unknown or missing version, a missing ``t`` field, or a malformed blob.
     """
-    version = fields.get(_V_FIELD)
-    if version != _V_VALUE:
+    version = fields.get(V_FIELD)
+    if version != V_VALUE:
         raise BusDecodeError(f"unsupported tick entry version {version!r}")
-    blob = fields.get(_T_FIELD)
+    blob = fields.get(T_FIELD)
     if blob is None:
         raise BusDecodeError("tick entry has no 't' field")
     return decode_tick(blob)
@@ -225,8 +226,8 @@ def decode_flat(fields: Sequence[bytes]) -> Tick:
     BusDecodeError
         As :func:`decode`.
     """
-    if len(fields) == 4 and fields[0] == _V_FIELD and fields[2] == _T_FIELD:
-        if fields[1] != _V_VALUE:
+    if len(fields) == 4 and fields[0] == V_FIELD and fields[2] == T_FIELD:
+        if fields[1] != V_VALUE:
             raise BusDecodeError(f"unsupported tick entry version {fields[1]!r}")
         return decode_tick(fields[3])
     return decode(dict(zip(fields[::2], fields[1::2], strict=False)))
@@ -255,118 +256,6 @@ def connect(url: str, settings: Settings) -> redis.asyncio.Redis:
         if cfg.username:
             kwargs["username"] = cfg.username
     return redis.asyncio.Redis.from_url(url, **kwargs)
-
-
-# -- writer ---------------------------------------------------------------------------------
-
-
-@dataclass
-class WriterStats:
-    """Counters of a :class:`TickWriter`."""
-
-    written: int = 0
-    """Ticks sent in pipelines that Redis executed."""
-    rejected: int = 0
-    """Ticks that could not be encoded (non-finite floats), skipped."""
-    batches: int = 0
-    """Pipelines executed."""
-
-
-class WriteTap(Protocol):
-    """What a :class:`TickWriter` tells of its batches (see :attr:`TickWriter.tap`)."""
-
-    def written(self, ticks: Sequence[Tick], ids: Sequence[bytes]) -> None:
-        """Redis acknowledged ``ticks``, in order, as the stream entries ``ids``."""
-        ...
-
-    def failed(self) -> None:
-        """A batch failed (part of it may be in Redis unacknowledged)."""
-        ...
-
-
-class TickWriter:
-    """Write ticks to their per-symbol streams, one batch of commands (no MULTI) per call.
-
-    The XADDs are packed by hand (their constant head cached per stream) and sent on a
-    :class:`~tickcast.service.resp.Lane` of the client: one buffer out, the replies parsed by
-    hiredis.
-
-    Parameters
-    ----------
-    redis
-        An asyncio client (see :func:`connect`).
-    settings
-        ``redis.prefix`` names the keys, ``redis.tick_maxlen`` bounds each stream (``~``).
-    """
-
-    def __init__(self, redis: redis.asyncio.Redis, settings: Settings) -> None:
-        self.redis = redis
-        self.prefix = settings.redis.prefix
-        self.maxlen = settings.redis.tick_maxlen
-        self.stats = WriterStats()
-        self._keys: dict[tuple[str, str], str] = {}
-        self._heads: dict[tuple[str, str], bytes] = {}
-        self._lane = Lane(redis)
-        self.tap: WriteTap | None = None
-        """Told of every batch Redis acknowledged, with its entry IDs, and of every failure
-        (:class:`~tickcast.service.handoff.Handoff`)."""
-
-    def key(self, venue: str, symbol: str) -> str:
-        """The (cached) tick stream key of ``symbol`` on ``venue``."""
-        try:
-            return self._keys[venue, symbol]
-        except KeyError:
-            key = self._keys[venue, symbol] = ticks_key(self.prefix, venue, symbol)
-            return key
-
-    def _head(self, venue: str, symbol: str) -> bytes:
-        """``XADD <key> MAXLEN ~ <maxlen> * v 1 t`` packed, without the blob."""
-        key = self.key(venue, symbol).encode()
-        fields = (b"XADD", key, b"MAXLEN", b"~", b"%d" % self.maxlen, b"*", _V_FIELD, _V_VALUE)
-        head = self._heads[venue, symbol] = b"*10\r\n" + b"".join(map(bulk, (*fields, _T_FIELD)))
-        return head
-
-    async def write(self, ticks: Sequence[Tick]) -> list[Tick]:
-        """XADD every tick (``MAXLEN ~``) in one batch; Redis errors propagate unchanged.
-
-        Ticks that cannot be encoded are skipped, counted in ``stats.rejected`` and returned
-        (the list is empty when every tick was written). When an error is raised, some of the
-        batch may have been written (no transaction).
-        """
-        rejected: list[Tick] = []
-        if not ticks:
-            return rejected
-        heads, parts = self._heads, []
-        dumps = orjson.dumps
-        for tick in ticks:
-            blob = dumps(tuple(tick))
-            if _NULL in blob:
-                try:
-                    blob = encode_tick(tick)
-                except BusEncodeError:
-                    self.stats.rejected += 1
-                    rejected.append(tick)
-                    log.debug("skipping unencodable tick %r", tick)
-                    continue
-            head = heads.get((tick.venue, tick.symbol)) or self._head(tick.venue, tick.symbol)
-            parts.append(b"%b$%d\r\n%b\r\n" % (head, len(blob), blob))
-        if not parts:
-            return rejected
-        tap = self.tap
-        try:
-            ids = await self._lane.call(b"".join(parts), len(parts))
-        except BaseException:
-            if tap is not None:
-                tap.failed()
-            raise
-        self.stats.written += len(parts)
-        self.stats.batches += 1
-        if tap is not None:
-            if rejected:
-                refused = {id(t) for t in rejected}
-                ticks = [t for t in ticks if id(t) not in refused]
-            tap.written(ticks, ids)
-        return rejected
 
 
 # -- readers --------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 When ``tickcast run`` holds both halves in one process, reading each tick back from Redis costs
 the worker an XREAD round trip, a decode and a turn of the event loop per batch. With a
-:class:`Handoff` attached, the :class:`~tickcast.service.bus.TickWriter` hands every batch Redis
+:class:`Handoff` attached, the :class:`~tickcast.service.writer.TickWriter` hands every batch Redis
 acknowledged to the worker together with the stream IDs Redis gave its entries
 (:meth:`Handoff.written`): the worker sees the very entries of the streams, in stream order,
 one round trip earlier. Every signal is still made from ticks that are in Redis, and the
@@ -22,10 +22,15 @@ handed off (``tickcast ingest`` + ``tickcast worker`` read everything from Redis
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Iterable, Sequence
+from typing import Any
 
+from tickcast.service.symbolstate import SymbolState
 from tickcast.service.ticks import Tick
+
+log = logging.getLogger(__name__)
 
 Entry = tuple[bytes, Tick]
 """One stream entry: its ID (``b"<ms>-<seq>"``) and its tick."""
@@ -91,3 +96,46 @@ class Handoff:
     def pending(self) -> bool:
         """Whether any queue holds entries."""
         return any(self.queues.values())
+
+    # -- the worker's side ----------------------------------------------------------------------
+
+    @staticmethod
+    def join(state: SymbolState, breaks: int) -> None:
+        """Take ``state``'s ticks from the handoff from now on: its last read from Redis
+        reached the stream's end when the break count was ``breaks``."""
+        state.live, state.breaks, state.behind = True, breaks, id_key(state.last_id)
+        log.debug("%s: caught up at %s; taking ticks from the handoff", state.symbol, state.last_id)
+
+    def take(self, states: Iterable[SymbolState]) -> list[list[Any]]:
+        """``[state, entries, 0]`` per live state with entries queued (emptying its queue),
+        less those its last read returned; a state whose queue broke goes back to Redis."""
+        cursors: list[list[Any]] = []
+        for state in states:
+            if not state.live:
+                continue
+            if self.breaks[state.symbol] != state.breaks:
+                state.live = False
+                log.info("%s: handoff broke; reading Redis after %s", state.symbol, state.last_id)
+                continue
+            queue = self.queues[state.symbol]
+            if not queue:
+                continue
+            entries = list(queue)
+            queue.clear()
+            if state.behind is not None:
+                entries = _unread(state, entries)
+            if entries:
+                cursors.append([state, entries, 0])
+        return cursors
+
+
+def _unread(state: SymbolState, entries: list[Entry]) -> list[Entry]:
+    """Drop the entries the catch-up read already returned (IDs up to ``state.behind``)."""
+    behind = state.behind
+    if behind is None:
+        return entries
+    for i, (stream_id, _) in enumerate(entries):
+        if id_key(stream_id) > behind:
+            state.behind = None
+            return entries[i:]
+    return []

@@ -2,7 +2,7 @@
 
 The feed pushes the ticks of each frame into :meth:`Ingester.sink` (synchronous, a few hundred
 nanoseconds); a writer task takes them out in batches of at most ``batch_max`` and hands each
-batch to a :class:`~tickcast.service.bus.TickWriter` (one pipeline of ``XADD MAXLEN ~``).
+batch to a :class:`~tickcast.service.writer.TickWriter` (one pipeline of ``XADD MAXLEN ~``).
 
 Bounded: at most ``queue_max`` ticks wait (counting the batch being written). While Redis is
 unreachable the writer retries the same batch with a capped, jittered backoff and the buffer
@@ -44,7 +44,7 @@ class Feed(Protocol):
 
 
 class Writer(Protocol):
-    """What the ingester needs from the Redis side (:class:`~tickcast.service.bus.TickWriter`)."""
+    """What the ingester needs from Redis (:class:`~tickcast.service.writer.TickWriter`)."""
 
     async def write(self, ticks: Sequence[Tick]) -> Sequence[Tick]:
         """Write one batch; return the ticks refused as unwritable; raise on failure (retried)."""

@@ -36,6 +36,7 @@ from tickcast.service.handoff import Handoff
 from tickcast.service.health import MetricsServer, Readiness
 from tickcast.service.metrics import OTHER, IngestSnapshot, Metrics
 from tickcast.service.worker import Worker
+from tickcast.service.writer import TickWriter
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +196,7 @@ class Service:
             urls = self.settings.exchange.urls.binanceusdm
             public, market = urls.public, urls.market
         feed = await build_feed(self.settings, self.venue, public, market, online=self.venue != SIM)
-        writer = bus.TickWriter(client, self.settings)
+        writer = TickWriter(client, self.settings)
         writer.tap = handoff
         ingester = Ingester.from_settings(feed, writer, self.settings)
         self.metrics.add_ingest_source(lambda: ingest_snapshot(ingester))

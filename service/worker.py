@@ -42,11 +42,9 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from tickcast.model import ModelError
-from tickcast.service import TickcastError, bus
-from tickcast.service.checkpoint import Checkpoint, last_published_t, load, queue_status, save
+from tickcast.service import bus
 from tickcast.service.config import Settings
-from tickcast.service.handoff import Handoff, id_key
+from tickcast.service.handoff import Handoff
 from tickcast.service.metrics import SymbolStats
 from tickcast.service.predictor import Predictor
 from tickcast.service.resp import Lane, bulk, pack
@@ -55,9 +53,9 @@ from tickcast.service.symbolstate import (
     Learner,
     LearnerFactory,
     LearnerLoader,
+    SymbolBook,
     SymbolState,
-    default_learner_factory,
-    default_learner_loader,
+    WorkerError,
 )
 from tickcast.service.ticks import Tick
 
@@ -67,13 +65,7 @@ log = logging.getLogger(__name__)
 
 FRESH_NS = 1_000_000_000
 """A signal made on a tick received less than this long ago (ns) is published at once."""
-STATUS_EVERY_S = 1.0
-"""How often the live ``samples`` / ``ticks`` counts of the checkpoint hashes are refreshed."""
 RETRYABLE = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
-
-
-class WorkerError(TickcastError):
-    """The worker cannot run (e.g. a checkpoint made with other learner settings)."""
 
 
 class Worker:
@@ -114,18 +106,22 @@ class Worker:
         self.client = client
         self.settings = settings
         self.venue = venue
-        self.symbols = tuple(symbols if symbols is not None else settings.exchange.symbols)
-        self.prefix = settings.redis.prefix
         self.cfg = settings.worker
-        self._stats = stats if stats is not None else {}
-        self._factory = learner_factory or default_learner_factory(settings)
-        self._loader = learner_loader or default_learner_loader
-        self.states: dict[str, SymbolState] = {}
-        self._by_key: dict[bytes, SymbolState] = {}
+        self.book = SymbolBook(
+            client,
+            settings,
+            venue,
+            symbols if symbols is not None else settings.exchange.symbols,
+            stats=stats,
+            learner_factory=learner_factory,
+            learner_loader=learner_loader,
+        )
+        self.symbols = self.book.symbols
+        self.states = self.book.states
+        self._by_key = self.book.by_key
         self._stop = asyncio.Event()
         self.last_tick_monotonic = 0.0
         self.restored = False
-        self._status_monotonic = 0.0
         self.redis_errors = 0
         self.reads = 0
         """XREADs sent (each one Redis round trip)."""
@@ -143,58 +139,10 @@ class Worker:
 
     async def restore(self) -> None:
         """Load each symbol's checkpoint (or make a fresh learner) and its publish mark."""
-        for symbol in self.symbols:
-            ckpt_key = bus.ckpt_key(self.prefix, self.venue, symbol)
-            signals_key = bus.signals_key(self.prefix, self.venue, symbol)
-            ckpt = await load(self.client, ckpt_key)
-            stats = self._stats.setdefault(symbol, SymbolStats())
-            predictor = Predictor(
-                self.venue, symbol, signals_key, self.settings.redis.signal_maxlen, stats
-            )
-            if ckpt is None:
-                learner = self._factory(symbol)
-                state = SymbolState(symbol, learner, "", ckpt_key, predictor, stats)
-            else:
-                try:
-                    learner = self._loader(ckpt.model)
-                except ModelError as exc:
-                    raise WorkerError(
-                        f"cannot restore checkpoint {ckpt_key} of {symbol}: {exc}; delete it to "
-                        "start afresh"
-                    ) from exc
-                self._check_compatible(symbol, learner, ckpt_key)
-                state = SymbolState(symbol, learner, "", ckpt_key, predictor, stats)
-                state.last_id, state.last_published = ckpt.last_id, ckpt.last_t
-                state.ticks = state.ticks_at_ckpt = state.ticks_at_status = ckpt.ticks
-                stats.samples = ckpt.samples
-                stats.checkpoint_wall_s = ckpt.saved_ms / 1000.0
-            state.ticks_key = bus.ticks_key(self.prefix, self.venue, symbol)
-            published = await last_published_t(self.client, signals_key)
-            state.last_published = max(state.last_published, published)
-            predictor.sync_stats(learner)
-            state.samples_at_ckpt = stats.samples
-            self.states[symbol] = state
-            self._by_key[state.ticks_key.encode()] = state
-            log.info(
-                "%s %s: %s at tick stream ID %s, last signal t=%d",
-                self.venue,
-                symbol,
-                "restored" if ckpt is not None else "fresh learner",
-                state.last_id,
-                state.last_published,
-            )
+        await self.book.restore()
         keys = [bulk(s.ticks_key.encode()) for s in self.states.values()]
         self._xread_keys = b"".join((bulk(b"STREAMS"), *keys))
         self.restored = True
-
-    def _check_compatible(self, symbol: str, learner: Learner, key: str) -> None:
-        want = (self.cfg.horizon_ms, self.cfg.sample_ms)
-        got = (learner.horizon_ms, learner.sample_ms)
-        if got != want:
-            raise WorkerError(
-                f"checkpoint {key} of {symbol} was made with horizon/sample {got} ms, settings "
-                f"ask for {want} ms: use the same settings or delete the checkpoint"
-            )
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -306,51 +254,15 @@ class Worker:
             n += self._sweep(cursors, decoded=False)
             for state, mark in zip(reading, marks, strict=True):
                 if got.get(id(state), 0) < self.cfg.read_count:  # the stream's end was reached
-                    self._go_live(state, mark)  # (a break since the read sends it back)
+                    handoff.join(state, mark)  # (a break since the read sends it back)
         elif not handoff.pending():
             await self._idle(handoff, block_ms)
-        taken = self._take(handoff)
+        taken = handoff.take(self.states.values())
         self.handed_off += sum(len(c[1]) for c in taken)
         n += self._sweep(taken, decoded=True)
         if self._lane.owed and await self._lane.poll(yield_first=False):
             await self._confirm()  # every reply is in: counted as acknowledged now, not later
         return n
-
-    def _go_live(self, state: SymbolState, breaks: int) -> None:
-        state.live, state.breaks, state.behind = True, breaks, id_key(state.last_id)
-        log.debug("%s: caught up at %s; taking ticks from the handoff", state.symbol, state.last_id)
-
-    def _take(self, handoff: Handoff) -> list[list[Any]]:
-        """``[state, entries, 0]`` per live symbol with handed-off entries (emptying their
-        queues); a symbol whose queue broke goes back to reading Redis."""
-        cursors: list[list[Any]] = []
-        for state in self.states.values():
-            if not state.live:
-                continue
-            if handoff.breaks[state.symbol] != state.breaks:
-                state.live = False
-                log.info("%s: handoff broke; reading Redis after %s", state.symbol, state.last_id)
-                continue
-            queue = handoff.queues[state.symbol]
-            if not queue:
-                continue
-            entries = list(queue)
-            queue.clear()
-            if state.behind is not None:
-                entries = self._skip_read(state, entries)
-            if entries:
-                cursors.append([state, entries, 0])
-        return cursors
-
-    @staticmethod
-    def _skip_read(state: SymbolState, entries: list[Any]) -> list[Any]:
-        """Drop the entries the catch-up XREAD already returned (IDs up to ``state.behind``)."""
-        behind = state.behind
-        for i, (stream_id, _) in enumerate(entries):
-            if id_key(stream_id) > behind:  # type: ignore[operator]
-                state.behind = None
-                return entries[i:]
-        return []
 
     async def _idle(self, handoff: Handoff, block_ms: int) -> None:
         """Nothing queued: let the learners that made signals learn, confirm the signals sent,
@@ -518,44 +430,14 @@ class Worker:
     # -- checkpoints ------------------------------------------------------------------------
 
     async def _maybe_checkpoint(self) -> None:
-        now = time.monotonic()
-        if now - self._status_monotonic >= STATUS_EVERY_S:
-            self._status_monotonic = now
-            changed = [s for s in self.states.values() if s.ticks != s.ticks_at_status]
-            if changed:
-                pipe = self.client.pipeline(transaction=False)
-                for s in changed:
-                    queue_status(pipe, s.ckpt_key, s.stats.samples, s.ticks)
-                    s.ticks_at_status = s.ticks
-                await pipe.execute()
-        due = [
-            s
-            for s in self.states.values()
-            if s.stats.samples - s.samples_at_ckpt >= self.cfg.checkpoint_every_samples
-            or (now - s.ckpt_monotonic >= self.cfg.checkpoint_every_s and s.ticks > s.ticks_at_ckpt)
-        ]
+        await self.book.refresh_status()
+        due = self.book.due()
         if due:
             await self._publish()  # a checkpoint never runs ahead of acknowledged signals
-            await self.checkpoint(due)
+            await self.book.checkpoint(due)
 
     async def checkpoint(
         self, states: Sequence[SymbolState] | None = None, *, force: bool = False
     ) -> None:
         """Checkpoint ``states`` (default all; unchanged ones only with ``force``)."""
-        for state in states if states is not None else list(self.states.values()):
-            if not force and state.ticks == state.ticks_at_ckpt:
-                continue
-            ckpt = Checkpoint(
-                model=state.learner.snapshot(),
-                last_id=state.last_id,
-                last_t=state.last_published,
-                ticks=state.ticks,
-                samples=state.stats.samples,
-            )
-            saved_ms = await save(self.client, state.ckpt_key, ckpt)
-            state.samples_at_ckpt = state.stats.samples
-            state.ticks_at_ckpt = state.ticks
-            state.ckpt_monotonic = time.monotonic()
-            state.stats.checkpoints += 1
-            state.stats.checkpoint_wall_s = saved_ms / 1000.0
-            log.debug("%s: checkpoint at %s (%d ticks)", state.symbol, state.last_id, state.ticks)
+        await self.book.checkpoint(states, force=force)

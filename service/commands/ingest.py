@@ -80,8 +80,9 @@ async def ingest(
     import logging
     import signal
 
-    from tickcast.service.bus import TickWriter, connect
+    from tickcast.service.bus import connect
     from tickcast.service.ingest import Ingester
+    from tickcast.service.writer import TickWriter
 
     log = logging.getLogger("tickcast.service.ingest")
     sim = await start_sim(settings) if settings.exchange.name == SIM_VENUE else None

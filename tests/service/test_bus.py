@@ -20,7 +20,6 @@ from tickcast.service.bus import (
     BusEncodeError,
     InvalidSymbolError,
     TickReader,
-    TickWriter,
     ckpt_key,
     connect,
     decode,
@@ -37,6 +36,7 @@ from tickcast.service.bus import (
 from tickcast.service.config import Settings, load_settings
 from tickcast.service.embedded import EmbeddedRedis
 from tickcast.service.ticks import Tick, quote, trade
+from tickcast.service.writer import TickWriter
 
 SYMBOLS = ("BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT")
 

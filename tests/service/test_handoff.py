@@ -17,6 +17,7 @@ from tickcast.service.sim.market import SyntheticMarket
 from tickcast.service.sim.symbols import specs_for
 from tickcast.service.ticks import Tick
 from tickcast.service.worker import Worker
+from tickcast.service.writer import TickWriter
 
 SYMBOLS = ("BTC/USDT:USDT", "ETH/USDT:USDT")
 
@@ -88,9 +89,7 @@ def published(client: redis.Redis, symbol: str) -> list[tuple[int, float]]:
     return [(s.t_ms, s.ret_bps) for s in map(decode_signal, (f for _, f in client.xrange(key)))]
 
 
-async def run_along(
-    worker: Worker, writer: bus.TickWriter, ticks: list[Tick], batch: int = 37
-) -> None:
+async def run_along(worker: Worker, writer: TickWriter, ticks: list[Tick], batch: int = 37) -> None:
     """Write ``ticks`` in batches, the worker stepping before and between them, then drain
     it."""
     await worker.step(block_ms=0)
@@ -125,7 +124,7 @@ async def test_a_live_worker_takes_every_tick_from_the_handoff_and_matches_the_b
     async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis, ticks: list[Tick]
 ) -> None:
     handoff = Handoff(SYMBOLS)
-    writer = bus.TickWriter(async_redis_client, Settings())
+    writer = TickWriter(async_redis_client, Settings())
     writer.tap = handoff
     worker = Worker(async_redis_client, settings(), venue="sim", handoff=handoff)
     await worker.restore()
@@ -141,7 +140,7 @@ async def test_a_restarted_worker_catches_up_from_redis_then_joins_the_handoff(
     async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis, ticks: list[Tick]
 ) -> None:
     cut = len(ticks) // 3
-    plain = bus.TickWriter(async_redis_client, Settings())
+    plain = TickWriter(async_redis_client, Settings())
     for i in range(0, 2 * cut, 500):  # a checkpoint at `cut`, then a backlog the worker missed
         await plain.write(ticks[i : min(i + 500, 2 * cut)])
         if i <= cut < i + 500:
@@ -151,7 +150,7 @@ async def test_a_restarted_worker_catches_up_from_redis_then_joins_the_handoff(
                 pass
             await first.checkpoint(force=True)
     handoff = Handoff(SYMBOLS)
-    writer = bus.TickWriter(async_redis_client, Settings())
+    writer = TickWriter(async_redis_client, Settings())
     writer.tap = handoff
     worker = Worker(async_redis_client, settings(read_count=64), venue="sim", handoff=handoff)
     await worker.restore()
@@ -167,7 +166,7 @@ async def test_breaks_send_the_worker_back_to_redis_without_losing_or_repeating_
     async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis, ticks: list[Tick]
 ) -> None:
     handoff = Handoff(SYMBOLS, limit=50)
-    writer = bus.TickWriter(async_redis_client, Settings())
+    writer = TickWriter(async_redis_client, Settings())
     writer.tap = handoff
     worker = Worker(async_redis_client, settings(read_count=64), venue="sim", handoff=handoff)
     await worker.restore()
@@ -190,7 +189,7 @@ async def test_a_break_during_the_catch_up_read_keeps_the_symbol_reading(
     async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis, ticks: list[Tick]
 ) -> None:
     handoff = Handoff(SYMBOLS)
-    writer = bus.TickWriter(async_redis_client, Settings())
+    writer = TickWriter(async_redis_client, Settings())
     writer.tap = handoff
     worker = Worker(async_redis_client, settings(), venue="sim", handoff=handoff)
     await worker.restore()

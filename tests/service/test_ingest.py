@@ -16,7 +16,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from tickcast.service.bus import TickWriter, connect, iter_range, ticks_key
+from tickcast.service.bus import connect, iter_range, ticks_key
 from tickcast.service.config import Settings
 from tickcast.service.embedded import EmbeddedRedis
 from tickcast.service.feeds.binance_ws import BinanceFeed, BinanceWsConfig
@@ -24,6 +24,7 @@ from tickcast.service.ingest import Ingester
 from tickcast.service.sim.market import SyntheticMarket
 from tickcast.service.sim.server import SimExchange
 from tickcast.service.ticks import Tick
+from tickcast.service.writer import TickWriter
 
 SYMBOLS = ["BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT"]
 

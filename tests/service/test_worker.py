@@ -14,6 +14,7 @@ from tickcast.service.schema import decode_signal
 from tickcast.service.sim.market import DEFAULT_SYMBOLS, SyntheticMarket
 from tickcast.service.ticks import Tick
 from tickcast.service.worker import Worker, WorkerError
+from tickcast.service.writer import TickWriter
 
 SYMBOLS = ("BTC/USDT:USDT", "SOL/USDT:USDT")
 
@@ -32,7 +33,7 @@ def ticks() -> list[Tick]:
 
 
 async def write(client: redis.asyncio.Redis, ticks: list[Tick]) -> None:
-    writer = bus.TickWriter(client, Settings())
+    writer = TickWriter(client, Settings())
     for i in range(0, len(ticks), 500):
         await writer.write(ticks[i : i + 500])
 
