@@ -3,10 +3,13 @@
 For each target rate (default 1k and 10k ticks/s across 10 symbols) it runs, on a fresh
 embedded redis-server (unix socket):
 
-- an *ingest* process: the simulated exchange (real-time pacing, the synthetic market's trade
-  and quote rates scaled to the target) -> Binance websocket feed -> ingester -> Redis;
-- ``--workers`` *worker* processes (default 1; the symbols split between them): tick streams
-  -> online learners -> signals (``tickcast worker``'s code);
+- a *simulator* process: the simulated exchange, paced in real time, the synthetic market's
+  trade and quote rates scaled to the target;
+- ``--layout one`` (default, what ``tickcast run`` does): one *service* process, Binance
+  websocket feed -> ingester -> Redis, and the worker (learners -> signals) taking the ticks
+  from the in-process handoff once caught up; ``--layout split``: an *ingest* process and
+  ``--workers`` *worker* processes (the symbols split between them) reading the tick streams
+  from Redis, as ``tickcast ingest`` + ``tickcast worker``;
 - this process: a :mod:`tickcast.service.client` subscription collecting every signal's
   ``latency_us`` (local receive of the tick that closed the sample -> signal handed to Redis).
 
@@ -16,7 +19,7 @@ measured in the same run: the Redis round trip (PING) and the learner alone (dec
 the same kind of ticks, in this process) — the worker's CPU is printed as a ratio to the latter.
 
 Usage: ``.venv/bin/python bench/e2e.py [--rates 1000,10000] [--seconds 20] [--symbols 10]
-[--flush-ms 0] [--workers 1]``. Prints figures; asserts nothing.
+[--flush-ms 0] [--layout one|split] [--workers 1]``. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -122,7 +125,7 @@ async def child_worker(args: argparse.Namespace, ingest: bool = False) -> None:
     await service.ready.wait()
     await asyncio.sleep(args.warmup)
 
-    def totals() -> tuple[float, int, int, int, int, int]:
+    def totals() -> tuple[float, int, int, int, int, int, int]:
         ru = resource.getrusage(resource.RUSAGE_SELF)
         stats = service.metrics.symbol_stats.values()
         worker, ingester = service.worker, service.ingester
@@ -133,12 +136,13 @@ async def child_worker(args: argparse.Namespace, ingest: bool = False) -> None:
             worker.reads if worker is not None else 0,
             worker.publishes if worker is not None else 0,
             ingester.stats.batches if ingester is not None else 0,
+            worker.handed_off if worker is not None else 0,
         )
 
-    cpu0, ticks0, sig0, reads0, pubs0, batches0 = totals()
+    cpu0, ticks0, sig0, reads0, pubs0, batches0, handed0 = totals()
     wall0 = time.monotonic()
     await asyncio.sleep(args.seconds)
-    cpu1, ticks1, sig1, reads1, pubs1, batches1 = totals()
+    cpu1, ticks1, sig1, reads1, pubs1, batches1, handed1 = totals()
     wall = time.monotonic() - wall0
     hist = [s.latency for s in service.metrics.symbol_stats.values()]
     counts = np.sum([h.counts for h in hist], axis=0)
@@ -150,6 +154,7 @@ async def child_worker(args: argparse.Namespace, ingest: bool = False) -> None:
         "reads": reads1 - reads0,
         "publishes": pubs1 - pubs0,
         "ingest_batches": batches1 - batches0,
+        "handed_off": handed1 - handed0,
         "ack_buckets": list(hist[0].bounds),
         "ack_counts": counts.tolist(),
     }
@@ -302,6 +307,7 @@ def run_rate(rate: float, args: argparse.Namespace, state: Path) -> dict[str, An
         "reads": sum(r["reads"] for r in reports),
         "publishes": sum(r["publishes"] for r in reports),
         "ingest_batches": sum(r["ingest_batches"] for r in reports),
+        "handed_off": sum(r["handed_off"] for r in reports),
         "cpu_s": sum(r["cpu_s"] for r in reports),
         "ack_buckets": reports[0]["ack_buckets"] if reports else [],
         "ack_counts": np.sum([r["ack_counts"] for r in reports], axis=0).tolist()
@@ -330,6 +336,7 @@ def run_rate(rate: float, args: argparse.Namespace, state: Path) -> dict[str, An
         "reads_per_s": report["reads"] / wall if wall else float("nan"),
         "publishes_per_s": report["publishes"] / wall if wall else float("nan"),
         "ingest_batches_per_s": report["ingest_batches"] / wall if wall else float("nan"),
+        "handed_off_share": report["handed_off"] / ticks if ticks else float("nan"),
         "ping_us": rtt,
         "sim_cpu": shares["sim"],
         "ingest_cpu": shares.get("ingest", float("nan")),
@@ -349,10 +356,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--layout",
-        choices=("split", "one"),
-        default="split",
-        help="split: ingester and worker(s) in separate processes; one: in one process, as "
-        "`tickcast run` (the simulator stays apart)",
+        choices=("one", "split"),
+        default="one",
+        help="one: ingester and worker in one process, as `tickcast run` (the simulator stays "
+        "apart); split: `tickcast ingest` and `tickcast worker` processes",
     )
     parser.add_argument(
         "--child", choices=("sim", "ingest", "worker", "service"), help=argparse.SUPPRESS
@@ -406,7 +413,8 @@ def main() -> None:
         )
     for r in rows:
         batches = (
-            f", ingest XADD batches {r['ingest_batches_per_s']:.0f}/s"
+            f", ingest XADD batches {r['ingest_batches_per_s']:.0f}/s, ticks taken from the "
+            f"in-process handoff {100 * r['handed_off_share']:.0f}%"
             if args.layout == "one"
             else ""
         )

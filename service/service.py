@@ -1,14 +1,18 @@
 """The live service in one process: simulator (optional), feed, ingester, worker, metrics.
 
-:class:`Service` composes the parts as asyncio tasks around one Redis URL:
+:class:`Service` composes the parts as asyncio tasks around one Redis URL. ``tickcast run``
+runs them all; ``tickcast ingest`` the ingest side alone (``work=False``) and ``tickcast worker``
+the worker alone (``ingest=False``), each with its own metrics endpoint:
 
 - ``exchange.name == "sim"``: a :class:`~tickcast.service.sim.server.SimExchange` serving
-  :class:`~tickcast.service.sim.market.SyntheticMarket` (event time starting now) on loopback,
-  read back by the Binance feed under venue ``"sim"``; ``"binanceusdm"``: the real venue;
+  :class:`~tickcast.service.sim.market.SyntheticMarket` (event time starting now, no oracle
+  history) on loopback, read back by the Binance feed under venue ``"sim"``; ``"binanceusdm"``:
+  the real venue (market metadata from its REST API unless ``online=False``);
 - the :class:`~tickcast.service.ingest.Ingester` (feed -> bounded queue -> batched XADD);
 - the :class:`~tickcast.service.worker.Worker` (ticks -> learners -> signals, checkpoints),
-  which takes the ticks the ingester wrote from a :class:`~tickcast.service.handoff.Handoff`
-  once it has caught up with the streams (``worker.handoff``);
+  which, when both run here, takes the ticks the ingester wrote from a
+  :class:`~tickcast.service.handoff.Handoff` once it has caught up with the streams
+  (``worker.handoff``);
 - :class:`~tickcast.service.metrics.Metrics` on ``metrics.host:metrics.port`` with ``/healthz``
   and ``/readyz`` (Redis answers PING and ticks arrived in the last ``stale_s`` seconds).
 
@@ -109,7 +113,7 @@ async def build_feed(
 
 
 class Service:
-    """Ingest + worker + metrics (+ simulator) in one process; see the module docstring.
+    """Ingest and/or worker, metrics (+ simulator) in one process; see the module docstring.
 
     Parameters
     ----------
@@ -118,13 +122,17 @@ class Service:
     redis_url : str
         Where the streams live.
     ingest, work : bool
-        Run the ingest side / the worker (``tickcast worker`` runs the worker alone).
+        Run the ingest side / the worker (``tickcast ingest`` and ``tickcast worker`` run one
+        of them alone).
     stop_timeout_s : float
         Bound on the whole shutdown.
     stale_s : float
         Readiness: longest tolerated silence of the tick flow.
     sim_rate_scale : float
         Simulator only: multiply every symbol's trade and quote rates (benchmarks).
+    online : bool
+        ``binanceusdm`` only: load market metadata from the venue's REST API (``False``: the
+        offline table, no REST call).
     """
 
     def __init__(
@@ -137,6 +145,7 @@ class Service:
         stop_timeout_s: float = 9.0,
         stale_s: float | None = None,
         sim_rate_scale: float = 1.0,
+        online: bool = True,
     ) -> None:
         name = settings.exchange.name
         if ingest and name not in SUPPORTED:
@@ -150,6 +159,7 @@ class Service:
         self.stop_timeout_s = stop_timeout_s
         self.stale_s = stale_s if stale_s is not None else max(10.0, settings.exchange.watchdog_s)
         self.sim_rate_scale = sim_rate_scale
+        self.online = online
         self.metrics = Metrics(self.venue, self.symbols)
         self.sim: Any = None
         self.ingester: Any = None
@@ -163,7 +173,9 @@ class Service:
     def request_stop(self) -> None:
         """Begin a graceful shutdown (safe to call more than once, and from signal handlers)."""
         if not self._stop.is_set():
-            log.info("stopping: flushing ticks and checkpointing")
+            flush = "flushing ticks" if self.run_ingest else ""
+            ckpt = "checkpointing" if self.run_worker else ""
+            log.info("stopping: %s", " and ".join(filter(None, (flush, ckpt))))
         self._stop.set()
 
     def tick_clock(self) -> float:
@@ -182,6 +194,7 @@ class Service:
             seed=cfg.seed,
             start_ms=time.time_ns() // 1_000_000,
             venue=SIM,
+            oracle_memory_s=None,
         )
         self.sim = SimExchange(market.ticks(), host=cfg.host, port=cfg.port, speed=cfg.speed)
         await self.sim.start()
@@ -195,7 +208,8 @@ class Service:
         else:
             urls = self.settings.exchange.urls.binanceusdm
             public, market = urls.public, urls.market
-        feed = await build_feed(self.settings, self.venue, public, market, online=self.venue != SIM)
+        online = self.online and self.venue != SIM
+        feed = await build_feed(self.settings, self.venue, public, market, online=online)
         writer = TickWriter(client, self.settings)
         writer.tap = handoff
         ingester = Ingester.from_settings(feed, writer, self.settings)

@@ -223,6 +223,8 @@ def test_the_ingest_command_fills_redis_from_the_simulated_exchange(
             "20",
             "--seconds",
             "1.5",
+            "--metrics-port",
+            "0",
         ],
         capture_output=True,
         text=True,
