@@ -10,7 +10,7 @@ import redis.asyncio
 from tickcast.model.learner import OnlineLearner
 from tickcast.service import bus
 from tickcast.service.backtest import Backtest
-from tickcast.service.config import Settings, load_settings
+from tickcast.service.config import Settings
 from tickcast.service.handoff import Handoff, id_key
 from tickcast.service.schema import decode_signal
 from tickcast.service.sim.market import SyntheticMarket
@@ -19,14 +19,13 @@ from tickcast.service.ticks import Tick
 from tickcast.service.worker import Worker
 from tickcast.service.writer import TickWriter
 
+from support import worker_settings
+
 SYMBOLS = ("BTC/USDT:USDT", "ETH/USDT:USDT")
 
 
 def settings(**worker: object) -> Settings:
-    return load_settings(
-        None,
-        {"exchange.symbols": list(SYMBOLS), **{f"worker.{k}": v for k, v in worker.items()}},
-    )
+    return worker_settings(SYMBOLS, **worker)
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +88,18 @@ def published(client: redis.Redis, symbol: str) -> list[tuple[int, float]]:
     return [(s.t_ms, s.ret_bps) for s in map(decode_signal, (f for _, f in client.xrange(key)))]
 
 
+async def wired(
+    client: redis.asyncio.Redis, limit: int = 10_000, **worker: object
+) -> tuple[Handoff, TickWriter, Worker]:
+    """A writer handing off to a restored worker, as ``tickcast run`` wires them."""
+    handoff = Handoff(SYMBOLS, limit=limit)
+    writer = TickWriter(client, Settings())
+    writer.tap = handoff
+    worker_ = Worker(client, settings(**worker), venue="sim", handoff=handoff)
+    await worker_.restore()
+    return handoff, writer, worker_
+
+
 async def run_along(worker: Worker, writer: TickWriter, ticks: list[Tick], batch: int = 37) -> None:
     """Write ``ticks`` in batches, the worker stepping before and between them, then drain
     it."""
@@ -123,11 +134,7 @@ def last_entry_id(client: redis.Redis, symbol: str) -> bytes:
 async def test_a_live_worker_takes_every_tick_from_the_handoff_and_matches_the_backtest(
     async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis, ticks: list[Tick]
 ) -> None:
-    handoff = Handoff(SYMBOLS)
-    writer = TickWriter(async_redis_client, Settings())
-    writer.tap = handoff
-    worker = Worker(async_redis_client, settings(), venue="sim", handoff=handoff)
-    await worker.restore()
+    _, writer, worker = await wired(async_redis_client)
     await run_along(worker, writer, ticks)
     assert worker.handed_off == len(ticks), "no tick read back from Redis"
     assert worker.reads == 1, "one XREAD to find the streams empty"
@@ -149,11 +156,7 @@ async def test_a_restarted_worker_catches_up_from_redis_then_joins_the_handoff(
             while await first.step(block_ms=0):
                 pass
             await first.checkpoint(force=True)
-    handoff = Handoff(SYMBOLS)
-    writer = TickWriter(async_redis_client, Settings())
-    writer.tap = handoff
-    worker = Worker(async_redis_client, settings(read_count=64), venue="sim", handoff=handoff)
-    await worker.restore()
+    _, writer, worker = await wired(async_redis_client, read_count=64)
     await run_along(worker, writer, ticks[2 * cut :])
     assert 0 < worker.handed_off < len(ticks) - 2 * cut, "read from Redis first, then handed off"
     assert all(s.live for s in worker.states.values())
@@ -165,11 +168,7 @@ async def test_a_restarted_worker_catches_up_from_redis_then_joins_the_handoff(
 async def test_breaks_send_the_worker_back_to_redis_without_losing_or_repeating_a_tick(
     async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis, ticks: list[Tick]
 ) -> None:
-    handoff = Handoff(SYMBOLS, limit=50)
-    writer = TickWriter(async_redis_client, Settings())
-    writer.tap = handoff
-    worker = Worker(async_redis_client, settings(read_count=64), venue="sim", handoff=handoff)
-    await worker.restore()
+    handoff, writer, worker = await wired(async_redis_client, limit=50, read_count=64)
     third = len(ticks) // 3
     await run_along(worker, writer, ticks[:third])
     for i in range(third, 2 * third, 200):  # batches over the limit: the queues overflow
@@ -188,11 +187,7 @@ async def test_breaks_send_the_worker_back_to_redis_without_losing_or_repeating_
 async def test_a_break_during_the_catch_up_read_keeps_the_symbol_reading(
     async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis, ticks: list[Tick]
 ) -> None:
-    handoff = Handoff(SYMBOLS)
-    writer = TickWriter(async_redis_client, Settings())
-    writer.tap = handoff
-    worker = Worker(async_redis_client, settings(), venue="sim", handoff=handoff)
-    await worker.restore()
+    handoff, writer, worker = await wired(async_redis_client)
     read = worker._read
     cut = len(ticks) // 2
 

@@ -7,11 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,47 +20,11 @@ from tickcast.service.commands import run as run_command
 from tickcast.service.config import settings_from_args
 from tickcast.service.embedded import free_port
 
+from support import CLI, INGEST_METRICS, environment, http, wait_until
+
 SYMBOLS = ("BTC/USDT:USDT", "ETH/USDT:USDT")
-CLI = [sys.executable, "-m", "tickcast.service.cli"]
 INGEST = ["ingest", "--exchange", "sim", "--speed", "4", "--symbols", ",".join(SYMBOLS)]
-INGEST_METRICS = {
-    "tickcast_ticks_received_total",
-    "tickcast_ticks_written_total",
-    "tickcast_ticks_rejected_total",
-    "tickcast_ticks_dropped_total",
-    "tickcast_feed_reconnects_total",
-    "tickcast_feed_gaps_total",
-    "tickcast_feed_watchdog_trips_total",
-    "tickcast_feed_lag_seconds_bucket",
-    "tickcast_ingest_queue_depth",
-    "tickcast_xadd_batch_size_bucket",
-}
 STOPPED = re.compile(r"ingest stopped: received=\d+ written=(\d+)")
-
-
-def environment(state_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKCAST")}
-    env["TICKCAST_STATE_DIR"] = str(state_dir)
-    env.update(extra)
-    return env
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-def http(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError as exc:
-        return 0, str(exc)
 
 
 def written_by_symbol(metrics_url: str) -> dict[str, float]:

@@ -12,11 +12,8 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,33 +28,10 @@ from tickcast.service.schema import Signal, decode_signal
 from tickcast.service.sim.market import DEFAULT_SYMBOLS, SyntheticMarket
 from tickcast.service.ticks import Tick
 
+from support import CLI, INGEST_METRICS, environment, http, start, wait_until
+
 SYMBOLS = ("BTC/USDT:USDT", "ETH/USDT:USDT")
-CLI = [sys.executable, "-m", "tickcast.service.cli"]
-
-
-def environment(state_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKCAST")}
-    env["TICKCAST_STATE_DIR"] = str(state_dir)
-    env.update(extra)
-    return env
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-def http(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError as exc:
-        return 0, str(exc)
+SYMBOL_ARGS = ("--symbols", ",".join(SYMBOLS))
 
 
 @dataclass
@@ -146,17 +120,7 @@ def test_status_reports_each_symbol_of_the_running_service(live: Live) -> None:
     assert table.returncode == 0 and SYMBOLS[0] in table.stdout and "hit rate" in table.stdout
 
 
-EXPECTED_METRICS = {
-    "tickcast_ticks_received_total",
-    "tickcast_ticks_written_total",
-    "tickcast_ticks_rejected_total",
-    "tickcast_ticks_dropped_total",
-    "tickcast_feed_reconnects_total",
-    "tickcast_feed_gaps_total",
-    "tickcast_feed_watchdog_trips_total",
-    "tickcast_feed_lag_seconds_bucket",
-    "tickcast_ingest_queue_depth",
-    "tickcast_xadd_batch_size_bucket",
+EXPECTED_METRICS = INGEST_METRICS | {
     "tickcast_samples_total",
     "tickcast_updates_total",
     "tickcast_skipped_updates_total",
@@ -257,13 +221,7 @@ def signals_of(client: redis.Redis, symbol: str) -> list[Signal]:
 
 
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [*CLI, "worker", "--symbols", ",".join(SYMBOLS)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    return start(["worker", *SYMBOL_ARGS], env, log)
 
 
 def test_a_sigkilled_worker_restarts_to_the_bit_identical_model_without_duplicates(
@@ -313,17 +271,8 @@ def test_a_sigkilled_worker_restarts_to_the_bit_identical_model_without_duplicat
         assert model == snapshot, "bit-identical weights and learner state"
 
 
-SYMBOL_ARGS = ("--symbols", ",".join(SYMBOLS))
-
-
 def start_run(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [*CLI, "run", "--exchange", "sim", "--no-view", "--speed", "4", *SYMBOL_ARGS],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    return start(["run", "--exchange", "sim", "--no-view", "--speed", "4", *SYMBOL_ARGS], env, log)
 
 
 def test_a_sigkilled_run_catches_up_and_ends_as_a_backtest_of_its_streams(

@@ -9,21 +9,20 @@ import redis.asyncio
 from tickcast.model.learner import OnlineLearner
 from tickcast.service import bus
 from tickcast.service.backtest import Backtest
-from tickcast.service.config import Settings, load_settings
+from tickcast.service.config import Settings
 from tickcast.service.schema import decode_signal
 from tickcast.service.sim.market import DEFAULT_SYMBOLS, SyntheticMarket
 from tickcast.service.ticks import Tick
 from tickcast.service.worker import Worker, WorkerError
 from tickcast.service.writer import TickWriter
 
+from support import worker_settings
+
 SYMBOLS = ("BTC/USDT:USDT", "SOL/USDT:USDT")
 
 
 def settings(**worker: object) -> Settings:
-    return load_settings(
-        None,
-        {"exchange.symbols": list(SYMBOLS), **{f"worker.{k}": v for k, v in worker.items()}},
-    )
+    return worker_settings(SYMBOLS, **worker)
 
 
 @pytest.fixture(scope="module")
