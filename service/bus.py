@@ -140,6 +140,19 @@ def ckpt_key(prefix: str, venue: str, symbol: str) -> str:
     return symbol_key(prefix, venue, symbol, "ckpt")
 
 
+def id_key(stream_id: bytes | str) -> tuple[int, int]:
+    """A stream entry ID as a sortable ``(ms, seq)`` pair.
+
+    Examples
+    --------
+    >>> id_key(b"1700000000000-9") < id_key("1700000000000-10")
+    True
+    """
+    text = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
 # -- encode / decode ------------------------------------------------------------------------
 
 

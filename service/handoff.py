@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from tickcast.service.bus import id_key
 from tickcast.service.symbolstate import SymbolState
 from tickcast.service.ticks import Tick
 
@@ -34,19 +35,6 @@ log = logging.getLogger(__name__)
 
 Entry = tuple[bytes, Tick]
 """One stream entry: its ID (``b"<ms>-<seq>"``) and its tick."""
-
-
-def id_key(stream_id: bytes | str) -> tuple[int, int]:
-    """A stream entry ID as a sortable ``(ms, seq)`` pair.
-
-    Examples
-    --------
-    >>> id_key(b"1700000000000-9") < id_key("1700000000000-10")
-    True
-    """
-    text = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
 
 
 class Handoff:

@@ -124,6 +124,8 @@ class SymbolStats:
     samples: int = 0
     signals: int = 0
     duplicates_skipped: int = 0
+    trimmed: int = 0
+    """Times the tick stream was found trimmed past the worker's position (ticks missed)."""
     updates: int = 0
     skipped_updates: int = 0
     model_version: int = 0
@@ -288,6 +290,11 @@ class _Collector(Collector):
         yield counter("worker_ticks", "Ticks read by the worker.", "ticks")
         yield counter(
             "worker_undecodable_ticks", "Tick entries the worker could not decode.", "undecodable"
+        )
+        yield counter(
+            "worker_stream_trimmed",
+            "Times the tick stream was trimmed (MAXLEN) past the worker's position: ticks missed.",
+            "trimmed",
         )
         yield counter("samples", "Samples taken (predictions made).", "samples")
         yield counter("signals_published", "Signals published.", "signals")

@@ -17,6 +17,7 @@ import redis.asyncio
 
 from tickcast.model import ModelError
 from tickcast.service import TickcastError, bus
+from tickcast.service.bus import id_key
 from tickcast.service.checkpoint import Checkpoint, last_published_t, load, queue_status, save
 from tickcast.service.config import Settings
 from tickcast.service.metrics import SymbolStats
@@ -191,6 +192,7 @@ class SymbolBook:
                 state.last_id,
                 state.last_published,
             )
+        await self.check_trimmed()
 
     def _restore_learner(self, symbol: str, model: bytes, key: str) -> Learner:
         try:
@@ -209,7 +211,8 @@ class SymbolBook:
         return learner
 
     async def refresh_status(self) -> None:
-        """Every :data:`STATUS_EVERY_S`, write the changed ``samples`` / ``ticks`` counts."""
+        """Every :data:`STATUS_EVERY_S`, write the changed ``samples`` / ``ticks`` counts and
+        :meth:`check_trimmed`."""
         now = time.monotonic()
         if now - self._status_monotonic < STATUS_EVERY_S:
             return
@@ -221,6 +224,30 @@ class SymbolBook:
                 queue_status(pipe, s.ckpt_key, s.stats.samples, s.ticks)
                 s.ticks_at_status = s.ticks
             await pipe.execute()
+        await self.check_trimmed()
+
+    async def check_trimmed(self) -> None:
+        """Count (``stats.trimmed``) and log each symbol whose tick stream now starts after the
+        worker's position: ``MAXLEN`` trimmed ticks the worker had not read (it fell behind by
+        more than ``redis.tick_maxlen``, or was down that long). A stream trimmed exactly up to
+        the position is indistinguishable in Redis < 7 and counted too."""
+        states = [s for s in self.states.values() if s.last_id != START_ID]
+        if not states:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for state in states:
+            pipe.xrange(state.ticks_key, count=1)
+        firsts = await pipe.execute()
+        for state, first in zip(states, firsts, strict=True):
+            if first and id_key(first[0][0]) > id_key(state.last_id):
+                state.stats.trimmed += 1
+                log.warning(
+                    "%s: tick stream trimmed past the worker's position %s (it starts at %s): "
+                    "ticks were missed; raise redis.tick_maxlen or keep the worker up",
+                    state.symbol,
+                    state.last_id,
+                    first[0][0].decode(),
+                )
 
     def due(self) -> list[SymbolState]:
         """The states due for a checkpoint (``worker.checkpoint_every_samples`` / ``_s``)."""

@@ -205,6 +205,7 @@ class Worker:
         one learner's learning, not every symbol's.
         """
         block = self.cfg.block_ms if block_ms is None else block_ms
+        await self.book.refresh_status()  # every second; before a read can skip trimmed ticks
         if self.handoff is None:
             reply = await self._read(block, self.states.values())
             n = self._sweep(self._cursors(reply), decoded=False)
@@ -430,7 +431,6 @@ class Worker:
     # -- checkpoints ------------------------------------------------------------------------
 
     async def _maybe_checkpoint(self) -> None:
-        await self.book.refresh_status()
         due = self.book.due()
         if due:
             await self._publish()  # a checkpoint never runs ahead of acknowledged signals

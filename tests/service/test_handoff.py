@@ -10,8 +10,9 @@ import redis.asyncio
 from tickcast.model.learner import OnlineLearner
 from tickcast.service import bus
 from tickcast.service.backtest import Backtest
+from tickcast.service.bus import id_key
 from tickcast.service.config import Settings
-from tickcast.service.handoff import Handoff, id_key
+from tickcast.service.handoff import Handoff
 from tickcast.service.schema import decode_signal
 from tickcast.service.sim.market import SyntheticMarket
 from tickcast.service.sim.symbols import specs_for

@@ -132,6 +132,10 @@ EXPECTED_METRICS = INGEST_METRICS | {
     "tickcast_last_tick_event_time_seconds",
     "tickcast_checkpoint_age_seconds",
     "tickcast_signals_published_total",
+    "tickcast_signals_deduplicated_total",
+    "tickcast_worker_ticks_total",
+    "tickcast_worker_undecodable_ticks_total",
+    "tickcast_worker_stream_trimmed_total",
 }
 
 

@@ -208,3 +208,21 @@ async def test_a_boundarys_signals_are_all_published_before_any_learning(
     for symbol in SYMBOLS:  # and nothing changed: the same as the offline engine
         learner, _ = reference([t for i, t in enumerate(ticks) if i <= closing[t.symbol]], symbol)
         assert worker.states[symbol].learner.snapshot() == learner.snapshot()
+
+
+async def test_ticks_trimmed_before_the_worker_read_them_are_counted(
+    async_redis_client: redis.asyncio.Redis, ticks: list[Tick]
+) -> None:
+    await write(async_redis_client, ticks[:400])
+    worker = Worker(async_redis_client, settings(), venue="sim")
+    await worker.restore()
+    await drain(worker)
+    await worker.checkpoint(force=True)
+    assert all(s.stats.trimmed == 0 for s in worker.states.values()), "no false alarm"
+    short = Settings.model_validate({"redis": {"tick_maxlen": 200}})
+    writer = TickWriter(async_redis_client, short)
+    for i in range(400, len(ticks), 100):  # MAXLEN ~ 200 drops what the worker had not read
+        await writer.write(ticks[i : i + 100])
+    restarted = Worker(async_redis_client, settings(), venue="sim")
+    await restarted.restore()
+    assert all(s.stats.trimmed == 1 for s in restarted.states.values())
