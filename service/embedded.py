@@ -7,6 +7,11 @@ unix socket (or a loopback port), waits for it to answer ``PING`` and stops it w
 which makes Redis flush the AOF before it exits, so the data survives a restart. The child runs
 in its own session: a terminal's Ctrl+C reaches only tickcast, which then stops it in order.
 
+On Linux the server is also tied to the life of the process that started it
+(:func:`tickcast.service.lifetime.spawn_owned`): when that process dies without stopping it
+(SIGKILL, a hard crash), the kernel sends the server the same SIGTERM and it shuts down cleanly
+instead of lingering as an orphan. Other platforms keep the plain child process.
+
 While it runs, ``<state_dir>/redis.json`` records its URL and pid; :func:`discover` reads that
 file so that another ``tickcast`` process (``subscribe``, ``status``) finds the running server
 on its own. A file left behind by a killed process is recognised as stale (dead pid or no
@@ -33,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 import redis
 
 from tickcast.service import TickcastError
+from tickcast.service.lifetime import spawn_owned
 
 if TYPE_CHECKING:
     from tickcast.service.config import Settings
@@ -329,13 +335,7 @@ class EmbeddedRedis:
         """Write the config, start the process and wait for PING (bounded)."""
         self.conf_path.write_text(self._config_text(), encoding="utf-8")
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        proc = subprocess.Popen(
-            [str(binary), str(self.conf_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        proc = spawn_owned([str(binary), str(self.conf_path)])
         self._proc = proc
         deadline = time.monotonic() + self.start_timeout_s
         client = _client_for(self.url, 1.0)

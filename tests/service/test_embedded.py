@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
 import tickcast.service.embedded as embedded
-from tickcast.service import TickcastError
+from tickcast.service import TickcastError, lifetime
 from tickcast.service.config import load_settings
 from tickcast.service.embedded import (
     UNIX_PATH_MAX,
@@ -25,9 +28,66 @@ from tickcast.service.embedded import (
     redis_url_for,
 )
 
+from support import wait_until
+
 
 def client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=5.0)
+
+
+def proc_stat(pid: int) -> list[str] | None:
+    """Fields of ``/proc/<pid>/stat`` after the command name (state, ppid, ...), else None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    return text.rsplit(")", 1)[1].split()
+
+
+def exited(pid: int) -> bool:
+    """Whether ``pid`` is gone or a zombie (an orphan's reaper may not reap it at once)."""
+    fields = proc_stat(pid)
+    return fields is None or fields[0] in {"Z", "X"}
+
+
+OWNER = """
+import sys, time
+from tickcast.service.embedded import EmbeddedRedis
+server = EmbeddedRedis(sys.argv[1]).start()
+print(server.pid, server.url, flush=True)
+time.sleep(600)
+"""
+
+JOINER = """
+import sys, time
+import redis
+from tickcast.service.config import load_settings
+from tickcast.service.embedded import redis_url_for
+with redis_url_for(load_settings(None, {"state_dir": sys.argv[1]})) as url:
+    redis.Redis.from_url(url).set("joined", "yes")
+    print(url, flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.fixture
+def python() -> Iterator[list[subprocess.Popen[str]]]:
+    """Python subprocesses started by the test (``python -c``), SIGKILLed at the end."""
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for proc in procs:
+        proc.kill()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def run_python(procs: list[subprocess.Popen[str]], code: str, *args: str) -> tuple[int, str]:
+    """Start ``python -c code args`` and return its pid and its first line of output."""
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True)
+    procs.append(proc)
+    assert proc.stdout is not None
+    return proc.pid, proc.stdout.readline().strip()
 
 
 def test_the_redis_server_found_is_an_executable_that_reports_its_version() -> None:
@@ -153,6 +213,7 @@ def test_another_process_finds_the_running_server_through_the_state_dir(tmp_path
             timeout=60,
         )
         assert out.stdout.strip() == server.url
+        assert server.running and client(server.url).ping(), "finding it does not stop it"
 
 
 def test_a_discovery_file_left_by_a_killed_server_is_stale_and_replaced(tmp_path: Path) -> None:
@@ -219,3 +280,90 @@ def test_redis_url_for_starts_an_embedded_server_or_joins_the_running_one(
             assert joined == url
         assert discover(tmp_path) == url
     assert discover(tmp_path) is None
+
+
+# -- the server dies with its owner (Linux) -------------------------------------------------
+
+
+def test_a_server_whose_owner_is_sigkilled_shuts_down_cleanly_with_its_data(
+    tmp_path: Path, python: list[subprocess.Popen[str]]
+) -> None:
+    owner_pid, line = run_python(python, OWNER, str(tmp_path))
+    pid_text, url = line.split()
+    pid = int(pid_text)
+    fields = proc_stat(pid)
+    assert fields is not None and int(fields[1]) == owner_pid, "the owner forked the server"
+    c = client(url)
+    c.set("greeting", "hello")
+    ids = [c.xadd("s", {"i": str(i)}) for i in range(50)]
+    c.close()
+    os.kill(owner_pid, signal.SIGKILL)
+    try:
+        wait_until("the orphaned redis-server to exit", lambda: exited(pid), timeout=10)
+    finally:
+        if not exited(pid):  # the behaviour under test failed: leave no orphan behind
+            os.kill(pid, signal.SIGKILL)
+    log = (tmp_path / "redis" / "redis.log").read_text()
+    assert "Received SIGTERM" in log and "ready to exit" in log, "a clean shutdown"
+    assert json.loads((tmp_path / "redis.json").read_text())["pid"] == pid, "left behind"
+    assert discover(tmp_path) is None
+    with EmbeddedRedis(tmp_path) as server:
+        assert json.loads((tmp_path / "redis.json").read_text())["pid"] == server.pid
+        c = client(server.url)
+        assert c.get("greeting") == b"hello"
+        assert [entry_id for entry_id, _ in c.xrange("s")] == ids
+        c.close()
+
+
+def test_a_server_started_from_a_short_lived_thread_outlives_that_thread(
+    tmp_path: Path,
+) -> None:
+    server = EmbeddedRedis(tmp_path)
+    thread = threading.Thread(target=server.start)
+    thread.start()
+    thread.join()
+    try:
+        task = Path(f"/proc/self/task/{thread.native_id}")
+        wait_until("the thread to leave the kernel", lambda: not task.exists(), timeout=10)
+        c = client(server.url)
+        assert c.ping(), "a round trip: any signal sent is handled by now"
+        c.close()
+        assert server.running
+        assert "SIGTERM" not in server.log_path.read_text()
+    finally:
+        server.stop()
+    assert "Received SIGTERM" in server.log_path.read_text()
+
+
+def test_a_process_that_joined_the_server_and_is_killed_leaves_it_running(
+    tmp_path: Path, python: list[subprocess.Popen[str]]
+) -> None:
+    with EmbeddedRedis(tmp_path) as server:
+        joiner_pid, url = run_python(python, JOINER, str(tmp_path))
+        assert url == server.url
+        os.kill(joiner_pid, signal.SIGKILL)
+        python[0].wait(timeout=10)
+        c = client(server.url)
+        assert c.get("joined") == b"yes"
+        c.close()
+        assert server.running
+        assert "SIGTERM" not in server.log_path.read_text()
+        assert discover(tmp_path) == server.url
+
+
+def test_a_child_whose_parent_died_before_prctl_exits_without_running(tmp_path: Path) -> None:
+    code = "print('ran')"
+    for parent, expected in ((os.getpid(), (0, "ran\n")), (-1, (lifetime.ORPHANED_EXIT_CODE, ""))):
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            preexec_fn=lifetime.parent_death_hook(parent),
+        )
+        assert (out.returncode, out.stdout) == expected
+
+
+def test_off_linux_no_parent_death_hook_is_installed() -> None:
+    assert lifetime.parent_death_hook(os.getpid(), platform="darwin") is None
+    assert lifetime.parent_death_hook(os.getpid(), platform="linux") is not None
