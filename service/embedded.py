@@ -357,6 +357,9 @@ class EmbeddedRedis:
                         f"log {self.log_path}:\n{self._log_tail()}"
                     )
                 time.sleep(0.01)
+        except KeyboardInterrupt:  # Ctrl+C during the start: leave no server behind
+            self.kill()
+            raise
         finally:
             client.close()
 
