@@ -12,17 +12,16 @@ On Linux the server is also tied to the life of the process that started it
 (SIGKILL, a hard crash), the kernel sends the server the same SIGTERM and it shuts down cleanly
 instead of lingering as an orphan. Other platforms keep the plain child process.
 
-While it runs, ``<state_dir>/redis.json`` records its URL and pid; :func:`discover` reads that
-file so that another ``tickcast`` process (``subscribe``, ``status``) finds the running server
-on its own. A file left behind by a killed process is recognised as stale (dead pid or no
-answer) and ignored.
+While it runs, ``<state_dir>/redis.json`` records its URL and pid, so that another ``tickcast``
+process finds the running server on its own (:mod:`tickcast.service.discovery`).
+:func:`redis_url_for` gives a command its Redis: the configured URL, else a running embedded
+server, else a new one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import logging
 import os
 import shutil
@@ -38,15 +37,19 @@ from typing import TYPE_CHECKING, Any, Final
 import redis
 
 from tickcast.service import TickcastError
+from tickcast.service.discovery import (
+    discover,
+    discovery_path,
+    probe_client,
+    remove_discovery,
+    write_discovery,
+)
 from tickcast.service.lifetime import spawn_owned
 
 if TYPE_CHECKING:
     from tickcast.service.config import Settings
 
 log = logging.getLogger(__name__)
-
-DISCOVERY_FILE: Final = "redis.json"
-"""Name of the discovery file inside the state directory."""
 
 UNIX_PATH_MAX: Final = 107
 """Longest unix socket path (bytes) the kernel accepts (``sun_path`` is 108 bytes with NUL)."""
@@ -110,35 +113,6 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether a process with ``pid`` exists (callers also PING: a zombie still has a pid)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _client_for(url: str, timeout_s: float) -> redis.Redis:
-    """A short-lived sync client used for PING probes."""
-    return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-
-
-def _answers_ping(url: str, timeout_s: float = 0.5) -> bool:
-    """Whether a Redis at ``url`` answers PING within ``timeout_s``."""
-    client = _client_for(url, timeout_s)
-    try:
-        return bool(client.ping())
-    except (redis.RedisError, OSError):
-        return False
-    finally:
-        client.close()
-
-
 class EmbeddedRedis:
     """A redis-server child process with its data under ``<state_dir>/redis/``.
 
@@ -157,7 +131,8 @@ class EmbeddedRedis:
     start_timeout_s, stop_timeout_s
         Bounds on waiting for PING after start and for the process to exit after SIGTERM.
     discovery
-        Write ``<state_dir>/redis.json`` while running (see :func:`discover`).
+        Write ``<state_dir>/redis.json`` while running
+        (see :func:`~tickcast.service.discovery.discover`).
 
     Examples
     --------
@@ -227,7 +202,7 @@ class EmbeddedRedis:
     @property
     def discovery_path(self) -> Path:
         """``<state_dir>/redis.json``."""
-        return self.state_dir / DISCOVERY_FILE
+        return discovery_path(self.state_dir)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -338,7 +313,7 @@ class EmbeddedRedis:
         proc = spawn_owned([str(binary), str(self.conf_path)])
         self._proc = proc
         deadline = time.monotonic() + self.start_timeout_s
-        client = _client_for(self.url, 1.0)
+        client = probe_client(self.url, 1.0)
         try:
             while True:
                 if proc.poll() is not None:
@@ -386,49 +361,11 @@ class EmbeddedRedis:
             "port": self.port,
             "started_at": time.time(),
         }
-        tmp = self.discovery_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record), encoding="utf-8")
-        os.replace(tmp, self.discovery_path)
+        write_discovery(self.state_dir, record)
 
     def _remove_discovery(self, pid: int | None) -> None:
         """Remove ``redis.json`` when it describes this instance (``pid``)."""
-        record = _read_discovery(self.state_dir)
-        if record is not None and pid is not None and record.get("pid") != pid:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            self.discovery_path.unlink()
-
-
-def _read_discovery(state_dir: Path) -> dict[str, Any] | None:
-    """The parsed discovery file, or ``None`` when it is missing or unreadable."""
-    path = Path(state_dir).expanduser() / DISCOVERY_FILE
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        log.debug("unreadable discovery file %s", path, exc_info=True)
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def discover(state_dir: Path | str, *, timeout_s: float = 0.5) -> str | None:
-    """Return the URL of a live embedded Redis serving ``state_dir``, else ``None``.
-
-    A discovery file whose pid is gone or whose server does not answer PING within
-    ``timeout_s`` is stale and ignored.
-    """
-    record = _read_discovery(Path(state_dir))
-    if record is None:
-        return None
-    url, pid = record.get("url"), record.get("pid")
-    if not isinstance(url, str) or not isinstance(pid, int) or not _pid_alive(pid):
-        log.debug("stale discovery file in %s (pid %s)", state_dir, pid)
-        return None
-    if not _answers_ping(url, timeout_s):
-        log.debug("discovery file in %s names %s, which does not answer", state_dir, url)
-        return None
-    return url
+        remove_discovery(self.state_dir, pid)
 
 
 @contextlib.contextmanager

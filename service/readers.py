@@ -29,6 +29,9 @@ order, as captures and public-data files are; :func:`read_ticks` merges files wi
 ``heapq.merge`` on ``(event_ms, file index, line number)``, which is stable and keeps each
 file's own order, but does not re-sort a file that is out of order. Malformed lines are counted
 in a :class:`~tickcast.service.feeds.base.ParseStats` and skipped, never raised.
+
+This module tells the format of a file, opens it and merges files; the reader of each format is
+in :mod:`tickcast.service.format_readers`.
 """
 
 from __future__ import annotations
@@ -36,10 +39,9 @@ from __future__ import annotations
 import gzip
 import heapq
 import logging
-import math
 import re
 import zipfile
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
@@ -47,20 +49,20 @@ from typing import Final
 import orjson
 
 from tickcast.service import TickcastError
-from tickcast.service.feeds.base import (
-    REJECT_CROSSED,
-    REJECT_LINE,
-    REJECT_NON_FINITE,
-    REJECT_PRICE,
-    REJECT_SIZE,
-    REJECT_TIME,
-    SKIP_UNSUBSCRIBED,
-    FeedParseError,
-    ParseStats,
+from tickcast.service.feeds.base import FeedParseError, ParseStats
+from tickcast.service.feeds.binance import unified_symbol
+from tickcast.service.format_readers import (
+    AGG_HEADER,
+    BOOK_HEADER,
+    CSV_BOOLS,
+    WS_HEADER_LINE,
+    read_agg_trades,
+    read_book_ticker,
+    read_frames,
+    read_tickjson,
 )
-from tickcast.service.feeds.binance import VENUE, BinanceParser, unified_symbol, venue_symbol
-from tickcast.service.tickjson import VERSION, TickJsonError, decode
-from tickcast.service.ticks import QUOTE, TRADE, Tick
+from tickcast.service.tickjson import VERSION
+from tickcast.service.ticks import Tick
 
 __all__ = ["FORMATS", "RecordingFormatError", "detect_format", "iter_file", "read_ticks"]
 
@@ -72,18 +74,12 @@ FORMATS: Final = ("recording", "ws-session", "aggTrades", "bookTicker", "tickjso
 _GZIP_MAGIC: Final = b"\x1f\x8b"
 _ZIP_MAGIC: Final = b"PK\x03\x04"
 _RECORDING_LINE = re.compile(rb"^\d+ [\[{]")
-_WS_HEADER_LINE = re.compile(rb"^wss?://\S+ <-> \d+(\.\d+)?$")
 _WS_FRAME_LINE = re.compile(rb"^\d+(\.\d+)?: [\[{]")
 _CSV_NAME = re.compile(r"^([A-Z0-9]+(?:_\d{6})?)-(?:aggTrades|bookTicker)-")
-_AGG_HEADER: Final = b"agg_trade_id"
-_BOOK_HEADER: Final = b"update_id"
-_MICROS: Final = 10**14
-_BOOLS: Final = (b"true", b"false")
 _ACCEPTED: Final = (
     "accepted formats: '<ns> <json frame>' recordings, '<ts>: <json frame>' ws sessions, "
     "Binance public-data aggTrades and bookTicker CSV, tickcast JSONL ticks"
 )
-_new_tick = tuple.__new__
 
 
 class RecordingFormatError(TickcastError):
@@ -153,14 +149,14 @@ def iter_file(
         logger.debug("reading %s as %s", path, fmt)
         rows = _prepend(first, lines)
         if fmt in ("recording", "ws-session"):
-            yield from _frames(rows, fmt, wanted, stats)
+            yield from read_frames(rows, fmt, wanted, stats)
         elif fmt == "tickjson":
-            yield from _tickjson(rows, wanted, stats)
+            yield from read_tickjson(rows, wanted, stats)
         else:
             unified = _csv_symbol(path, symbol)
             if wanted is not None and unified not in wanted:
                 return
-            reader = _agg_trades if fmt == "aggTrades" else _book_ticker
+            reader = read_agg_trades if fmt == "aggTrades" else read_book_ticker
             yield from reader(rows, unified, stats)
 
 
@@ -182,7 +178,7 @@ def detect_format(first_line: bytes, path: str | Path = "<data>") -> str:
     line = first_line.strip()
     if _RECORDING_LINE.match(line):
         return "recording"
-    if _WS_HEADER_LINE.match(line) or _WS_FRAME_LINE.match(line):
+    if WS_HEADER_LINE.match(line) or _WS_FRAME_LINE.match(line):
         return "ws-session"
     if line.startswith(b"{"):
         try:
@@ -201,9 +197,9 @@ def detect_format(first_line: bytes, path: str | Path = "<data>") -> str:
     fields = line.split(b",")
     if len(fields) >= 7:
         head = fields[0].strip().lower()
-        if head == _AGG_HEADER or (head.isdigit() and fields[6].strip().lower() in _BOOLS):
+        if head == AGG_HEADER or (head.isdigit() and fields[6].strip().lower() in CSV_BOOLS):
             return "aggTrades"
-        if head == _BOOK_HEADER or (head.isdigit() and fields[6].strip().isdigit()):
+        if head == BOOK_HEADER or (head.isdigit() and fields[6].strip().isdigit()):
             return "bookTicker"
     raise RecordingFormatError(f"{path}: unrecognised first line {line[:80]!r}; {_ACCEPTED}")
 
@@ -269,159 +265,3 @@ def _csv_symbol(path: Path, symbol: str | None) -> str:
         return unified_symbol(name)
     except FeedParseError as exc:
         raise RecordingFormatError(f"{path}: {exc}") from exc
-
-
-# ---------------------------------------------------------------------------------------------
-# One reader per format. Each yields the file's ticks and counts into ``stats``.
-
-
-def _frames(
-    rows: Iterable[bytes], fmt: str, wanted: frozenset[str] | None, stats: ParseStats
-) -> Iterator[Tick]:
-    """Websocket captures: a receive time, then a raw Binance frame."""
-    mapping = None if wanted is None else {venue_symbol(u): u for u in wanted}
-    parser = BinanceParser(symbols=mapping)
-    parser.stats = stats
-    parse = parser.parse
-    split_time: Callable[[bytes], tuple[int, bytes] | None] = (
-        _split_recording if fmt == "recording" else _split_ws_session
-    )
-    for row in rows:
-        if not row.strip():
-            continue
-        parts = split_time(row)
-        if parts is None:
-            if not _WS_HEADER_LINE.match(row.strip()):
-                stats.reject(REJECT_LINE)
-            continue
-        yield from parse(parts[1], parts[0])
-
-
-def _split_recording(row: bytes) -> tuple[int, bytes] | None:
-    ns, _, frame = row.partition(b" ")
-    try:
-        return int(ns), frame
-    except ValueError:
-        return None
-
-
-def _split_ws_session(row: bytes) -> tuple[int, bytes] | None:
-    stamp, sep, frame = row.partition(b": ")
-    if not sep:
-        return None
-    whole, _, frac = stamp.partition(b".")
-    if not (whole.isdigit() and (not frac or frac.isdigit())):
-        return None
-    return int(whole) * 1_000_000_000 + int(frac[:9].ljust(9, b"0") or b"0"), frame
-
-
-def _tickjson(
-    rows: Iterable[bytes], wanted: frozenset[str] | None, stats: ParseStats
-) -> Iterator[Tick]:
-    for row in rows:
-        if not row.strip():
-            continue
-        try:
-            tick = decode(row)
-        except TickJsonError as exc:
-            stats.reject(REJECT_LINE)
-            logger.debug("rejected tick line: %s", exc)
-            continue
-        if wanted is not None and tick.symbol not in wanted:
-            stats.skip(SKIP_UNSUBSCRIBED)
-            continue
-        if tick.kind == TRADE:
-            stats.parsed_trades += 1
-        else:
-            stats.parsed_quotes += 1
-        yield tick
-
-
-def _millis(value: bytes) -> int:
-    ms = int(value)
-    return ms // 1000 if ms > _MICROS else ms
-
-
-def _agg_trades(rows: Iterable[bytes], symbol: str, stats: ParseStats) -> Iterator[Tick]:
-    """aggTrades CSV: agg id, price, qty, first id, last id, time, is_buyer_maker."""
-    for row in rows:
-        fields = row.split(b",")
-        try:
-            agg_id, p, q, _, _, t, maker = fields
-            price = float(p)
-            size = float(q)
-            event_ms = _millis(t)
-            flag = maker.strip().lower()
-            trade_id = agg_id.decode("ascii").strip()
-        except ValueError:
-            if row.strip() and not row.startswith(_AGG_HEADER):
-                _reject_row(stats, REJECT_LINE, row)
-            continue
-        if flag not in _BOOLS:
-            _reject_row(stats, REJECT_LINE, row)
-            continue
-        reason = _check_trade(price, size, event_ms)
-        if reason is not None:
-            _reject_row(stats, reason, row)
-            continue
-        stats.parsed_trades += 1
-        yield _new_tick(
-            Tick,
-            (VENUE, symbol, TRADE, event_ms, event_ms * 1_000_000, price, size,
-             -1 if flag == b"true" else 1, trade_id, 0.0, 0.0, 0.0, 0.0, 0),
-        )  # fmt: skip
-
-
-def _book_ticker(rows: Iterable[bytes], symbol: str, stats: ParseStats) -> Iterator[Tick]:
-    """bookTicker CSV: update id, bid, bid qty, ask, ask qty, transaction time, event time."""
-    for row in rows:
-        fields = row.split(b",")
-        try:
-            u, b, bq, a, aq, t, e = fields
-            bid, bid_size, ask, ask_size = float(b), float(bq), float(a), float(aq)
-            event_ms = _millis(t) if t.strip() not in (b"", b"0") else _millis(e)
-            update_id = int(u)
-        except ValueError:
-            if row.strip() and not row.startswith(_BOOK_HEADER):
-                _reject_row(stats, REJECT_LINE, row)
-            continue
-        reason = _check_quote(bid, bid_size, ask, ask_size, event_ms)
-        if reason is not None:
-            _reject_row(stats, reason, row)
-            continue
-        stats.parsed_quotes += 1
-        yield _new_tick(
-            Tick,
-            (VENUE, symbol, QUOTE, event_ms, event_ms * 1_000_000, 0.0, 0.0, 0, "",
-             bid, bid_size, ask, ask_size, update_id),
-        )  # fmt: skip
-
-
-def _check_trade(price: float, size: float, event_ms: int) -> str | None:
-    if not (math.isfinite(price) and math.isfinite(size)):
-        return REJECT_NON_FINITE
-    if price <= 0.0:
-        return REJECT_PRICE
-    if size < 0.0:
-        return REJECT_SIZE
-    return REJECT_TIME if event_ms <= 0 else None
-
-
-def _check_quote(
-    bid: float, bid_size: float, ask: float, ask_size: float, event_ms: int
-) -> str | None:
-    finite = math.isfinite
-    if not (finite(bid) and finite(bid_size) and finite(ask) and finite(ask_size)):
-        return REJECT_NON_FINITE
-    if bid <= 0.0 or ask <= 0.0:
-        return REJECT_PRICE
-    if bid_size < 0.0 or ask_size < 0.0:
-        return REJECT_SIZE
-    if bid > ask:
-        return REJECT_CROSSED
-    return REJECT_TIME if event_ms <= 0 else None
-
-
-def _reject_row(stats: ParseStats, reason: str, row: bytes) -> None:
-    stats.reject(reason)
-    logger.debug("rejected CSV row (%s): %.200r", reason, row)

@@ -99,8 +99,9 @@ async def build_feed(
     and the feed points off this machine (falling back to the offline table when that fails);
     from the offline table otherwise: a feed on loopback reads a simulator, not the venue.
     """
-    from tickcast.service.feeds.binance_ws import BinanceFeed, BinanceWsConfig, is_loopback
+    from tickcast.service.feeds.binance_ws import BinanceFeed, BinanceWsConfig
     from tickcast.service.feeds.markets import load_markets
+    from tickcast.service.feeds.shell import is_loopback
 
     ex = settings.exchange
     config = BinanceWsConfig.from_settings(ex, public_url, market_url)

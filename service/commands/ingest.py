@@ -106,7 +106,7 @@ async def ingest(
         The service's exit code (0: stopped cleanly) and the ingester's final counters
         (``{}`` when it never started).
     """
-    from tickcast.service.config import redact_url
+    from tickcast.service.redaction import redact_url
     from tickcast.service.service import Service
 
     service = Service(settings, redis_url, work=False, online=online)

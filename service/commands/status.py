@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from tickcast.service.commands.subscribe import find_redis, settings_for
-    from tickcast.service.config import redact_url
+    from tickcast.service.redaction import redact_url
 
     url = find_redis(settings_for(args))
     rows = asyncio.run(collect(url, args))

@@ -46,7 +46,7 @@ def register(subparsers: Any) -> None:
 def find_redis(settings: Settings) -> str:
     """The configured Redis URL, else the running embedded one; raise when there is none."""
     from tickcast.service import TickcastError
-    from tickcast.service.embedded import discover
+    from tickcast.service.discovery import discover
 
     if settings.redis.url is not None:
         return settings.redis.url.get_secret_value()

@@ -10,12 +10,14 @@ per route it needs, each run by :func:`~tickcast.service.feeds.reconnect.reconne
 * keepalive: the client answers the venue's pings and sends its own (a peer that stops
   answering is dropped, counted in ``keepalive_timeouts``);
 * silence watchdog: connected but no data frame for ``watchdog_s`` -> reconnect, counted;
-* trade-id sequence per symbol: gaps (and the number of trades missed), late trades (filling
-  a gap, passed on) and duplicates (dropped) are counted;
+* trade-id sequence per symbol (:class:`~tickcast.service.feeds.sequence.TradeSequence`): gaps
+  (and the number of trades missed), late trades (filling a gap, passed on) and duplicates
+  (dropped) are counted;
 * planned reconnect before the venue's 24 h connection limit.
 
 The parser (:class:`~tickcast.service.feeds.binance.BinanceParser`) stays pure; this module is
-the only one with sockets. Ticks go to a synchronous ``sink(list[Tick])`` callback, per frame.
+the only one with sockets. Ticks go to a synchronous ``sink(list[Tick])`` callback, per frame;
+the counters are a :class:`~tickcast.service.feeds.shell.FeedStats`.
 """
 
 from __future__ import annotations
@@ -24,11 +26,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 import numpy as np
 import orjson
@@ -38,15 +38,15 @@ from websockets.exceptions import ConnectionClosed
 from tickcast.service.feeds.binance import VENUE, BinanceParser
 from tickcast.service.feeds.markets import MarketInfo, offline_markets
 from tickcast.service.feeds.reconnect import Backoff, reconnect_loop
+from tickcast.service.feeds.sequence import TradeSequence
+from tickcast.service.feeds.shell import FeedStats, Sink, is_loopback
 from tickcast.service.sim.protocol import MARKET, PUBLIC, stream_route
-from tickcast.service.ticks import TRADE, Tick
+from tickcast.service.ticks import TRADE
 
 if TYPE_CHECKING:
-    from tickcast.service.config import ExchangeSettings
+    from tickcast.service.config_sections import ExchangeSettings
 
 logger = logging.getLogger(__name__)
-
-Sink = Callable[[list[Tick]], None]
 
 
 @dataclass(frozen=True)
@@ -113,106 +113,6 @@ class BinanceWsConfig:
             raise ValueError("watchdog_s must be positive")
 
 
-@dataclass
-class FeedStats:
-    """Counters of one feed (plain ints; exported as metrics by the service)."""
-
-    frames: int = 0
-    """Frames received, subscription answers excepted (malformed ones included)."""
-    ticks: int = 0
-    """Ticks handed to the sink."""
-    acks: int = 0
-    """Subscription answers received."""
-    connects: int = 0
-    """Connections opened."""
-    reconnects: int = 0
-    """Connections opened after the first one."""
-    errors: int = 0
-    """Connection attempts or connections that ended in an error (then retried)."""
-    watchdog_trips: int = 0
-    """Connections dropped for silence."""
-    keepalive_timeouts: int = 0
-    """Connections dropped because the peer stopped answering pings."""
-    planned_reconnects: int = 0
-    """Connections renewed before the venue's age limit."""
-    gaps: int = 0
-    """Jumps in a symbol's trade ids."""
-    missed_trades: int = 0
-    """Trade ids skipped by gaps and not received late."""
-    late_trades: int = 0
-    """Trades received after a higher id (passed on)."""
-    duplicate_trades: int = 0
-    """Trades received again (dropped)."""
-
-
-class TradeSequence:
-    """Per-symbol trade-id bookkeeping: gaps, late arrivals and duplicates.
-
-    ``accept(symbol, trade_id)`` returns False for a duplicate (an id among the last
-    ``window`` ids seen), to be dropped. An id above the last one opens a gap (counted, with the
-    number of ids skipped); an unseen id below it is a late trade (passed on, counted, and no
-    longer missed).
-
-    Examples
-    --------
-    >>> seq = TradeSequence(FeedStats())
-    >>> [seq.accept("X", i) for i in (1, 2, 4, 3, 3, 5)]
-    [True, True, True, True, False, True]
-    >>> seq.stats.gaps, seq.stats.missed_trades, seq.stats.late_trades, seq.stats.duplicate_trades
-    (1, 0, 1, 1)
-    """
-
-    def __init__(self, stats: FeedStats, window: int = 1024) -> None:
-        self.stats = stats
-        self.window = window
-        self._last: dict[str, int] = {}
-        self._seen: dict[str, tuple[set[int], deque[int]]] = {}
-        self._missing: dict[str, dict[int, None]] = {}
-
-    def accept(self, symbol: str, trade_id: int) -> bool:
-        """Record ``trade_id`` of ``symbol``; False when it is a duplicate."""
-        try:
-            seen, order = self._seen[symbol]
-        except KeyError:
-            seen, order = self._seen[symbol] = (set(), deque())
-        if trade_id in seen:
-            self.stats.duplicate_trades += 1
-            return False
-        seen.add(trade_id)
-        order.append(trade_id)
-        if len(order) > self.window:
-            seen.discard(order.popleft())
-        last = self._last.get(symbol)
-        if last is None or trade_id == last + 1:
-            self._last[symbol] = trade_id
-        elif trade_id > last:
-            self._last[symbol] = trade_id
-            self._gap(symbol, last, trade_id)
-        else:
-            self.stats.late_trades += 1
-            missing = self._missing.get(symbol)
-            if missing is not None and trade_id in missing:
-                del missing[trade_id]
-                self.stats.missed_trades -= 1
-        return True
-
-    def _gap(self, symbol: str, last: int, trade_id: int) -> None:
-        missed = trade_id - last - 1
-        self.stats.gaps += 1
-        self.stats.missed_trades += missed
-        if missed <= self.window:
-            missing = self._missing.setdefault(symbol, {})
-            missing.update(dict.fromkeys(range(last + 1, trade_id)))
-            while len(missing) > self.window:
-                del missing[next(iter(missing))]
-
-
-def is_loopback(url: str) -> bool:
-    """Whether ``url`` points at this machine (127.0.0.0/8, ::1, localhost)."""
-    host = urlsplit(url).hostname or ""
-    return host in ("localhost", "::1") or host.startswith("127.")
-
-
 class BinanceFeed:
     """Live Binance USDⓈ-M market data for ``symbols``, pushed to a sink as ticks.
 
@@ -256,7 +156,7 @@ class BinanceFeed:
         self.parser = BinanceParser(ids, venue=venue, contract_size=sizes)
         self.stats = FeedStats()
         self.rng = rng if rng is not None else np.random.default_rng()
-        self._connected_once = False
+        self._connected_routes: set[str] = set()
         self._connections: dict[str, ClientConnection] = {}
 
     def streams(self) -> dict[str, list[str]]:
@@ -323,9 +223,9 @@ class BinanceFeed:
             proxy=None if is_loopback(url) else True,
         )
         self.stats.connects += 1
-        if self._connected_once:
+        if route in self._connected_routes:  # each route's first connection is no reconnect
             self.stats.reconnects += 1
-        self._connected_once = True
+        self._connected_routes.add(route)
         self._connections[route] = ws
         logger.info("connected to %s", url)
         state = _SessionState()

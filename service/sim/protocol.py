@@ -20,11 +20,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from tickcast.service.feeds.binance import (
+from tickcast.service.feeds.binance import venue_symbol
+from tickcast.service.feeds.binance_render import (
     render_book_ticker,
     render_mark_price,
     render_trade,
-    venue_symbol,
 )
 from tickcast.service.ticks import TRADE, Tick
 

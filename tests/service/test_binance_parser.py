@@ -11,16 +11,13 @@ import numpy as np
 import orjson
 import pytest
 
-from tickcast.service.feeds import base, binance
+from tickcast.service.feeds import base, binance, binance_render
 from tickcast.service.feeds.base import FeedParseError, Parser, ParseStats
-from tickcast.service.feeds.binance import (
-    VENUE,
-    BinanceParser,
+from tickcast.service.feeds.binance import VENUE, BinanceParser, unified_symbol, venue_symbol
+from tickcast.service.feeds.binance_render import (
     render_book_ticker,
     render_mark_price,
     render_trade,
-    unified_symbol,
-    venue_symbol,
 )
 from tickcast.service.ticks import QUOTE, TRADE, Tick, invalid_reason, quote, trade
 
@@ -391,7 +388,9 @@ def test_unified_symbols_split_and_join() -> None:
         base.invert_symbols({"BTCUSDT": BTC, "XBTUSDT": BTC})
 
 
-@pytest.mark.parametrize("module", [base, binance], ids=["base", "binance"])
+@pytest.mark.parametrize(
+    "module", [base, binance, binance_render], ids=["base", "binance", "binance_render"]
+)
 def test_the_docstring_examples_run(module: object) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]
     assert result.failed == 0

@@ -13,12 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tickcast.service.feeds.binance_ws import (
-    BinanceFeed,
-    BinanceWsConfig,
-    FeedStats,
-    TradeSequence,
-)
+from tickcast.service.feeds.binance_ws import BinanceFeed, BinanceWsConfig
 from tickcast.service.feeds.markets import (
     MarketError,
     ccxt_markets,
@@ -26,6 +21,8 @@ from tickcast.service.feeds.markets import (
     load_markets,
     offline_market,
 )
+from tickcast.service.feeds.sequence import TradeSequence
+from tickcast.service.feeds.shell import FeedStats
 from tickcast.service.sim.faults import FaultConfig
 from tickcast.service.sim.market import SyntheticMarket
 from tickcast.service.sim.server import SimExchange
@@ -76,7 +73,7 @@ def key(tick: Tick) -> Tick:
 
 
 def test_the_modules_docstring_examples_run() -> None:
-    for name in ("binance_ws", "markets", "reconnect"):
+    for name in ("sequence", "shell", "markets", "reconnect"):
         module = importlib.import_module(f"tickcast.service.feeds.{name}")
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, name
@@ -123,6 +120,7 @@ async def test_agg_trades_and_mark_prices_come_over_a_second_connection_on_the_m
         ids = Counter(int(t.trade_id) for t in got if t.symbol == symbol)
         assert ids == dict.fromkeys(range(1, n + 1), 2)
     assert feed.parser.stats.skipped.get("mark price", 0) >= 9 * len(SYMBOLS)
+    assert feed.stats.connects == 2 and feed.stats.reconnects == 0, "two routes, no reconnect"
 
 
 async def test_a_dropped_connection_is_reopened_and_the_missed_trades_are_counted() -> None:

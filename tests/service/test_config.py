@@ -12,19 +12,19 @@ import pytest
 from pydantic import SecretStr
 
 import tickcast.service.config as config_module
+import tickcast.service.redaction as redaction_module
 from tickcast.service import TickcastError
 from tickcast.service.cli import main
 from tickcast.service.commands.config import to_toml
 from tickcast.service.config import (
-    DEFAULT_SYMBOLS,
     ConfigError,
-    SecretUrl,
     Settings,
     load_settings,
     nest_overrides,
     parse_assignment,
-    redact_url,
 )
+from tickcast.service.config_sections import DEFAULT_SYMBOLS
+from tickcast.service.redaction import SecretUrl, redact_url
 
 SECRET = "hunter2-s3cret"
 SECRET_URL = f"redis://alice:{SECRET}@db.example:6380/2"
@@ -315,5 +315,7 @@ def test_config_show_reports_a_missing_file_as_an_error(
 
 
 def test_the_docstring_examples_of_the_config_module_run() -> None:
-    result = doctest.testmod(config_module)
-    assert result.attempted >= 5 and result.failed == 0
+    loading = doctest.testmod(config_module)
+    redaction = doctest.testmod(redaction_module)
+    assert loading.attempted + redaction.attempted >= 5
+    assert loading.failed == redaction.failed == 0

@@ -18,12 +18,12 @@ import redis
 import tickcast.service.embedded as embedded
 from tickcast.service import TickcastError, lifetime
 from tickcast.service.config import load_settings
+from tickcast.service.discovery import discover
 from tickcast.service.embedded import (
     UNIX_PATH_MAX,
     EmbeddedRedis,
     EmbeddedRedisError,
     RedisBinaryNotFound,
-    discover,
     find_redis_server,
     redis_url_for,
 )
@@ -202,7 +202,7 @@ def test_the_discovery_file_names_the_live_server_and_goes_away_on_stop(tmp_path
 
 def test_another_process_finds_the_running_server_through_the_state_dir(tmp_path: Path) -> None:
     code = (
-        "import sys; from tickcast.service.embedded import discover; print(discover(sys.argv[1]))"
+        "import sys; from tickcast.service.discovery import discover; print(discover(sys.argv[1]))"
     )
     with EmbeddedRedis(tmp_path) as server:
         out = subprocess.run(

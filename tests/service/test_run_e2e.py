@@ -23,7 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tickcast.model.learner import OnlineLearner
 from tickcast.service import bus
-from tickcast.service.embedded import DISCOVERY_FILE, EmbeddedRedis, free_port
+from tickcast.service.discovery import DISCOVERY_FILE
+from tickcast.service.embedded import EmbeddedRedis, free_port
 from tickcast.service.schema import Signal, decode_signal
 from tickcast.service.sim.market import DEFAULT_SYMBOLS, SyntheticMarket
 from tickcast.service.ticks import Tick
