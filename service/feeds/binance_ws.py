@@ -36,11 +36,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tickcast.service.feeds.binance import VENUE, BinanceParser
+from tickcast.service.feeds.binance_routes import MARKET, PUBLIC, stream_route
 from tickcast.service.feeds.markets import MarketInfo, offline_markets
 from tickcast.service.feeds.reconnect import Backoff, reconnect_loop
 from tickcast.service.feeds.sequence import TradeSequence
 from tickcast.service.feeds.shell import FeedStats, Sink, is_loopback
-from tickcast.service.sim.protocol import MARKET, PUBLIC, stream_route
 from tickcast.service.ticks import TRADE
 
 if TYPE_CHECKING:

@@ -11,7 +11,6 @@ connections and acknowledge subscriptions, but serve no ``/public`` streams.
 from __future__ import annotations
 
 import gzip
-import re
 from collections.abc import Container, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,31 +25,13 @@ from tickcast.service.feeds.binance_render import (
     render_mark_price,
     render_trade,
 )
+from tickcast.service.feeds.binance_routes import MARKET, PUBLIC, stream_route
 from tickcast.service.ticks import TRADE, Tick
 
-PUBLIC: Final = "public"
-MARKET: Final = "market"
 LEGACY: Final = "legacy"
-
-#: Route of each channel (the part of a stream name after the first ``@``, up to the next).
-CHANNEL_ROUTE: Final[dict[str, str]] = {
-    "trade": PUBLIC,
-    "bookTicker": PUBLIC,
-    "depth": PUBLIC,
-    "depth5": PUBLIC,
-    "depth10": PUBLIC,
-    "depth20": PUBLIC,
-    "aggTrade": MARKET,
-    "markPrice": MARKET,
-    "kline_1m": MARKET,
-    "ticker": MARKET,
-    "miniTicker": MARKET,
-}
 
 FUNDING_PERIOD_MS: Final = 8 * 3600 * 1000
 FUNDING_RATE: Final = 0.0001
-
-_STREAM_RE = re.compile(r"^([a-z0-9_]+)@([A-Za-z0-9_]+)(@[A-Za-z0-9]+)?$")
 
 
 @dataclass(frozen=True)
@@ -94,23 +75,6 @@ def normalise(stream: str) -> str:
     """Lower-case the symbol part of a stream name (``BTCUSDT@trade`` -> ``btcusdt@trade``)."""
     symbol, at, rest = stream.partition("@")
     return f"{symbol.lower()}{at}{rest}"
-
-
-def stream_route(stream: str) -> str | None:
-    """Route (:data:`PUBLIC` / :data:`MARKET`) that serves ``stream``, None if not a stream.
-
-    Examples
-    --------
-    >>> stream_route("btcusdt@trade"), stream_route("btcusdt@markPrice@1s"), stream_route("0")
-    ('public', 'market', None)
-    """
-    match = _STREAM_RE.match(stream)
-    if match is None:
-        return None
-    channel = match.group(2)
-    if channel.startswith("kline_"):
-        return MARKET
-    return CHANNEL_ROUTE.get(channel)
 
 
 def served_on(stream: str, route: str) -> bool:

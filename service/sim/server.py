@@ -31,6 +31,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from tickcast.service.feeds.binance_routes import stream_route
 from tickcast.service.sim.faults import FaultConfig, apply_tick_faults
 from tickcast.service.sim.protocol import (
     MarketRenderer,
@@ -42,7 +43,6 @@ from tickcast.service.sim.protocol import (
     read_recording,
     reply,
     served_on,
-    stream_route,
 )
 from tickcast.service.sim.session import ClientInfo, Session, SimStats
 from tickcast.service.ticks import Tick

@@ -73,7 +73,7 @@ def key(tick: Tick) -> Tick:
 
 
 def test_the_modules_docstring_examples_run() -> None:
-    for name in ("sequence", "shell", "markets", "reconnect"):
+    for name in ("sequence", "shell", "markets", "reconnect", "binance_routes"):
         module = importlib.import_module(f"tickcast.service.feeds.{name}")
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, name
