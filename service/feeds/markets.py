@@ -18,6 +18,7 @@ from typing import Any
 
 from tickcast.service import TickcastError
 from tickcast.service.feeds.base import split_unified
+from tickcast.service.feeds.binance import venue_symbol
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +74,9 @@ def offline_market(symbol: str) -> MarketInfo:
         parts = split_unified(symbol)
     except TickcastError as exc:
         raise MarketError(str(exc)) from exc
-    venue_id = f"{parts.base}{parts.quote}"
-    if parts.expiry:
-        venue_id = f"{venue_id}_{parts.expiry}"
     return MarketInfo(
         symbol=symbol,
-        venue_id=venue_id,
+        venue_id=venue_symbol(symbol),
         base=parts.base,
         quote=parts.quote,
         settle=parts.settle,
