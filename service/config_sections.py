@@ -21,6 +21,7 @@ from pydantic import (
     SerializerFunctionWrapHandler,
     field_serializer,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import NoDecode
 
@@ -157,11 +158,26 @@ class WorkerSettings(_Section):
     checkpoint_every_s: float = Field(default=60.0, gt=0)
     read_count: int = Field(default=1_000, gt=0, description="ticks per XREAD")
     block_ms: int = Field(default=500, gt=0, description="XREAD BLOCK timeout")
+    lease_ttl_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="run/worker: time to live of a symbol's ownership lease (renewed every third)",
+    )
     handoff: bool = Field(
         default=True,
         description="tickcast run: take ticks from the in-process ingester once caught up "
         "(false: read every tick back from Redis)",
     )
+
+    @model_validator(mode="after")
+    def _lease_outlives_reads(self) -> WorkerSettings:
+        """A lease is renewed between reads: a blocked read must not outlast a third of it."""
+        if self.lease_ttl_s * 1000.0 < 3 * self.block_ms:
+            raise ValueError(
+                f"lease_ttl_s ({self.lease_ttl_s}) must be at least 3 x block_ms "
+                f"({self.block_ms} ms): the lease is renewed between reads"
+            )
+        return self
 
 
 class MetricsSettings(_Section):

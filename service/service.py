@@ -38,6 +38,7 @@ from tickcast.service import TickcastError, bus
 from tickcast.service.config import Settings
 from tickcast.service.handoff import Handoff
 from tickcast.service.health import MetricsServer, Readiness
+from tickcast.service.lease import SymbolLeases
 from tickcast.service.metrics import OTHER, IngestSnapshot, Metrics
 from tickcast.service.worker import Worker
 from tickcast.service.writer import TickWriter
@@ -171,8 +172,15 @@ class Service:
         self._last_received = 0
         self._last_flow = 0.0
 
+    def _leases(self, client: redis.asyncio.Redis) -> SymbolLeases:
+        prefix = self.settings.redis.prefix
+        keys = {s: bus.symbol_key(prefix, self.venue, s, "owner") for s in self.symbols}
+        return SymbolLeases(client, keys, ttl_s=self.settings.worker.lease_ttl_s)
+
     def request_stop(self) -> None:
         """Begin a graceful shutdown (safe to call more than once, and from signal handlers)."""
+        if self.worker is not None and not self.worker.restored:
+            self.worker.stop()  # still waiting to own its symbols
         if not self._stop.is_set():
             flush = "flushing ticks" if self.run_ingest else ""
             ckpt = "checkpointing" if self.run_worker else ""
@@ -259,8 +267,11 @@ class Service:
                     symbols=self.symbols,
                     stats=self.metrics.symbol_stats,
                     handoff=handoff,
+                    leases=self._leases(worker_client),
                 )
                 await self.worker.restore()
+                if not self.worker.restored:
+                    return 0  # stopped while another process owned the symbols
                 tasks["worker"] = loop.create_task(self.worker.run(), name="worker")
             if self.run_ingest:
                 self.ingester = await self._build_ingest(ingest_client, handoff)

@@ -45,6 +45,7 @@ import redis.asyncio
 from tickcast.service import bus
 from tickcast.service.config import Settings
 from tickcast.service.handoff import Handoff
+from tickcast.service.lease import SymbolLeases
 from tickcast.service.metrics import SymbolStats
 from tickcast.service.predictor import Predictor
 from tickcast.service.resp import Lane, bulk, pack
@@ -89,6 +90,10 @@ class Worker:
     handoff : Handoff, optional
         The in-process ingester's handoff (its ``TickWriter.tap``); without one, every tick
         is read from Redis.
+    leases : SymbolLeases, optional
+        Ownership of the symbols (:mod:`tickcast.service.lease`): taken before the
+        checkpoints are restored, renewed while running, given back after the final
+        checkpoint. Losing one stops the worker (:class:`WorkerError`) without checkpointing.
     """
 
     def __init__(
@@ -102,6 +107,7 @@ class Worker:
         learner_factory: LearnerFactory | None = None,
         learner_loader: LearnerLoader | None = None,
         handoff: Handoff | None = None,
+        leases: SymbolLeases | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
@@ -130,6 +136,9 @@ class Worker:
         self.publishes = 0
         """Signal batches sent."""
         self.handoff = handoff
+        self.leases = leases
+        self.lost: list[str] = []
+        """Symbols whose lease was lost (the worker then stops without checkpointing)."""
         self._lane = Lane(client)
         self._touched: list[SymbolState] = []
         self._xread_keys = b""
@@ -138,7 +147,11 @@ class Worker:
     # -- start ------------------------------------------------------------------------------
 
     async def restore(self) -> None:
-        """Load each symbol's checkpoint (or make a fresh learner) and its publish mark."""
+        """Own the symbols (with leases: waits until they are free, or :meth:`stop`, which
+        leaves :attr:`restored` False), then load each symbol's checkpoint (or make a fresh
+        learner) and its publish mark."""
+        if self.leases is not None and not await self.leases.acquire(self._stop):
+            return
         await self.book.restore()
         keys = [bulk(s.ticks_key.encode()) for s in self.states.values()]
         self._xread_keys = b"".join((bulk(b"STREAMS"), *keys))
@@ -163,6 +176,8 @@ class Worker:
         """
         if not self.restored:
             await self.restore()
+            if not self.restored:
+                return  # stopped while waiting for the symbols
         delay = 0.05
         try:
             while not self._stop.is_set():
@@ -183,10 +198,15 @@ class Worker:
             await asyncio.shield(self._final_checkpoint())
 
     async def _final_checkpoint(self) -> None:
+        if self.lost:
+            log.error("worker: no final checkpoint: %s owned by another worker", self.lost)
+            return
         try:
             await self._publish()
             self._settle()
             await self.checkpoint(force=True)
+            if self.leases is not None:
+                await self.leases.release()
         except RETRYABLE as exc:
             log.error("worker: final checkpoint failed, Redis unreachable: %s", exc)
 
@@ -205,6 +225,8 @@ class Worker:
         one learner's learning, not every symbol's.
         """
         block = self.cfg.block_ms if block_ms is None else block_ms
+        if self.leases is not None and self.leases.due():
+            await self._keep_leases(self.leases)
         await self.book.refresh_status()  # every second; before a read can skip trimmed ticks
         if self.handoff is None:
             reply = await self._read(block, self.states.values())
@@ -219,6 +241,15 @@ class Worker:
             self._settle()
         await self._maybe_checkpoint()
         return n
+
+    async def _keep_leases(self, leases: SymbolLeases) -> None:
+        lost = await leases.renew()
+        if lost:
+            self.lost = lost
+            raise WorkerError(
+                f"lost ownership of {', '.join(lost)} (lease expired or taken): stopping without "
+                "checkpointing them; another worker owns them now"
+            )
 
     def _cursors(self, reply: Any) -> list[list[Any]]:
         """``[state, entries, 0]`` per stream of an XREAD reply."""

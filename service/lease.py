@@ -1,0 +1,181 @@
+"""Ownership of symbols: one worker at a time per symbol, as expiring Redis keys.
+
+Two workers on one symbol (two ``tickcast run`` on one Redis, or overlapping pods during a rolling
+update) would both publish its signals and overwrite each other's checkpoints. A worker that
+holds :class:`SymbolLeases` owns its symbols: one key per symbol,
+``<prefix>:{<venue>:<SYMBOLID>}:owner`` (the symbol's hash slot), set with ``NX`` and a time
+to live, holding an owner token ``<host>:<pid>:<random>``.
+
+- :meth:`SymbolLeases.acquire` takes every key or none (no deadlock between workers with
+  overlapping symbol sets), retrying until they are free. A key whose token names a process of
+  this host that no longer runs (a killed worker) is taken over at once; any other waits for
+  its owner to release it or for its time to live to run out.
+- :meth:`SymbolLeases.renew` extends the keys still holding this owner's token and returns the
+  symbols lost (expired while Redis was out of reach, or taken): the worker must stop at once,
+  without checkpointing them.
+- :meth:`SymbolLeases.release` deletes the keys still holding this owner's token, after the
+  final checkpoint, so that the next owner restores it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Mapping
+
+import redis.asyncio
+
+log = logging.getLogger(__name__)
+
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+WAIT_LOG_EVERY_S = 10.0
+"""How often a worker waiting for its symbols says who holds them."""
+
+
+def owner_token() -> str:
+    """``<host>:<pid>:<random>``: who holds a lease (the random part tells restarts apart)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def held_by_dead_local_process(token: str, host: str | None = None) -> bool:
+    """Whether ``token`` names a process of this host that no longer runs.
+
+    Examples
+    --------
+    >>> held_by_dead_local_process(f"{socket.gethostname()}:{os.getpid()}:ab")
+    False
+    >>> held_by_dead_local_process("elsewhere:1:ab")
+    False
+    """
+    owner_host, _, rest = token.partition(":")
+    pid_text = rest.partition(":")[0]
+    if owner_host != (host or socket.gethostname()) or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class SymbolLeases:
+    """Leases on some symbols' owner keys; see the module docstring.
+
+    Parameters
+    ----------
+    client : redis.asyncio.Redis
+        Bytes-mode client.
+    keys : mapping of str to str
+        Owner key of each symbol.
+    ttl_s : float
+        Time to live of a lease: renew well within it (:attr:`renew_every_s`).
+    token : str, optional
+        Owner token (default :func:`owner_token`).
+    """
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        keys: Mapping[str, str],
+        ttl_s: float = 10.0,
+        token: str | None = None,
+    ) -> None:
+        if ttl_s <= 0:
+            raise ValueError("ttl_s must be positive")
+        self.client = client
+        self.keys = dict(keys)
+        self.ttl_ms = max(1, int(ttl_s * 1000))
+        self.token = token or owner_token()
+        self.held = False
+        self._renewed = 0.0
+
+    @property
+    def renew_every_s(self) -> float:
+        """A third of the time to live."""
+        return self.ttl_ms / 3000.0
+
+    async def acquire(self, stop: asyncio.Event) -> bool:
+        """Take every key, retrying until they are all free; False if ``stop`` was set first."""
+        logged = 0.0
+        while not stop.is_set():
+            holders = await self._try_all()
+            if not holders:
+                self.held, self._renewed = True, time.monotonic()
+                log.info("owning %s as %s", ", ".join(self.keys), self.token)
+                return True
+            now = time.monotonic()
+            if now - logged >= WAIT_LOG_EVERY_S:
+                logged = now
+                log.warning(
+                    "waiting for %s: held by %s (until released or expired, <= %.0f s)",
+                    ", ".join(holders),
+                    ", ".join(sorted(set(holders.values()))),
+                    self.ttl_ms / 1000.0,
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.renew_every_s / 2.0)
+        return False
+
+    async def _try_all(self) -> dict[str, str]:
+        """One all-or-nothing attempt: ``{}`` when every key was taken, else the holders of
+        the keys that were not (the keys taken meanwhile are given back)."""
+        taken: list[str] = []
+        holders: dict[str, str] = {}
+        for symbol, key in self.keys.items():
+            if await self.client.set(key, self.token, nx=True, px=self.ttl_ms):
+                taken.append(key)
+                continue
+            holder = await self.client.get(key)
+            text = holder.decode() if isinstance(holder, bytes) else str(holder)
+            if holder is not None and held_by_dead_local_process(text):
+                log.info("%s: its owner %s is gone; taking it over", symbol, text)
+                await self.client.eval(_RELEASE, 1, key, text)
+                if await self.client.set(key, self.token, nx=True, px=self.ttl_ms):
+                    taken.append(key)
+                    continue
+            holders[symbol] = text
+        if holders:
+            for key in taken:
+                await self.client.eval(_RELEASE, 1, key, self.token)
+        return holders
+
+    def due(self) -> bool:
+        """Whether :meth:`renew` should run now (every :attr:`renew_every_s`)."""
+        return self.held and time.monotonic() - self._renewed >= self.renew_every_s
+
+    async def renew(self) -> list[str]:
+        """Extend every lease; return the symbols whose key no longer holds this token."""
+        lost = []
+        for symbol, key in self.keys.items():
+            kept = await self.client.eval(_RENEW, 1, key, self.token, self.ttl_ms)
+            if not kept:
+                lost.append(symbol)
+        self._renewed = time.monotonic()
+        return lost
+
+    async def release(self) -> None:
+        """Give back every key still holding this token (after the final checkpoint)."""
+        if not self.held:
+            return
+        for key in self.keys.values():
+            await self.client.eval(_RELEASE, 1, key, self.token)
+        self.held = False
+        log.info("released %s", ", ".join(self.keys))

@@ -1,0 +1,140 @@
+"""Symbol ownership: one worker per symbol at a time, against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import doctest
+import socket
+import subprocess
+import sys
+
+import pytest
+import redis
+import redis.asyncio
+
+from tickcast.service import bus, lease
+from tickcast.service.config import ConfigError, load_settings
+from tickcast.service.lease import SymbolLeases
+from tickcast.service.service import Service
+from tickcast.service.symbolstate import WorkerError
+from tickcast.service.worker import Worker
+
+from support import worker_settings
+
+SYMBOLS = ("BTC/USDT:USDT", "ETH/USDT:USDT")
+KEYS = {s: bus.symbol_key("tickcast", "sim", s, "owner") for s in SYMBOLS}
+
+
+def leases(client: redis.asyncio.Redis, ttl_s: float = 1.0) -> SymbolLeases:
+    return SymbolLeases(client, KEYS, ttl_s=ttl_s)
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_the_modules_docstring_examples_run() -> None:
+    result = doctest.testmod(lease)
+    assert result.failed == 0 and result.attempted > 0
+
+
+async def test_symbols_are_taken_all_or_nothing_once_the_other_owner_is_gone(
+    async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis
+) -> None:
+    redis_client.set(KEYS[SYMBOLS[1]], "elsewhere:1:aa", px=600)
+    mine = leases(async_redis_client)
+    task = asyncio.create_task(mine.acquire(asyncio.Event()))
+    await asyncio.sleep(0.3)
+    assert not task.done(), "waits while another worker owns one of the symbols"
+    assert redis_client.get(KEYS[SYMBOLS[0]]) is None, "the free one is not kept meanwhile"
+    assert await asyncio.wait_for(task, 5.0)
+    assert all(redis_client.get(k) == mine.token.encode() for k in KEYS.values())
+    assert 0 < redis_client.pttl(KEYS[SYMBOLS[0]]) <= 1000
+
+
+async def test_a_lease_of_a_dead_process_of_this_host_is_taken_over_at_once(
+    async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis
+) -> None:
+    redis_client.set(KEYS[SYMBOLS[0]], f"{socket.gethostname()}:{dead_pid()}:aa", px=60_000)
+    mine = leases(async_redis_client, ttl_s=60.0)
+    assert await asyncio.wait_for(mine.acquire(asyncio.Event()), 2.0)
+    assert redis_client.get(KEYS[SYMBOLS[0]]) == mine.token.encode()
+
+
+async def test_waiting_ends_when_asked_to_stop(
+    async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis
+) -> None:
+    redis_client.set(KEYS[SYMBOLS[0]], "elsewhere:1:aa", px=60_000)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.2, stop.set)
+    assert not await asyncio.wait_for(leases(async_redis_client).acquire(stop), 5.0)
+
+
+async def test_renew_reports_a_taken_lease_and_release_keeps_what_is_not_ours(
+    async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis
+) -> None:
+    mine = leases(async_redis_client, ttl_s=5.0)
+    assert await mine.acquire(asyncio.Event())
+    redis_client.set(KEYS[SYMBOLS[1]], "elsewhere:1:bb")
+    assert await mine.renew() == [SYMBOLS[1]]
+    assert redis_client.pttl(KEYS[SYMBOLS[0]]) > 4000
+    await mine.release()
+    assert redis_client.get(KEYS[SYMBOLS[0]]) is None
+    assert redis_client.get(KEYS[SYMBOLS[1]]) == b"elsewhere:1:bb"
+
+
+async def test_a_worker_that_lost_a_symbol_stops_without_checkpointing(
+    async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis
+) -> None:
+    worker = Worker(
+        async_redis_client,
+        worker_settings(SYMBOLS),
+        venue="sim",
+        leases=leases(async_redis_client, ttl_s=0.3),
+    )
+    await worker.restore()
+    assert worker.restored
+    redis_client.set(KEYS[SYMBOLS[0]], "elsewhere:1:cc")
+    await asyncio.sleep(0.15)  # a renewal is due
+    with pytest.raises(WorkerError, match="lost ownership"):
+        await asyncio.wait_for(worker.run(), 5.0)
+    assert worker.lost == [SYMBOLS[0]]
+    assert not redis_client.exists(bus.ckpt_key("tickcast", "sim", SYMBOLS[1]))
+
+
+async def test_a_second_service_waits_and_takes_over_from_the_first_checkpoint(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    settings = load_settings(
+        None,
+        {
+            "exchange.symbols": list(SYMBOLS),
+            "metrics.enabled": False,
+            "sim.speed": 4.0,
+            "worker.lease_ttl_s": 30.0,
+        },
+    )
+    first = Service(settings, redis_url)
+    first_run = asyncio.create_task(first.run(handle_signals=False))
+    await asyncio.wait_for(first.ready.wait(), 15.0)
+    second = Service(settings, redis_url)
+    second_run = asyncio.create_task(second.run(handle_signals=False))
+    await asyncio.sleep(1.5)
+    assert not second.ready.is_set() and second.ingester is None, "waits, and does not ingest"
+    first.request_stop()
+    assert await asyncio.wait_for(first_run, 15.0) == 0
+    assert first.worker is not None
+    handed = {s: st.ticks for s, st in first.worker.states.items()}
+    await asyncio.wait_for(second.ready.wait(), 15.0)  # at once: the lease was given back
+    assert second.worker is not None
+    assert {s: st.ticks for s, st in second.worker.states.items()} == handed, "its checkpoint"
+    second.request_stop()
+    assert await asyncio.wait_for(second_run, 15.0) == 0
+    assert all(redis_client.get(k) is None for k in KEYS.values()), "released on the way out"
+
+
+def test_a_lease_shorter_than_three_blocked_reads_is_refused() -> None:
+    with pytest.raises(ConfigError, match="lease_ttl_s"):
+        load_settings(None, {"worker.lease_ttl_s": 1.0, "worker.block_ms": 500})
