@@ -163,13 +163,12 @@ class SymbolLeases:
 
     async def renew(self) -> list[str]:
         """Extend every lease; return the symbols whose key no longer holds this token."""
-        lost = []
-        for symbol, key in self.keys.items():
-            kept = await self.client.eval(_RENEW, 1, key, self.token, self.ttl_ms)
-            if not kept:
-                lost.append(symbol)
+        pipe = self.client.pipeline(transaction=False)  # one round trip for every symbol
+        for key in self.keys.values():
+            pipe.eval(_RENEW, 1, key, self.token, self.ttl_ms)
+        kept = await pipe.execute()
         self._renewed = time.monotonic()
-        return lost
+        return [symbol for symbol, ok in zip(self.keys, kept, strict=True) if not ok]
 
     async def release(self) -> None:
         """Give back every key still holding this token (after the final checkpoint)."""
