@@ -9,6 +9,8 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
+import redis
+
 from tickcast.service import TickcastError, __version__
 
 
@@ -55,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("tickcast").debug("command failed", exc_info=True)
         print(f"tickcast: error: {exc}", file=sys.stderr)
         return 2
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        logging.getLogger("tickcast").debug("command failed", exc_info=True)
+        print(f"tickcast: error: Redis unreachable: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return code

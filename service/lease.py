@@ -28,6 +28,7 @@ import socket
 import time
 from collections.abc import Mapping
 
+import redis
 import redis.asyncio
 
 log = logging.getLogger(__name__)
@@ -113,10 +114,19 @@ class SymbolLeases:
         return self.ttl_ms / 3000.0
 
     async def acquire(self, stop: asyncio.Event) -> bool:
-        """Take every key, retrying until they are all free; False if ``stop`` was set first."""
+        """Take every key, retrying until they are all free (and while Redis is out of reach);
+        False if ``stop`` was set first."""
         logged = 0.0
         while not stop.is_set():
-            holders = await self._try_all()
+            try:
+                holders = await self._try_all()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning(
+                    "cannot take the symbols' leases, Redis unreachable (%s); retrying", exc
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.renew_every_s)
+                continue
             if not holders:
                 self.held, self._renewed = True, time.monotonic()
                 log.info("owning %s as %s", ", ".join(self.keys), self.token)

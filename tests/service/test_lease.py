@@ -11,9 +11,12 @@ import sys
 import pytest
 import redis
 import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from tickcast.service import bus, lease
 from tickcast.service.config import ConfigError, load_settings
+from tickcast.service.embedded import free_port
 from tickcast.service.lease import SymbolLeases
 from tickcast.service.service import Service
 from tickcast.service.symbolstate import WorkerError
@@ -138,3 +141,14 @@ async def test_a_second_service_waits_and_takes_over_from_the_first_checkpoint(
 def test_a_lease_shorter_than_three_blocked_reads_is_refused() -> None:
     with pytest.raises(ConfigError, match="lease_ttl_s"):
         load_settings(None, {"worker.lease_ttl_s": 1.0, "worker.block_ms": 500})
+
+
+async def test_waiting_outlasts_an_unreachable_redis(caplog: pytest.LogCaptureFixture) -> None:
+    nowhere = redis.asyncio.Redis(port=free_port(), retry=Retry(NoBackoff(), 0))
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.5, stop.set)
+    try:
+        assert not await asyncio.wait_for(leases(nowhere, ttl_s=0.3).acquire(stop), 5.0)
+    finally:
+        await nowhere.aclose()
+    assert "Redis unreachable" in caplog.text
