@@ -47,8 +47,6 @@ from tickcast.service.config import Settings
 from tickcast.service.handoff import Handoff
 from tickcast.service.lease import SymbolLeases
 from tickcast.service.metrics import SymbolStats
-from tickcast.service.predictor import Predictor
-from tickcast.service.resp import Lane, bulk, pack
 from tickcast.service.symbolstate import (
     START_ID,
     Learner,
@@ -59,6 +57,7 @@ from tickcast.service.symbolstate import (
     WorkerError,
 )
 from tickcast.service.ticks import Tick
+from tickcast.service.workerlane import WorkerLane
 
 __all__ = ["START_ID", "Learner", "SymbolState", "Worker", "WorkerError"]
 
@@ -129,20 +128,24 @@ class Worker:
         self.last_tick_monotonic = 0.0
         self.restored = False
         self.redis_errors = 0
-        self.reads = 0
-        """XREADs sent (each one Redis round trip)."""
         self.handed_off = 0
         """Ticks taken from the handoff rather than read from Redis."""
-        self.publishes = 0
-        """Signal batches sent."""
         self.handoff = handoff
         self.leases = leases
         self.lost: list[str] = []
         """Symbols whose lease was lost (the worker then stops without checkpointing)."""
-        self._lane = Lane(client)
+        self.io = WorkerLane(client, self.cfg.read_count)
         self._touched: list[SymbolState] = []
-        self._xread_keys = b""
-        self._xread_count = pack("XREAD", "COUNT", self.cfg.read_count)[4:]
+
+    @property
+    def reads(self) -> int:
+        """XREADs sent (each one Redis round trip)."""
+        return self.io.reads
+
+    @property
+    def publishes(self) -> int:
+        """Signal batches sent."""
+        return self.io.publishes
 
     # -- start ------------------------------------------------------------------------------
 
@@ -153,8 +156,7 @@ class Worker:
         if self.leases is not None and not await self.leases.acquire(self._stop):
             return
         await self.book.restore()
-        keys = [bulk(s.ticks_key.encode()) for s in self.states.values()]
-        self._xread_keys = b"".join((bulk(b"STREAMS"), *keys))
+        self.io.use(list(self.states.values()))
         self.restored = True
 
     # -- the loop ---------------------------------------------------------------------------
@@ -202,7 +204,7 @@ class Worker:
             log.error("worker: no final checkpoint: %s owned by another worker", self.lost)
             return
         try:
-            await self._publish()
+            await self.io.publish()
             self._settle()
             await self.checkpoint(force=True)
             if self.leases is not None:
@@ -229,12 +231,12 @@ class Worker:
             await self._keep_leases(self.leases)
         await self.book.refresh_status()  # every second; before a read can skip trimmed ticks
         if self.handoff is None:
-            reply = await self._read(block, self.states.values())
+            reply = await self._read(block, list(self.states.values()))
             n = self._sweep(self._cursors(reply), decoded=False)
         else:
             n = await self._step_handoff(self.handoff, block)
         if any(s.predictor.pending for s in self.states.values()):
-            await self._publish()  # the lane was down: send them the slow way
+            await self.io.publish()  # the lane was down: send them the slow way
         if n:
             self.last_tick_monotonic = time.monotonic()
         else:
@@ -260,7 +262,7 @@ class Worker:
         """Consume every cursor's entries, each stream up to its next fresh signal in turn
         (whose XADD is sent at once); return the entries consumed."""
         n = 0
-        send = self._send
+        send = self.io.send
         while cursors:
             for cursor in cursors:
                 state, entries, i = cursor
@@ -292,25 +294,24 @@ class Worker:
         taken = handoff.take(self.states.values())
         self.handed_off += sum(len(c[1]) for c in taken)
         n += self._sweep(taken, decoded=True)
-        if self._lane.owed and await self._lane.poll(yield_first=False):
-            await self._confirm()  # every reply is in: counted as acknowledged now, not later
+        if self.io.owed and await self.io.poll():
+            await self.io.confirm()  # every reply is in: counted as acknowledged now, not later
         return n
 
     async def _idle(self, handoff: Handoff, block_ms: int) -> None:
         """Nothing queued: let the learners that made signals learn, confirm the signals sent,
         then wait up to ``block_ms`` for the handoff."""
-        wake, lane = handoff.wake, self._lane
+        wake, io = handoff.wake, self.io
         wake.clear()
         while self._touched:
             self._settle(1)
-            if lane.owed and await lane.poll():
-                await self._confirm()
-            else:
-                await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            if io.owed and await io.poll():
+                await io.confirm()
             if handoff.pending():
                 return
-        if lane.owed:
-            await self._confirm()
+        if io.owed:
+            await io.confirm()
             if handoff.pending():
                 return
         if block_ms:
@@ -318,88 +319,16 @@ class Worker:
                 async with asyncio.timeout(block_ms / 1000.0):
                     await wake.wait()
 
-    async def _confirm(self) -> None:
-        """Read the replies of the signals sent; count them as published (requeued on error)."""
-        try:
-            await self._lane.collect()
-        except BaseException:
-            for state in self.states.values():
-                state.predictor.requeue()
-            raise
-        acked_ns = self._lane.times_ns[-1] if self._lane.times_ns else time.time_ns()
-        for state in self.states.values():
-            state.predictor.published(acked_ns)
+    async def _read(self, block_ms: int, states: Sequence[SymbolState]) -> Any:
+        """One XREAD over ``states``' tick streams; the learners that made signals learn,
+        one at a time, until its answer arrives."""
+        return await self.io.read(block_ms, states, self._learning_left, self._settle_one)
 
-    # -- Redis ------------------------------------------------------------------------------
+    def _learning_left(self) -> bool:
+        return bool(self._touched)
 
-    def _xread(self, block_ms: int, states: Sequence[SymbolState]) -> bytes:
-        """``XREAD COUNT <read_count> [BLOCK <block_ms>] STREAMS <keys> <last IDs>``, packed."""
-        n = len(states)
-        head = b"*%d\r\n%b" % (2 * n + (6 if block_ms else 4), self._xread_count)
-        if block_ms:
-            head += b"$5\r\nBLOCK\r\n" + bulk(b"%d" % block_ms)
-        if n == len(self.states):
-            keys = self._xread_keys
-        else:
-            keys = b"".join((bulk(b"STREAMS"), *(bulk(s.ticks_key.encode()) for s in states)))
-        ids = [bulk(s.last_id.encode()) for s in states]
-        return b"".join((head, keys, *ids))
-
-    async def _read(self, block_ms: int, states: Any) -> Any:
-        """One XREAD over the tick streams of ``states``, on the fast lane; learn meanwhile.
-
-        The replies of the signals sent since the last read come first: once they are in,
-        those signals count as published (they are requeued when the read fails).
-        """
-        data, lane = self._xread(block_ms, list(states)), self._lane
-        self.reads += 1
-        try:
-            if self._touched and lane.send(data, 1):
-                while self._touched and not await lane.poll():
-                    self._settle(1)
-                replies = await lane.collect(block_ms / 1000.0)
-            else:
-                replies = await lane.call(data, 1, block_ms / 1000.0, owed=True)
-        except BaseException:
-            for state in self.states.values():
-                state.predictor.requeue()
-            raise
-        if len(replies) > 1:  # acknowledged when the last signal's reply was read
-            acked_ns = lane.times_ns[-2]
-            for state in self.states.values():
-                state.predictor.published(acked_ns)
-        reply = replies[-1]
-        return reply.items() if isinstance(reply, dict) else reply
-
-    def _send(self, predictor: Predictor) -> None:
-        """Write one symbol's pending signals now; :meth:`_publish` reads the replies."""
-        parts: list[bytes] = []
-        n = predictor.pack(parts)
-        if self._lane.send(b"".join(parts), n):
-            self.publishes += 1
-        else:
-            predictor.requeue()
-
-    async def _publish(self) -> None:
-        """XADD every pending signal in one batch and confirm those already sent (all are
-        requeued when that fails)."""
-        predictors = [s.predictor for s in self.states.values() if s.predictor.unconfirmed]
-        if not predictors:
-            return
-        parts: list[bytes] = []
-        for predictor in predictors:
-            predictor.pack(parts)
-        if parts:
-            self.publishes += 1
-        try:
-            await self._lane.call(b"".join(parts), len(parts))
-        except BaseException:
-            for predictor in predictors:
-                predictor.requeue()
-            raise
-        now_ns = time.time_ns()
-        for predictor in predictors:
-            predictor.published(now_ns)
+    def _settle_one(self) -> None:
+        self._settle(1)
 
     def _settle(self, limit: int | None = None) -> None:
         """Let up to ``limit`` (default all) learners that made signals learn (``flush()``),
@@ -464,7 +393,7 @@ class Worker:
     async def _maybe_checkpoint(self) -> None:
         due = self.book.due()
         if due:
-            await self._publish()  # a checkpoint never runs ahead of acknowledged signals
+            await self.io.publish()  # a checkpoint never runs ahead of acknowledged signals
             await self.book.checkpoint(due)
 
     async def checkpoint(
