@@ -16,6 +16,11 @@ the worker alone (``ingest=False``), each with its own metrics endpoint:
 - :class:`~tickcast.service.metrics.Metrics` on ``metrics.host:metrics.port`` with ``/healthz``
   and ``/readyz`` (Redis answers PING and ticks arrived in the last ``stale_s`` seconds).
 
+Ownership (:mod:`tickcast.service.lease`): the worker takes the symbols' ``owner`` leases
+before restoring them, the ingest side their ``ingester`` leases before connecting the feed (and
+renews them; losing one stops the service with exit code 1): a second process on the same
+symbols waits for the first.
+
 Shutdown (:meth:`Service.request_stop`, wired to SIGTERM, SIGINT and SIGHUP by :meth:`Service.run`):
 stop the feed, flush the ingest buffer, let the worker finish its step and checkpoint, stop the
 simulator and the metrics server — all within ``stop_timeout_s``.
@@ -166,16 +171,32 @@ class Service:
         self.sim: Any = None
         self.ingester: Any = None
         self.worker: Worker | None = None
+        self.ingest_leases: SymbolLeases | None = None
         self.metrics_server: MetricsServer | None = None
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._last_received = 0
         self._last_flow = 0.0
 
-    def _leases(self, client: redis.asyncio.Redis) -> SymbolLeases:
+    def _leases(self, client: redis.asyncio.Redis, kind: str) -> SymbolLeases:
+        """Leases on the symbols' ``owner`` (worker) or ``ingester`` keys."""
         prefix = self.settings.redis.prefix
-        keys = {s: bus.symbol_key(prefix, self.venue, s, "owner") for s in self.symbols}
+        keys = {s: bus.symbol_key(prefix, self.venue, s, kind) for s in self.symbols}
         return SymbolLeases(client, keys, ttl_s=self.settings.worker.lease_ttl_s)
+
+    async def _keep(self, leases: SymbolLeases) -> None:
+        """Renew the ingest leases until cancelled; raise when one is lost."""
+        while True:
+            await asyncio.sleep(leases.renew_every_s)
+            try:
+                lost = await leases.renew()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("cannot renew the ingest leases, Redis unreachable (%s)", exc)
+                continue
+            if lost:
+                raise ServiceError(
+                    f"lost the ingest lease of {', '.join(lost)} (expired or taken): stopping"
+                )
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (safe to call more than once, and from signal handlers)."""
@@ -267,13 +288,18 @@ class Service:
                     symbols=self.symbols,
                     stats=self.metrics.symbol_stats,
                     handoff=handoff,
-                    leases=self._leases(worker_client),
+                    leases=self._leases(worker_client, "owner"),
                 )
                 await self.worker.restore()
                 if not self.worker.restored:
                     return 0  # stopped while another process owned the symbols
                 tasks["worker"] = loop.create_task(self.worker.run(), name="worker")
             if self.run_ingest:
+                self.ingest_leases = self._leases(ingest_client, "ingester")
+                if not await self.ingest_leases.acquire(self._stop):
+                    await self._shutdown(tasks)  # stopped while another ingester held them
+                    return 0
+                tasks["leases"] = loop.create_task(self._keep(self.ingest_leases), name="leases")
                 self.ingester = await self._build_ingest(ingest_client, handoff)
                 tasks["ingest"] = loop.create_task(self.ingester.run(), name="ingest")
             tasks["flow"] = loop.create_task(self._watch_flow(), name="flow")
@@ -317,6 +343,11 @@ class Service:
                     self.ingester.stop()
                     with contextlib.suppress(Exception):
                         await tasks["ingest"]
+                if "leases" in tasks:
+                    tasks["leases"].cancel()
+                if self.ingest_leases is not None:
+                    with contextlib.suppress(Exception):
+                        await self.ingest_leases.release()  # only what is still ours
                 if self.worker is not None:
                     self.worker.stop()
                     with contextlib.suppress(Exception):

@@ -13,6 +13,9 @@ configured (settings file, ``TICKCAST__METRICS__PORT``, ``--set metrics.port=N``
 ``--metrics-port`` is given (0 = a free one): ``run`` and ``worker`` default to 9464, so an
 ingester and a worker on one machine do not collide. ``--set metrics.enabled=false``: none.
 
+One ingester per symbol: it takes the symbols' ``ingester`` leases in Redis before connecting
+(a second one on the same symbols waits; see :mod:`tickcast.service.lease`).
+
 SIGTERM / SIGINT / SIGHUP (or ``--seconds``): stop the feed, flush the buffer, exit 0.
 """
 

@@ -15,7 +15,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from tickcast.service import bus, lease
-from tickcast.service.config import ConfigError, load_settings
+from tickcast.service.config import ConfigError, Settings, load_settings
 from tickcast.service.embedded import free_port
 from tickcast.service.lease import SymbolLeases
 from tickcast.service.service import Service
@@ -152,3 +152,42 @@ async def test_waiting_outlasts_an_unreachable_redis(caplog: pytest.LogCaptureFi
     finally:
         await nowhere.aclose()
     assert "Redis unreachable" in caplog.text
+
+
+def ingest_settings(**extra: object) -> Settings:
+    return load_settings(
+        None,
+        {"exchange.symbols": list(SYMBOLS), "metrics.enabled": False, "sim.speed": 4.0, **extra},
+    )
+
+
+async def test_a_second_ingester_waits_until_the_first_has_flushed_and_let_go(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    first = Service(ingest_settings(), redis_url, work=False)
+    first_run = asyncio.create_task(first.run(handle_signals=False))
+    await asyncio.wait_for(first.ready.wait(), 15.0)
+    second = Service(ingest_settings(), redis_url, work=False)
+    second_run = asyncio.create_task(second.run(handle_signals=False))
+    await asyncio.sleep(1.0)
+    assert second.ingester is None, "one ingester per symbol: the second waits"
+    first.request_stop()
+    assert await asyncio.wait_for(first_run, 15.0) == 0
+    await asyncio.wait_for(second.ready.wait(), 15.0)
+    assert second.ingester is not None
+    second.request_stop()
+    assert await asyncio.wait_for(second_run, 15.0) == 0
+    owners = [bus.symbol_key("tickcast", "sim", s, "ingester") for s in SYMBOLS]
+    assert all(redis_client.get(k) is None for k in owners), "released on the way out"
+
+
+async def test_an_ingester_that_lost_its_lease_stops_with_an_error(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    settings = ingest_settings(**{"worker.lease_ttl_s": 0.6, "worker.block_ms": 100})
+    service = Service(settings, redis_url, work=False)
+    run = asyncio.create_task(service.run(handle_signals=False))
+    await asyncio.wait_for(service.ready.wait(), 15.0)
+    redis_client.set(bus.symbol_key("tickcast", "sim", SYMBOLS[0], "ingester"), "elsewhere:1:dd")
+    assert await asyncio.wait_for(run, 15.0) == 1
+    assert service.ingester is not None and service.ingester.stats.written > 0
