@@ -1,5 +1,6 @@
-"""``tickcast status``: per symbol, the last tick's age, samples, scores, model version and
-checkpoint age, read from Redis (the running service's embedded one by default).
+"""``tickcast status``: per symbol, the last tick's age, samples, scores, model version,
+checkpoint age and who owns it (the ``host:pid`` holding its worker lease; ``--json`` also
+gives the ingester's), read from Redis (the running service's embedded one by default).
 
 Without ``--symbols`` it shows every symbol with a tick stream in Redis (of ``--exchange``
 when given)."""
@@ -67,6 +68,9 @@ async def symbol_status(
     out["ticks_processed"] = int(live["ticks"]) if live["ticks"] is not None else None
     saved = fields[-1]
     out["checkpoint_age_s"] = (now_ms - int(saved)) / 1000.0 if saved is not None else None
+    for role, kind in (("worker_owner", "owner"), ("ingester_owner", "ingester")):
+        holder = await client.get(bus.symbol_key(prefix, venue, symbol, kind))
+        out[role] = holder.decode() if isinstance(holder, bytes) else holder
     return out
 
 
@@ -100,6 +104,8 @@ def _fmt(value: Any, kind: str) -> str:
         return f"{100 * value:.1f}%"
     if kind == "num":
         return f"{value:+.3f}"
+    if kind == "owner":  # host:pid:random -> host:pid
+        return ":".join(str(value).split(":")[:2])
     return str(value)
 
 
@@ -113,6 +119,7 @@ COLUMNS = (
     ("skill", "skill_vs_zero", "num", 7),
     ("model v", "model_version", "str", 8),
     ("checkpoint", "checkpoint_age_s", "age", 10),
+    ("owner", "worker_owner", "owner", 16),
 )
 
 

@@ -117,6 +117,8 @@ def test_status_reports_each_symbol_of_the_running_service(live: Live) -> None:
         assert 0.0 <= row["last_tick_age_s"] < 30.0
         assert row["samples"] > 0 and row["model_version"] > 0
         assert 0.0 <= row["hit_rate"] <= 1.0
+        for owner in (row["worker_owner"], row["ingester_owner"]):
+            assert owner.split(":")[1] == str(live.proc.pid), "the running service owns it"
     table = cli(live, "status")
     assert table.returncode == 0 and SYMBOLS[0] in table.stdout and "hit rate" in table.stdout
 
