@@ -2,7 +2,7 @@
 
 Each symbol has its own price level, tick and lot sizes, volatility, trade and quote rates,
 top-of-book depth, trade size and strength of the planted effect; see
-:mod:`tickcast.service.sim.market` for the dynamics they drive.
+:mod:`tickcast.service.sim.symbolsim` for the dynamics they drive.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ async def subscribe(ws: ClientConnection, streams: list[str], rid: int = 1) -> N
 
 
 def test_the_pure_modules_docstring_examples_run() -> None:
-    for name in ("faults", "protocol"):
+    for name in ("faults", "protocol", "market", "symbolsim", "oracle"):
         module = importlib.import_module(f"tickcast.service.sim.{name}")
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, name
