@@ -4,12 +4,12 @@ Two workers on one symbol (two ``tickcast run`` on one Redis, or overlapping pod
 update) would both publish its signals and overwrite each other's checkpoints. A worker that
 holds :class:`SymbolLeases` owns its symbols: one key per symbol,
 ``<prefix>:{<venue>:<SYMBOLID>}:owner`` (the symbol's hash slot), set with ``NX`` and a time
-to live, holding an owner token ``<host>:<pid>:<random>``.
+to live, holding an owner token ``<host>:<pid>:<pid namespace>:<random>``.
 
 - :meth:`SymbolLeases.acquire` takes every key or none (no deadlock between workers with
   overlapping symbol sets), retrying until they are free. A key whose token names a process of
-  this host that no longer runs (a killed worker) is taken over at once; any other waits for
-  its owner to release it or for its time to live to run out.
+  this host and PID namespace that no longer runs (a killed worker) is taken over at once; any
+  other waits for its owner to release it or for its time to live to run out.
 - :meth:`SymbolLeases.renew` extends the keys still holding this owner's token and returns the
   symbols lost (expired while Redis was out of reach, or taken): the worker must stop at once,
   without checkpointing them.
@@ -49,27 +49,42 @@ WAIT_LOG_EVERY_S = 10.0
 """How often a worker waiting for its symbols says who holds them."""
 
 
+def pid_namespace() -> str:
+    """An id of this process's PID namespace (Linux: the inode of ``/proc/self/ns/pid``), so
+    that containers sharing a host name (host networking) do not judge each other's pids;
+    ``"-"`` where there is none."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "-"
+
+
 def owner_token() -> str:
-    """``<host>:<pid>:<random>``: who holds a lease (the random part tells restarts apart)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    """``<host>:<pid>:<pid namespace>:<random>``: who holds a lease (the random part tells
+    restarts apart)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{pid_namespace()}:{secrets.token_hex(4)}"
 
 
-def held_by_dead_local_process(token: str, host: str | None = None) -> bool:
-    """Whether ``token`` names a process of this host that no longer runs.
+def held_by_dead_local_process(token: str) -> bool:
+    """Whether ``token`` names a process of this host and PID namespace that no longer runs.
 
     Examples
     --------
-    >>> held_by_dead_local_process(f"{socket.gethostname()}:{os.getpid()}:ab")
+    >>> held_by_dead_local_process(owner_token())
     False
-    >>> held_by_dead_local_process("elsewhere:1:ab")
+    >>> held_by_dead_local_process(f"elsewhere:1:{pid_namespace()}:ab")
+    False
+    >>> held_by_dead_local_process(f"{socket.gethostname()}:1:another-namespace:ab")
     False
     """
-    owner_host, _, rest = token.partition(":")
-    pid_text = rest.partition(":")[0]
-    if owner_host != (host or socket.gethostname()) or not pid_text.isdigit():
+    parts = token.split(":")
+    if len(parts) != 4 or not parts[1].isdigit():
+        return False
+    host, pid, namespace, _ = parts
+    if host != socket.gethostname() or namespace != pid_namespace():
         return False
     try:
-        os.kill(int(pid_text), 0)
+        os.kill(int(pid), 0)
     except ProcessLookupError:
         return True
     except PermissionError:

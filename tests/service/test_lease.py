@@ -60,7 +60,8 @@ async def test_symbols_are_taken_all_or_nothing_once_the_other_owner_is_gone(
 async def test_a_lease_of_a_dead_process_of_this_host_is_taken_over_at_once(
     async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis
 ) -> None:
-    redis_client.set(KEYS[SYMBOLS[0]], f"{socket.gethostname()}:{dead_pid()}:aa", px=60_000)
+    token = f"{socket.gethostname()}:{dead_pid()}:{lease.pid_namespace()}:aa"
+    redis_client.set(KEYS[SYMBOLS[0]], token, px=60_000)
     mine = leases(async_redis_client, ttl_s=60.0)
     assert await asyncio.wait_for(mine.acquire(asyncio.Event()), 2.0)
     assert redis_client.get(KEYS[SYMBOLS[0]]) == mine.token.encode()
