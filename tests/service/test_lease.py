@@ -46,7 +46,7 @@ def test_the_modules_docstring_examples_run() -> None:
 async def test_symbols_are_taken_all_or_nothing_once_the_other_owner_is_gone(
     async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis
 ) -> None:
-    redis_client.set(KEYS[SYMBOLS[1]], "elsewhere:1:aa", px=600)
+    redis_client.set(KEYS[SYMBOLS[1]], "elsewhere:1:aa", px=1500)
     mine = leases(async_redis_client)
     task = asyncio.create_task(mine.acquire(asyncio.Event()))
     await asyncio.sleep(0.3)
