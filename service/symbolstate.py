@@ -211,33 +211,34 @@ class SymbolBook:
         return learner
 
     async def refresh_status(self) -> None:
-        """Every :data:`STATUS_EVERY_S`, write the changed ``samples`` / ``ticks`` counts and
-        :meth:`check_trimmed`."""
+        """Every :data:`STATUS_EVERY_S`, in one round trip: write the changed ``samples`` /
+        ``ticks`` counts and :meth:`check_trimmed`."""
         now = time.monotonic()
         if now - self._status_monotonic < STATUS_EVERY_S:
             return
         self._status_monotonic = now
-        changed = [s for s in self.states.values() if s.ticks != s.ticks_at_status]
-        if changed:
-            pipe = self.client.pipeline(transaction=False)
-            for s in changed:
+        pipe = self.client.pipeline(transaction=False)
+        for s in self.states.values():
+            if s.ticks != s.ticks_at_status:
                 queue_status(pipe, s.ckpt_key, s.stats.samples, s.ticks)
                 s.ticks_at_status = s.ticks
-            await pipe.execute()
-        await self.check_trimmed()
+        await self.check_trimmed(pipe)
 
-    async def check_trimmed(self) -> None:
+    async def check_trimmed(self, pipe: Any = None) -> None:
         """Count (``stats.trimmed``) and log each symbol whose tick stream now starts after the
         worker's position: ``MAXLEN`` trimmed ticks the worker had not read (it fell behind by
         more than ``redis.tick_maxlen``, or was down that long). A stream trimmed exactly up to
-        the position is indistinguishable in Redis < 7 and counted too."""
+        the position is indistinguishable in Redis < 7 and counted too.
+
+        ``pipe``: a pipeline with other commands queued, executed together with the check."""
+        pipe = pipe if pipe is not None else self.client.pipeline(transaction=False)
         states = [s for s in self.states.values() if s.last_id != START_ID]
-        if not states:
-            return
-        pipe = self.client.pipeline(transaction=False)
         for state in states:
             pipe.xrange(state.ticks_key, count=1)
-        firsts = await pipe.execute()
+        if not len(pipe):
+            return
+        replies = await pipe.execute()
+        firsts = replies[len(replies) - len(states) :]
         for state, first in zip(states, firsts, strict=True):
             if first and id_key(first[0][0]) > id_key(state.last_id):
                 state.stats.trimmed += 1
