@@ -17,11 +17,12 @@ from collections.abc import Awaitable, Callable, Sequence
 import numpy as np
 import redis.asyncio
 
-from tickcast.service.bus import TickReader, connect
-from tickcast.service.config import Settings
-from tickcast.service.embedded import EmbeddedRedis
+from tickcast.service.bus.connection import connect
+from tickcast.service.bus.embedded import EmbeddedRedis
+from tickcast.service.bus.reader import TickReader
+from tickcast.service.bus.writer import TickWriter
+from tickcast.service.ops.config import Settings
 from tickcast.service.ticks import Tick, quote, trade
-from tickcast.service.writer import TickWriter
 
 SYMBOLS = ("BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT")
 

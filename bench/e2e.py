@@ -64,7 +64,7 @@ def base_rate(symbols: list[str]) -> float:
 
 
 def settings_for(url: str, symbols: list[str], flush_ms: int, sim_url: str = "") -> Any:
-    from tickcast.service.config import load_settings
+    from tickcast.service.ops.config import load_settings
 
     return load_settings(
         None,
@@ -105,7 +105,7 @@ async def child_sim(args: argparse.Namespace) -> None:
 
 async def child_ingest(args: argparse.Namespace) -> None:
     """Feed + ingester (the ingest half of ``tickcast run``) against the simulator."""
-    from tickcast.service.service import Service
+    from tickcast.service.live.service import Service
 
     symbols = args.symbol_list.split(",")
     settings = settings_for(args.redis, symbols, args.flush_ms, args.sim_url)
@@ -116,7 +116,7 @@ async def child_ingest(args: argparse.Namespace) -> None:
 async def child_worker(args: argparse.Namespace, ingest: bool = False) -> None:
     """The worker (with ``ingest``: feed + ingester + worker in one process, as ``tickcast
     run``); prints its figures over the measured window as one JSON line."""
-    from tickcast.service.service import Service
+    from tickcast.service.live.service import Service
 
     symbols = args.symbol_list.split(",")
     settings = settings_for(args.redis, symbols, args.flush_ms, args.sim_url)
@@ -169,16 +169,16 @@ async def child_worker(args: argparse.Namespace, ingest: bool = False) -> None:
 def learner_reference(symbols: list[str], scale: float) -> float:
     """CPU seconds per 1k ticks of decode + ``OnlineLearner.update`` alone (this process)."""
     from tickcast.model.learner import OnlineLearner
-    from tickcast.service import bus
+    from tickcast.service.bus import codec
     from tickcast.service.sim.market import SyntheticMarket
     from tickcast.service.sim.symbols import specs_for
 
     market = SyntheticMarket(specs_for(symbols, scale), seed=5)
-    entries = [bus.encode(t) for t in market.ticks(20.0)]
+    entries = [codec.encode(t) for t in market.ticks(20.0)]
     learners = {s: OnlineLearner() for s in symbols}
     start = time.process_time()
     for fields in entries:
-        tick = bus.decode(fields)
+        tick = codec.decode(fields)
         learners[tick.symbol].update(tick)
     return (time.process_time() - start) / len(entries) * 1000.0
 
@@ -263,7 +263,7 @@ def bucket_quantile(bounds: list[float], counts: list[int], q: float) -> float:
 
 
 def run_rate(rate: float, args: argparse.Namespace, state: Path) -> dict[str, Any]:
-    from tickcast.service.embedded import EmbeddedRedis
+    from tickcast.service.bus.embedded import EmbeddedRedis
 
     symbols = list(NAMES[: args.symbols])
     scale = rate / base_rate(symbols)

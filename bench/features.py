@@ -28,9 +28,9 @@ def load_ticks(path: Path) -> list[Tick]:
     """The recording's ticks, or a synthetic stream when the file or the reader is missing."""
     if path.exists():
         try:
-            from tickcast.service.readers import read_ticks
+            from tickcast.service.offline.readers import read_ticks
         except ImportError:
-            print("tickcast.service.readers is missing")
+            print("tickcast.service.offline.readers is missing")
         else:
             return list(read_ticks([path]))
     print(f"cannot read {path}: using synthetic ticks")

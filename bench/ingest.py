@@ -8,9 +8,9 @@ in this process, alternately, on the same frames:
 
 * **floor**: websockets ``recv`` + ``orjson.loads`` + pipelined ``XADD`` of the raw frame in
   batches of ``--batch`` — no validation, no ticks, no buffer;
-* **tickcast**: :class:`~tickcast.service.feeds.binance_ws.BinanceFeed` (parser, trade-id
-  sequencing, watchdog) -> :class:`~tickcast.service.ingest.Ingester` (bounded buffer, batches
-  of ``--batch``) -> :class:`~tickcast.service.writer.TickWriter` (encode, ``XADD MAXLEN ~``).
+* **tickcast**: :class:`~tickcast.service.feed.binance_ws.BinanceFeed` (parser, trade-id
+  sequencing, watchdog) -> :class:`~tickcast.service.live.ingest.Ingester` (bounded buffer, batches
+  of ``--batch``) -> :class:`~tickcast.service.bus.writer.TickWriter` (encode, ``XADD MAXLEN ~``).
 
 Each run is timed from its first frame to the last entry written; the CPU time of this process
 (one core: the pipeline is one thread) is reported per tick too. Target: tickcast >= 0.6x the
@@ -50,14 +50,14 @@ import redis.asyncio
 from redis.utils import HIREDIS_AVAILABLE
 from websockets.asyncio.client import connect as ws_connect
 
-from tickcast.service.bus import connect
-from tickcast.service.config import Settings
-from tickcast.service.embedded import EmbeddedRedis
-from tickcast.service.feeds.binance_ws import BinanceFeed, BinanceWsConfig
-from tickcast.service.ingest import Ingester
+from tickcast.service.bus.connection import connect
+from tickcast.service.bus.embedded import EmbeddedRedis
+from tickcast.service.bus.writer import TickWriter
+from tickcast.service.feed.binance_ws import BinanceFeed, BinanceWsConfig
+from tickcast.service.live.ingest import Ingester
+from tickcast.service.ops.config import Settings
 from tickcast.service.sim.protocol import read_recording
 from tickcast.service.sim.server import SimExchange
-from tickcast.service.writer import TickWriter
 
 RECORDING = Path(__file__).resolve().parents[2] / "shared/data/binance-usdm-btcusdt-20240808.gz"
 STREAMS = ("btcusdt@trade", "btcusdt@bookTicker")

@@ -2,7 +2,7 @@
 
 Prints, for each frame type, the parser's cost per frame beside ``orjson.loads`` alone measured
 in the same run (the floor any JSON parser pays), then the cost of reading the whole gzipped
-file through :func:`tickcast.service.readers.read_ticks` and of the JSONL tick format.
+file through :func:`tickcast.service.offline.readers.read_ticks` and of the JSONL tick format.
 
     .venv/bin/python bench/parse.py [--repeat N]
 """
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import orjson
 
-from tickcast.service.feeds.base import ParseStats
-from tickcast.service.feeds.binance import BinanceParser
-from tickcast.service.readers import read_ticks
-from tickcast.service.tickjson import decode, encode
+from tickcast.service.offline.readers import read_ticks
+from tickcast.service.offline.tickjson import decode, encode
+from tickcast.service.venues.base import ParseStats
+from tickcast.service.venues.binance import BinanceParser
 
 RECORDING = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 RECORDING = RECORDING / "binance-usdm-btcusdt-20240808.gz"

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from tickcast.model.learner import OnlineLearner
-from tickcast.service.readers import read_ticks
+from tickcast.service.offline.readers import read_ticks
 from tickcast.service.ticks import Tick
 
 RECORDING = Path(__file__).resolve().parents[2] / "shared/data/binance-usdm-btcusdt-20240808.gz"

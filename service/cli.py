@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from tickcast.service.logs import configure_logging
+    from tickcast.service.ops.logs import configure_logging
 
     configure_logging(args.log_level, args.log_format)
     if not getattr(args, "func", None):

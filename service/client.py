@@ -27,7 +27,7 @@ import redis
 import redis.asyncio
 
 from tickcast.service import TickcastError
-from tickcast.service.bus import signals_key
+from tickcast.service.bus.keys import signals_key
 from tickcast.service.schema import Signal, SignalDecodeError, decode_signal
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ async def list_streams(
 
     Each stream's symbol is read from its newest tick (key tags hold venue ids only).
     """
-    from tickcast.service import bus
+    from tickcast.service.bus import codec
 
     found: dict[str, set[str]] = {}
     async for raw_key in client.scan_iter(match=f"{prefix}:{{*}}:ticks", count=1000):
@@ -184,8 +184,8 @@ async def list_streams(
         if not last:
             continue
         try:
-            tick = bus.decode(last[0][1])
-        except bus.BusDecodeError:
+            tick = codec.decode(last[0][1])
+        except codec.BusDecodeError:
             continue
         found.setdefault(tick.venue, set()).add(tick.symbol)
     return {venue: sorted(symbols) for venue, symbols in sorted(found.items())}

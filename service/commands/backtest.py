@@ -174,7 +174,7 @@ def format_table(figures: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the backtest; print the table; write the JSON and the PNG when asked."""
-    from tickcast.service.backtest import Backtest, json_ready
+    from tickcast.service.offline.backtest import Backtest, json_ready
 
     if bool(args.files) == bool(args.sim):
         raise BacktestError("give recorded FILEs or --sim (one of the two)")
@@ -201,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(json_ready(figures), indent=2) + "\n")
     if args.plot is not None:
-        from tickcast.service.plot import plot_backtest
+        from tickcast.service.offline.plot import plot_backtest
 
         plot_backtest(
             result,
@@ -232,7 +232,7 @@ def _sim_source(args: argparse.Namespace, show: bool) -> tuple[Any, Any, Progres
 
 
 def _file_source(args: argparse.Namespace, show: bool) -> tuple[Any, Any, ProgressBar | None]:
-    from tickcast.service.readers import read_ticks
+    from tickcast.service.offline.readers import read_ticks
 
     missing = [f for f in args.files if not Path(f).is_file()]
     if missing:

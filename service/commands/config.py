@@ -3,7 +3,7 @@ redacted, as TOML (default) or JSON.
 
 Other subcommands add the same settings flags with :func:`add_config_arguments` (light: no
 pydantic import at parser build time) and load with
-:func:`tickcast.service.config.settings_from_args` inside their ``run``.
+:func:`tickcast.service.ops.config.settings_from_args` inside their ``run``.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the merged settings; return 0."""
-    from tickcast.service.config import settings_from_args
+    from tickcast.service.ops.config import settings_from_args
 
     data = settings_from_args(args).display()
     if args.format == "json":

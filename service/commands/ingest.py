@@ -14,7 +14,7 @@ configured (settings file, ``TICKCAST__METRICS__PORT``, ``--set metrics.port=N``
 ingester and a worker on one machine do not collide. ``--set metrics.enabled=false``: none.
 
 One ingester per symbol: it takes the symbols' ``ingester`` leases in Redis before connecting
-(a second one on the same symbols waits; see :mod:`tickcast.service.lease`).
+(a second one on the same symbols waits; see :mod:`tickcast.service.bus.lease`).
 
 SIGTERM / SIGINT / SIGHUP (or ``--seconds``): stop the feed, flush the buffer, exit 0.
 """
@@ -28,10 +28,10 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tickcast.service.config import Settings
-    from tickcast.service.service import Service
+    from tickcast.service.live.service import Service
+    from tickcast.service.ops.config import Settings
 
-log = logging.getLogger("tickcast.service.ingest")
+log = logging.getLogger("tickcast.service.live.ingest")
 
 METRICS_PORT = 9465
 """Metrics port of ``tickcast ingest`` when ``metrics.port`` is not configured."""
@@ -68,7 +68,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
     ``--set``, ``--metrics-port``) sets it.
     """
     from tickcast.service.commands.run import overrides
-    from tickcast.service.config import settings_from_args
+    from tickcast.service.ops.config import settings_from_args
 
     settings = settings_from_args(args, {**overrides(args), "redis.url": args.redis_url})
     if "port" in settings.metrics.model_fields_set:
@@ -79,8 +79,8 @@ def load_settings(args: argparse.Namespace) -> Settings:
 
 def run(args: argparse.Namespace) -> int:
     """Ingest until a signal or ``--seconds``; return the exit code."""
+    from tickcast.service.bus.embedded import redis_url_for
     from tickcast.service.commands.run import configure_logs
-    from tickcast.service.embedded import redis_url_for
 
     configure_logs(args)
     settings = load_settings(args)
@@ -109,8 +109,8 @@ async def ingest(
         The service's exit code (0: stopped cleanly) and the ingester's final counters
         (``{}`` when it never started).
     """
-    from tickcast.service.redaction import redact_url
-    from tickcast.service.service import Service
+    from tickcast.service.live.service import Service
+    from tickcast.service.ops.redaction import redact_url
 
     service = Service(settings, redis_url, work=False, online=online)
     loop = asyncio.get_running_loop()

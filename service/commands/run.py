@@ -15,8 +15,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tickcast.service.config import Settings
-    from tickcast.service.service import Service
+    from tickcast.service.live.service import Service
+    from tickcast.service.ops.config import Settings
 
 log = logging.getLogger("tickcast.service.run")
 
@@ -72,7 +72,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 def configure_logs(args: argparse.Namespace) -> None:
     """Apply ``--log-format`` given after the subcommand."""
     if args.command_log_format is not None:
-        from tickcast.service.logs import configure_logging
+        from tickcast.service.ops.logs import configure_logging
 
         configure_logging(args.log_level, args.command_log_format)
 
@@ -122,7 +122,7 @@ async def serve(
     settings: Settings, redis_url: str, *, ingest: bool = True, view: bool = False
 ) -> int:
     """Run a :class:`Service` (plus the live view or periodic summary logs); return its code."""
-    from tickcast.service.service import Service
+    from tickcast.service.live.service import Service
 
     service = Service(settings, redis_url, ingest=ingest)
     loop = asyncio.get_running_loop()
@@ -146,8 +146,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the service until SIGTERM/SIGINT; return its exit code."""
     import sys
 
-    from tickcast.service.config import settings_from_args
-    from tickcast.service.embedded import redis_url_for
+    from tickcast.service.bus.embedded import redis_url_for
+    from tickcast.service.ops.config import settings_from_args
 
     configure_logs(args)
     settings = settings_from_args(args, overrides(args))

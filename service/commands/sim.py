@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     """Serve until a signal or ``--seconds``; return the exit code."""
     import asyncio
 
-    from tickcast.service.config import settings_from_args
+    from tickcast.service.ops.config import settings_from_args
     from tickcast.service.sim.faults import FaultConfig
 
     settings = settings_from_args(
@@ -77,10 +77,10 @@ async def serve(settings: Any, faults: Any, replay: Path | None, seconds: float 
     import signal
     import time
 
-    from tickcast.service.feeds.markets import offline_market
     from tickcast.service.sim.market import SyntheticMarket
     from tickcast.service.sim.server import SimExchange
     from tickcast.service.sim.symbols import specs_for
+    from tickcast.service.venues.markets import offline_market
 
     cfg = settings.sim
     symbols = list(settings.exchange.symbols)

@@ -34,22 +34,22 @@ async def symbol_status(
     client: redis.asyncio.Redis, prefix: str, venue: str, symbol: str
 ) -> dict[str, Any]:
     """Collect one symbol's status from its tick stream, signal stream and checkpoint."""
-    from tickcast.service import bus
-    from tickcast.service.checkpoint import STATUS_FIELDS
+    from tickcast.service.bus import codec, keys
+    from tickcast.service.bus.checkpoint import STATUS_FIELDS
     from tickcast.service.schema import SignalDecodeError, decode_signal
 
     now_ms = time.time_ns() // 1_000_000
     out: dict[str, Any] = {"venue": venue, "symbol": symbol, "last_tick_age_s": None}
-    ticks_key = bus.ticks_key(prefix, venue, symbol)
+    ticks_key = keys.ticks_key(prefix, venue, symbol)
     ticks: Any = await client.xrevrange(ticks_key, count=1)
     if ticks:
         try:
-            tick = bus.decode(ticks[0][1])
+            tick = codec.decode(ticks[0][1])
             out["last_tick_age_s"] = max(0.0, (now_ms - tick.recv_ns // 1_000_000) / 1000.0)
-        except bus.BusDecodeError:
+        except codec.BusDecodeError:
             pass
     out["ticks_in_stream"] = int(await client.xlen(ticks_key))
-    sigs: Any = await client.xrevrange(bus.signals_key(prefix, venue, symbol), count=1)
+    sigs: Any = await client.xrevrange(keys.signals_key(prefix, venue, symbol), count=1)
     signal = None
     if sigs:
         try:
@@ -61,7 +61,7 @@ async def symbol_status(
     out["ic"] = signal.ic if signal else None
     out["skill_vs_zero"] = signal.skill_vs_zero if signal else None
     out["model_version"] = signal.model_version if signal else None
-    key = bus.ckpt_key(prefix, venue, symbol)
+    key = keys.ckpt_key(prefix, venue, symbol)
     fields: Any = await client.hmget(key, [*STATUS_FIELDS, "saved_ms"])
     live = dict(zip(STATUS_FIELDS, fields[: len(STATUS_FIELDS)], strict=True))
     out["samples"] = int(live["samples"]) if live["samples"] is not None else None
@@ -69,7 +69,7 @@ async def symbol_status(
     saved = fields[-1]
     out["checkpoint_age_s"] = (now_ms - int(saved)) / 1000.0 if saved is not None else None
     for role, kind in (("worker_owner", "owner"), ("ingester_owner", "ingester")):
-        holder = await client.get(bus.symbol_key(prefix, venue, symbol, kind))
+        holder = await client.get(keys.symbol_key(prefix, venue, symbol, kind))
         out[role] = holder.decode() if isinstance(holder, bytes) else holder
     return out
 
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from tickcast.service.commands.subscribe import find_redis, settings_for
-    from tickcast.service.redaction import redact_url
+    from tickcast.service.ops.redaction import redact_url
 
     url = find_redis(settings_for(args))
     rows = asyncio.run(collect(url, args))

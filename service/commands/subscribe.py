@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from tickcast.service.config import Settings
+    from tickcast.service.ops.config import Settings
     from tickcast.service.schema import Signal
 
 CLEAR = "\x1b[H\x1b[J"
@@ -46,7 +46,7 @@ def register(subparsers: Any) -> None:
 def find_redis(settings: Settings) -> str:
     """The configured Redis URL, else the running embedded one; raise when there is none."""
     from tickcast.service import TickcastError
-    from tickcast.service.discovery import discover
+    from tickcast.service.bus.discovery import discover
 
     if settings.redis.url is not None:
         return settings.redis.url.get_secret_value()
@@ -83,7 +83,7 @@ async def resolve_streams(
 
 def settings_for(args: argparse.Namespace) -> Settings:
     """Settings with the command's ``--exchange`` / ``--symbols`` flags on top."""
-    from tickcast.service.config import settings_from_args
+    from tickcast.service.ops.config import settings_from_args
 
     return settings_from_args(
         args, {"exchange.name": args.exchange, "exchange.symbols": args.symbols}

@@ -27,9 +27,9 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the worker until SIGTERM/SIGINT; return its exit code."""
+    from tickcast.service.bus.embedded import redis_url_for
     from tickcast.service.commands.run import configure_logs, overrides, run_service
-    from tickcast.service.config import settings_from_args
-    from tickcast.service.embedded import redis_url_for
+    from tickcast.service.ops.config import settings_from_args
 
     configure_logs(args)
     settings = settings_from_args(args, overrides(args))

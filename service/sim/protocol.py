@@ -19,14 +19,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from tickcast.service.feeds.binance import venue_symbol
-from tickcast.service.feeds.binance_render import (
+from tickcast.service.ticks import TRADE, Tick
+from tickcast.service.venues.binance import venue_symbol
+from tickcast.service.venues.binance_render import (
     render_book_ticker,
     render_mark_price,
     render_trade,
 )
-from tickcast.service.feeds.binance_routes import MARKET, PUBLIC, stream_route
-from tickcast.service.ticks import TRADE, Tick
+from tickcast.service.venues.binance_routes import MARKET, PUBLIC, stream_route
 
 LEGACY: Final = "legacy"
 

@@ -31,7 +31,6 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from tickcast.service.feeds.binance_routes import stream_route
 from tickcast.service.sim.faults import FaultConfig, apply_tick_faults
 from tickcast.service.sim.protocol import (
     MarketRenderer,
@@ -46,6 +45,7 @@ from tickcast.service.sim.protocol import (
 )
 from tickcast.service.sim.session import ClientInfo, Session, SimStats
 from tickcast.service.ticks import Tick
+from tickcast.service.venues.binance_routes import stream_route
 
 logger = logging.getLogger(__name__)
 

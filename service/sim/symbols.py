@@ -141,7 +141,7 @@ def specs_for(symbols: Sequence[str], rate_scale: float = 1.0) -> list[SymbolSpe
 
     Trade and quote rates are multiplied by ``rate_scale`` (benchmarks speed the market up).
     """
-    from tickcast.service.feeds.markets import offline_market
+    from tickcast.service.venues.markets import offline_market
 
     known = {spec.symbol: spec for spec in DEFAULT_SYMBOLS}
     specs = []

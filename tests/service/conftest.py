@@ -7,7 +7,7 @@ its data (AOF on) in a temporary directory.
 Fixtures (names are stable; other test modules rely on them):
 
 ``redis_server`` (session)
-    The running server, an :class:`~tickcast.service.embedded.EmbeddedRedis`: ``.url``
+    The running server, an :class:`~tickcast.service.bus.embedded.EmbeddedRedis`: ``.url``
     (``redis://127.0.0.1:PORT/0``), ``.port``, ``.stop()`` (SIGTERM, AOF flushed), ``.kill()``
     (SIGKILL, a crash), ``.start()`` (restart on the same port and data directory, so the data
     survives), ``.running``, ``.data_dir``. Tests that stop it need not restart it:
@@ -31,9 +31,9 @@ import pytest
 import redis
 import redis.asyncio
 
-from tickcast.service.bus import connect
-from tickcast.service.config import Settings
-from tickcast.service.embedded import EmbeddedRedis
+from tickcast.service.bus.connection import connect
+from tickcast.service.bus.embedded import EmbeddedRedis
+from tickcast.service.ops.config import Settings
 
 
 @pytest.fixture(scope="session")

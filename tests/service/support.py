@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tickcast.service.config import Settings, load_settings
+from tickcast.service.ops.config import Settings, load_settings
 
 CLI = [sys.executable, "-m", "tickcast.service.cli"]
 INGEST_METRICS = frozenset(

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import redis
 
+from tickcast.service.bus.embedded import EmbeddedRedis
 from tickcast.service.client import NEW, START, Subscription, subscribe
-from tickcast.service.embedded import EmbeddedRedis
 from tickcast.service.schema import Signal, encode_signal, signal_fields
 
 BTC, ETH = "BTC/USDT:USDT", "ETH/USDT:USDT"

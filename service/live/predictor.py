@@ -1,0 +1,168 @@
+"""Predictions -> signals: build the Signal of each prediction and XADD it to its stream.
+
+:class:`Predictor` serves one symbol. The worker calls :meth:`Predictor.add` for each
+prediction a tick produced (with that tick's local receive time), then :meth:`Predictor.pack`
+to pack the XADDs (``MAXLEN ~ redis.signal_maxlen``) for a :class:`~tickcast.service.bus.resp.Lane`
+(or :meth:`Predictor.queue` to put them in a redis-py pipeline) and, once Redis acknowledged
+them, :meth:`Predictor.published` to count them and record the tick->signal latency.
+
+Latency, from the local receive time (``recv_ns``) of the tick that closed the sample:
+``Signal.latency_us`` runs to the signal's hand-off to Redis (it cannot include its own XADD);
+the ``tickcast_tick_to_signal_latency_seconds`` histogram runs to Redis acknowledging the XADD.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+import orjson
+
+from tickcast.service.bus.resp import bulk
+from tickcast.service.ops.metrics import SymbolStats
+from tickcast.service.schema import FIELD, SCHEMA_VERSION
+
+
+class PredictionLike(Protocol):
+    """The fields of :class:`~tickcast.model.learner.Prediction` a signal is made of."""
+
+    @property
+    def t_ms(self) -> int: ...
+    @property
+    def ret_bps(self) -> float: ...
+    @property
+    def p_up(self) -> float: ...
+    @property
+    def ref_price(self) -> float: ...
+    @property
+    def model_version(self) -> int: ...
+    @property
+    def hit_rate(self) -> float: ...
+    @property
+    def ic(self) -> float: ...
+    @property
+    def skill_vs_zero(self) -> float: ...
+
+
+def _finite(x: float) -> float | None:
+    return x if x - x == 0.0 else None  # NaN and +-inf give NaN
+
+
+class Predictor:
+    """Turn one symbol's predictions into signals; see the module docstring.
+
+    Parameters
+    ----------
+    venue, symbol : str
+        What the signals are about.
+    key : str
+        The symbol's signals stream key.
+    maxlen : int
+        Approximate stream length bound (``XADD MAXLEN ~``).
+    stats : SymbolStats
+        Counters and histograms to update.
+    """
+
+    def __init__(self, venue: str, symbol: str, key: str, maxlen: int, stats: SymbolStats):
+        self.venue = venue
+        self.symbol = symbol
+        self.key = key
+        self.maxlen = maxlen
+        self.stats = stats
+        self._pending: list[tuple[dict[str, Any], int]] = []
+        self._inflight: list[tuple[dict[str, Any], int]] = []
+        head = (b"XADD", key.encode(), b"MAXLEN", b"~", b"%d" % maxlen, b"*", FIELD)
+        self._head = b"*8\r\n" + b"".join(map(bulk, head))
+
+    @property
+    def pending(self) -> int:
+        """Signals added and not yet queued."""
+        return len(self._pending)
+
+    @property
+    def unconfirmed(self) -> int:
+        """Signals added and not yet counted as published (pending or sent)."""
+        return len(self._pending) + len(self._inflight)
+
+    def add(self, p: PredictionLike, learner: Any, recv_ns: int) -> None:
+        """Build the signal of prediction ``p`` made on the tick received at ``recv_ns``."""
+        fields: dict[str, Any] = {
+            "v": SCHEMA_VERSION,
+            "venue": self.venue,
+            "symbol": self.symbol,
+            "t_ms": p.t_ms,
+            "horizon_ms": learner.horizon_ms,
+            "ret_bps": float(p.ret_bps),
+            "p_up": float(p.p_up),
+            "ref_price": float(p.ref_price),
+            "model_version": int(p.model_version),
+            "hit_rate": _finite(float(p.hit_rate)),
+            "ic": _finite(float(p.ic)),
+            "skill_vs_zero": _finite(float(p.skill_vs_zero)),
+            "latency_us": 0,
+        }
+        self._pending.append((fields, recv_ns))
+
+    def queue(self, pipe: Any) -> int:
+        """Append the pending signals' XADDs to ``pipe``; return how many."""
+        if not self._pending:
+            return 0
+        now_ns = time.time_ns()
+        maxlen = self.maxlen
+        for fields, recv_ns in self._pending:
+            fields["latency_us"] = max(0, (now_ns - recv_ns) // 1000)
+            pipe.execute_command(
+                "XADD", self.key, "MAXLEN", "~", maxlen, "*", FIELD, orjson.dumps(fields)
+            )
+        n = len(self._pending)
+        self._inflight.extend(self._pending)
+        self._pending.clear()
+        return n
+
+    def pack(self, out: list[bytes]) -> int:
+        """Append the pending signals' XADDs, RESP-packed, to ``out``; return how many.
+
+        The same commands as :meth:`queue`, for a :class:`~tickcast.service.bus.resp.Lane`.
+        """
+        if not self._pending:
+            return 0
+        now_ns = time.time_ns()
+        head, dumps = self._head, orjson.dumps
+        for fields, recv_ns in self._pending:
+            fields["latency_us"] = max(0, (now_ns - recv_ns) // 1000)
+            blob = dumps(fields)
+            out.append(b"%b$%d\r\n%b\r\n" % (head, len(blob), blob))
+        n = len(self._pending)
+        self._inflight.extend(self._pending)
+        self._pending.clear()
+        return n
+
+    def published(self, now_ns: int | None = None) -> None:
+        """Count the queued signals as published at ``now_ns`` and record their latency."""
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        observe = self.stats.latency.observe
+        for _, recv_ns in self._inflight:
+            observe(max(0, now_ns - recv_ns) * 1e-9)
+        self.stats.signals += len(self._inflight)
+        self._inflight.clear()
+
+    def requeue(self) -> None:
+        """Put queued signals back in front of the pending ones (their pipeline failed).
+
+        A pipeline cut off mid-way may have applied some XADDs: under a Redis failure a signal
+        can be published twice (subscribers may key on ``t_ms``); none is lost.
+        """
+        self._pending[:0] = self._inflight
+        self._inflight.clear()
+
+    def sync_stats(self, learner: Any, last: PredictionLike | None = None) -> None:
+        """Copy the learner's counters (``model_version``, ``counters()``) and the latest
+        rolling scores into the stats."""
+        st = self.stats
+        st.model_version = int(getattr(learner, "model_version", 0))
+        counters = learner.counters() if hasattr(learner, "counters") else {}
+        st.updates = int(counters.get("n_updates", st.model_version))
+        st.skipped_updates = int(counters.get("n_update_skipped", 0))
+        st.samples = int(counters.get("n_predictions", st.samples))
+        if last is not None:
+            st.hit_rate, st.ic, st.skill_vs_zero = last.hit_rate, last.ic, last.skill_vs_zero

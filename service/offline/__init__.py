@@ -1,0 +1,1 @@
+"""The offline path: recorded-file readers, the backtest and its plots."""

@@ -1,0 +1,1 @@
+"""Operating the service: settings, metrics, health endpoints, logging, redaction."""

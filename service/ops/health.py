@@ -1,0 +1,158 @@
+"""Health endpoints of a tickcast process: ``/metrics``, ``/healthz`` and ``/readyz``.
+
+:class:`MetricsServer` serves them from a daemon thread, so that a scrape or a probe never
+waits for a busy event loop. ``/healthz`` answers 200 while the process runs; ``/readyz`` runs a
+readiness callback — for the live service, :class:`Readiness`: Redis answers PING and ticks
+arrived in the last ``stale_s`` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import redis
+
+from tickcast.service import TickcastError
+from tickcast.service.ops.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+ReadinessCheck = Callable[[], tuple[bool, str]]
+
+
+class MetricsError(TickcastError):
+    """The metrics server could not start."""
+
+
+class Readiness:
+    """``/readyz``: Redis answers PING (from the server thread) and ticks are flowing.
+
+    Ticks flow when ``tick_clock()`` (a monotonic time of the latest tick) is within
+    ``stale_s`` seconds. Thread-safe: the probe only reads a float and pings with timeouts.
+    """
+
+    def __init__(self, url: str, tick_clock: Callable[[], float], stale_s: float) -> None:
+        self.client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self.tick_clock = tick_clock
+        self.stale_s = stale_s
+        self._lock = threading.Lock()
+
+    def __call__(self) -> tuple[bool, str]:
+        try:
+            with self._lock:
+                self.client.ping()
+        except (redis.RedisError, OSError) as exc:
+            return False, f"redis unreachable: {exc}"
+        last = self.tick_clock()
+        if last <= 0.0:
+            return False, "no ticks yet"
+        age = time.monotonic() - last
+        if age > self.stale_s:
+            return False, f"no ticks for {age:.1f} s"
+        return True, "ready"
+
+    def close(self) -> None:
+        """Close the probe's Redis connections."""
+        self.client.close()
+
+
+class MetricsServer:
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` from a daemon thread.
+
+    Parameters
+    ----------
+    metrics : Metrics
+        What ``/metrics`` exposes.
+    host, port : str, int
+        Listen address (``port=0`` picks a free port; read :attr:`port` after :meth:`start`).
+    readiness : callable, optional
+        ``() -> (ready, reason)``, called from the server thread for each ``/readyz``; it must
+        be thread-safe and quick (bounded timeouts). Ready when omitted.
+    """
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        host: str = "127.0.0.1",
+        port: int = 9464,
+        *,
+        readiness: ReadinessCheck | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.host = host
+        self.port = port
+        self.readiness = readiness
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:9464``."""
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> None:
+        """Bind and serve in a daemon thread; raise :class:`MetricsError` when the bind fails."""
+        handler = type("Handler", (_Handler,), {"server_ref": self})
+        try:
+            self._httpd = ThreadingHTTPServer((self.host, self.port), handler)
+        except OSError as exc:
+            raise MetricsError(f"cannot serve metrics on {self.host}:{self.port}: {exc}") from exc
+        self._httpd.daemon_threads = True
+        self.port = int(self._httpd.server_address[1])
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True
+        )
+        self._thread.name = "tickcast-metrics"
+        self._thread.start()
+        log.info("metrics on %s/metrics", self.url)
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+
+    def check_ready(self) -> tuple[bool, str]:
+        """Run the readiness callback (a raising callback means not ready)."""
+        if self.readiness is None:
+            return True, "ready"
+        try:
+            return self.readiness()
+        except Exception as exc:
+            return False, f"readiness check failed: {exc}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_ref: MetricsServer
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            body, ctype = self.server_ref.metrics.exposition(self.headers.get("Accept", ""))
+            self._reply(200, body, ctype)
+        elif path == "/healthz":
+            self._reply(200, b"ok\n")
+        elif path == "/readyz":
+            ready, reason = self.server_ref.check_ready()
+            self._reply(200 if ready else 503, (reason + "\n").encode())
+        else:
+            self._reply(404, b"not found: try /metrics, /healthz, /readyz\n")
+
+    def _reply(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("metrics http: " + format, *args)

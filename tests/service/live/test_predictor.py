@@ -1,0 +1,146 @@
+"""The predictor: a prediction becomes a validated signal in its stream, latency measured."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import redis
+import redis.asyncio
+
+from tickcast.service.bus.resp import Lane
+from tickcast.service.live.predictor import Predictor
+from tickcast.service.ops.metrics import SymbolStats
+from tickcast.service.schema import Signal, decode_signal
+
+KEY = "tickcast:{sim:BTCUSDT}:signals"
+
+
+@dataclass(frozen=True)
+class FakePrediction:
+    t_ms: int
+    ret_bps: float = 0.5
+    p_up: float = 0.6
+    ref_price: float = 60_000.1
+    model_version: int = 12
+    hit_rate: float = 0.55
+    ic: float = 0.2
+    skill_vs_zero: float = 0.01
+
+
+@dataclass
+class LearnerInfo:
+    horizon_ms: int = 1000
+    model_version: int = 12
+    n_samples: int = 3
+    n_skipped: int = 0
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "n_updates": self.model_version,
+            "n_update_skipped": self.n_skipped,
+            "n_predictions": self.n_samples,
+        }
+
+
+def signals(client: redis.Redis) -> list[Signal]:
+    return [decode_signal(fields) for _, fields in client.xrange(KEY)]
+
+
+async def test_a_prediction_becomes_a_signal_with_its_values(
+    async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis
+) -> None:
+    stats = SymbolStats()
+    pred = Predictor("sim", "BTC/USDT:USDT", KEY, 1000, stats)
+    recv_ns = time.time_ns() - 2_000_000  # the tick arrived 2 ms ago
+    pred.add(FakePrediction(1_767_225_600_100), LearnerInfo(), recv_ns)
+    assert pred.pending == 1
+    pipe = async_redis_client.pipeline(transaction=False)
+    assert pred.queue(pipe) == 1
+    await pipe.execute()
+    pred.published()
+    (sig,) = signals(redis_client)
+    assert sig.symbol == "BTC/USDT:USDT" and sig.venue == "sim"
+    assert sig.t_ms == 1_767_225_600_100 and sig.horizon_ms == 1000
+    assert (sig.ret_bps, sig.p_up, sig.ref_price) == (0.5, 0.6, 60_000.1)
+    assert 2_000 <= sig.latency_us < 2_000_000
+    assert stats.signals == 1 and stats.latency.count == 1
+    assert stats.latency.sum >= sig.latency_us * 1e-6
+
+
+async def test_undefined_rolling_scores_are_published_as_null(
+    async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis
+) -> None:
+    pred = Predictor("sim", "BTC/USDT:USDT", KEY, 1000, SymbolStats())
+    nan = FakePrediction(100, hit_rate=math.nan, ic=math.nan, skill_vs_zero=-math.inf)
+    pred.add(nan, LearnerInfo(), time.time_ns())
+    pipe = async_redis_client.pipeline(transaction=False)
+    pred.queue(pipe)
+    await pipe.execute()
+    (sig,) = signals(redis_client)
+    assert sig.hit_rate is None and sig.ic is None and sig.skill_vs_zero is None
+
+
+async def test_signals_of_a_failed_pipeline_are_requeued_not_lost(
+    async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis
+) -> None:
+    stats = SymbolStats()
+    pred = Predictor("sim", "BTC/USDT:USDT", KEY, 1000, stats)
+    for t in (100, 200):
+        pred.add(FakePrediction(t), LearnerInfo(), time.time_ns())
+    pred.queue(async_redis_client.pipeline(transaction=False))  # never executed: "failed"
+    pred.requeue()
+    pred.add(FakePrediction(300), LearnerInfo(), time.time_ns())
+    assert pred.pending == 3
+    pipe = async_redis_client.pipeline(transaction=False)
+    pred.queue(pipe)
+    await pipe.execute()
+    pred.published()
+    assert [s.t_ms for s in signals(redis_client)] == [100, 200, 300]
+    assert stats.signals == 3
+
+
+async def test_the_signal_stream_is_trimmed_near_its_maxlen(
+    async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis
+) -> None:
+    pred = Predictor("sim", "BTC/USDT:USDT", KEY, 200, SymbolStats())
+    for t in range(1, 3001):
+        pred.add(FakePrediction(t), LearnerInfo(), time.time_ns())
+    pipe = async_redis_client.pipeline(transaction=False)
+    pred.queue(pipe)
+    await pipe.execute()
+    assert 200 <= redis_client.xlen(KEY) < 400
+
+
+def test_stats_follow_the_learner_and_the_latest_prediction() -> None:
+    stats = SymbolStats()
+    pred = Predictor("sim", "BTC/USDT:USDT", KEY, 1000, stats)
+    info = LearnerInfo(model_version=40, n_samples=50, n_skipped=2)
+    pred.sync_stats(info, FakePrediction(1, ic=0.3))
+    assert (stats.model_version, stats.updates, stats.samples) == (40, 40, 50)
+    assert (stats.skipped_updates, stats.ic) == (2, 0.3)
+
+
+async def test_packed_signals_are_the_same_entries_as_pipelined_ones(
+    async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis
+) -> None:
+    stats = SymbolStats()
+    pred = Predictor("sim", "BTC/USDT:USDT", KEY, 1000, stats)
+    recv_ns = time.time_ns()
+    pred.add(FakePrediction(100), LearnerInfo(), recv_ns)
+    pipe = async_redis_client.pipeline(transaction=False)
+    pred.queue(pipe)
+    await pipe.execute()
+    pred.published()
+    numpy_valued = FakePrediction(100, ret_bps=np.float64(0.5), ref_price=np.float64(60_000.1))
+    pred.add(numpy_valued, LearnerInfo(), recv_ns)
+    assert pred.unconfirmed == 1
+    parts: list[bytes] = []
+    assert pred.pack(parts) == 1 and pred.pending == 0 and pred.unconfirmed == 1
+    await Lane(async_redis_client).call(b"".join(parts), len(parts))
+    pred.published()
+    assert pred.unconfirmed == 0 and stats.signals == 2
+    piped, packed = (s.model_copy(update={"latency_us": 0}) for s in signals(redis_client))
+    assert piped == packed

@@ -1,0 +1,190 @@
+"""Metrics: the collector reads plain counters at scrape time; the health server answers
+/metrics, /healthz and /readyz."""
+
+from __future__ import annotations
+
+import math
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tickcast.service.bus.embedded import free_port
+from tickcast.service.ops.health import MetricsError, MetricsServer, Readiness
+from tickcast.service.ops.metrics import LATENCY_BUCKETS, Histogram, IngestSnapshot, Metrics
+
+SYMBOLS = ("BTC/USDT:USDT", "ETH/USDT:USDT")
+
+
+def scrape(metrics: Metrics) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    body, _ = metrics.exposition()
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for fam in text_string_to_metric_families(body.decode()):
+        for s in fam.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def labels(**kw: str) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(kw.items()))
+
+
+def test_a_histogram_counts_inclusive_upper_bounds() -> None:
+    h = Histogram((1.0, 2.0, 4.0))
+    for v in (0.0, 1.0, 1.0001, 4.0, 100.0):
+        h.observe(v)
+    assert h.cumulative() == [("1.0", 2), ("2.0", 3), ("4.0", 4), ("+Inf", 5)]
+    assert h.quantile(0.5) == 2.0
+    assert h.quantile(1.0) == math.inf
+    assert math.isnan(Histogram((1.0,)).quantile(0.5))
+
+
+def test_histogram_bounds_must_ascend() -> None:
+    with pytest.raises(ValueError):
+        Histogram((2.0, 1.0))
+
+
+def test_the_latency_histogram_resolves_sub_millisecond_latencies() -> None:
+    assert sum(b < 1e-3 for b in LATENCY_BUCKETS) >= 5
+
+
+def test_worker_stats_appear_with_base_units_and_bounded_labels() -> None:
+    m = Metrics("sim", SYMBOLS)
+    st = m.stats("BTC/USDT:USDT")
+    st.samples, st.updates, st.model_version = 7, 5, 5
+    st.hit_rate, st.ic = 0.6, 0.2
+    st.last_event_ms = 1_700_000_000_500
+    st.latency.observe(250e-6)
+    got = scrape(m)
+    btc = labels(venue="sim", symbol="BTC/USDT:USDT")
+    assert got["tickcast_samples_total"][btc] == 7
+    assert got["tickcast_updates_total"][btc] == 5
+    assert got["tickcast_model_version"][btc] == 5
+    assert got["tickcast_hit_rate"][btc] == 0.6
+    assert got["tickcast_last_tick_event_time_seconds"][btc] == 1_700_000_000.5
+    lat = got["tickcast_tick_to_signal_latency_seconds_bucket"]
+    assert lat[labels(venue="sim", symbol="BTC/USDT:USDT", le="0.0002")] == 0
+    assert lat[labels(venue="sim", symbol="BTC/USDT:USDT", le="0.0003")] == 1
+    assert math.isnan(got["tickcast_ic"][labels(venue="sim", symbol="ETH/USDT:USDT")])
+    symbols = {dict(k)["symbol"] for k in got["tickcast_samples_total"]}
+    assert symbols == set(SYMBOLS)
+
+
+def test_ingest_counters_are_summed_and_unknown_symbols_fold_into_other() -> None:
+    m = Metrics("binanceusdm", SYMBOLS)
+    batches = Histogram((10, 100))
+    batches.observe(3)
+    batches.observe(50)
+
+    def source() -> IngestSnapshot:
+        return IngestSnapshot(
+            received={("BTC/USDT:USDT", "trade"): 10, ("DOGE/USDT:USDT", "quote"): 4},
+            written={("BTC/USDT:USDT", "trade"): 9},
+            rejected={("ETH/USDT:USDT", "quote"): 1},
+            dropped={("XRP/USDT:USDT", "quote"): 2},
+            reconnects=3,
+            gaps=1,
+            missed_trades=5,
+            watchdog_trips=1,
+            queue_depth=12,
+            batch_sizes=batches,
+        )
+
+    m.add_ingest_source(source)
+    m.add_ingest_source(source)
+    got = scrape(m)
+    v = "binanceusdm"
+    rec = got["tickcast_ticks_received_total"]
+    assert rec[labels(venue=v, symbol="BTC/USDT:USDT", kind="trade")] == 20
+    assert rec[labels(venue=v, symbol="other", kind="quote")] == 8
+    assert got["tickcast_ticks_dropped_total"][labels(venue=v, symbol="other", kind="quote")] == 4
+    assert got["tickcast_feed_reconnects_total"][labels(venue=v)] == 6
+    assert got["tickcast_feed_gaps_total"][labels(venue=v)] == 2
+    assert got["tickcast_feed_missed_trades_total"][labels(venue=v)] == 10
+    assert got["tickcast_ingest_queue_depth"][labels(venue=v)] == 24
+    assert got["tickcast_xadd_batch_size_count"][labels(venue=v)] == 4
+    assert got["tickcast_xadd_batch_size_sum"][labels(venue=v)] == 106
+
+
+def test_a_failing_source_does_not_break_the_scrape(caplog: pytest.LogCaptureFixture) -> None:
+    m = Metrics("sim", SYMBOLS)
+
+    def broken() -> IngestSnapshot:
+        raise RuntimeError("boom")
+
+    m.add_ingest_source(broken)
+    assert "tickcast_samples_total" in scrape(m)
+    assert "metrics source failed" in caplog.text
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_the_server_answers_metrics_health_and_readiness() -> None:
+    state = {"ready": True}
+
+    def readiness() -> tuple[bool, str]:
+        return (True, "ready") if state["ready"] else (False, "redis unreachable")
+
+    server = MetricsServer(Metrics("sim", SYMBOLS), "127.0.0.1", 0, readiness=readiness)
+    server.start()
+    try:
+        code, body = get(server.url + "/metrics")
+        assert code == 200 and "tickcast_samples_total" in body
+        assert get(server.url + "/healthz") == (200, "ok\n")
+        assert get(server.url + "/readyz") == (200, "ready\n")
+        state["ready"] = False
+        assert get(server.url + "/readyz") == (503, "redis unreachable\n")
+        assert get(server.url + "/nope")[0] == 404
+    finally:
+        server.stop()
+
+
+def test_a_raising_readiness_check_reports_not_ready() -> None:
+    def readiness() -> tuple[bool, str]:
+        raise ConnectionError("down")
+
+    server = MetricsServer(Metrics("sim", SYMBOLS), "127.0.0.1", 0, readiness=readiness)
+    server.start()
+    try:
+        code, body = get(server.url + "/readyz")
+        assert code == 503 and "down" in body
+    finally:
+        server.stop()
+
+
+def test_a_busy_port_raises_a_clear_error() -> None:
+    first = MetricsServer(Metrics("sim", SYMBOLS), "127.0.0.1", 0)
+    first.start()
+    try:
+        with pytest.raises(MetricsError, match="cannot serve metrics"):
+            MetricsServer(Metrics("sim", SYMBOLS), "127.0.0.1", first.port).start()
+    finally:
+        first.stop()
+
+
+def test_readiness_needs_redis_and_recent_ticks(redis_url: str) -> None:
+    clock = {"t": 0.0}
+    ready = Readiness(redis_url, lambda: clock["t"], stale_s=5.0)
+    try:
+        assert ready() == (False, "no ticks yet")
+        clock["t"] = time.monotonic()
+        assert ready() == (True, "ready")
+        clock["t"] = time.monotonic() - 60.0
+        ok, reason = ready()
+        assert not ok and reason.startswith("no ticks for")
+    finally:
+        ready.close()
+    gone = Readiness(f"redis://127.0.0.1:{free_port()}/0", time.monotonic, stale_s=5.0)
+    try:
+        ok, reason = gone()
+        assert not ok and reason.startswith("redis unreachable")
+    finally:
+        gone.close()
