@@ -8,7 +8,7 @@ in this process, alternately, on the same frames:
 
 * **floor**: websockets ``recv`` + ``orjson.loads`` + pipelined ``XADD`` of the raw frame in
   batches of ``--batch`` — no validation, no ticks, no buffer;
-* **tickcast**: :class:`~tickcast.service.feed.binance_ws.BinanceFeed` (parser, trade-id
+* **tickcast**: :class:`~tickcast.service.feed.shell.Feed` (parser, trade-id
   sequencing, watchdog) -> :class:`~tickcast.service.live.ingest.Ingester` (bounded buffer, batches
   of ``--batch``) -> :class:`~tickcast.service.bus.writer.TickWriter` (encode, ``XADD MAXLEN ~``).
 
@@ -53,11 +53,12 @@ from websockets.asyncio.client import connect as ws_connect
 from tickcast.service.bus.connection import connect
 from tickcast.service.bus.embedded import EmbeddedRedis
 from tickcast.service.bus.writer import TickWriter
-from tickcast.service.feed.binance_ws import BinanceFeed, BinanceWsConfig
+from tickcast.service.feed.shell import Feed
 from tickcast.service.live.ingest import Ingester
 from tickcast.service.ops.config import Settings
-from tickcast.service.sim.protocol import read_recording
 from tickcast.service.sim.server import SimExchange
+from tickcast.service.venues.binance.dialect import read_recording
+from tickcast.service.venues.binance.usdm import VENUE
 
 RECORDING = Path(__file__).resolve().parents[2] / "shared/data/binance-usdm-btcusdt-20240808.gz"
 STREAMS = ("btcusdt@trade", "btcusdt@bookTicker")
@@ -133,8 +134,8 @@ async def tickcast_run(url: str, redis_url: str, n: int, batch: int) -> tuple[fl
     """The real pipeline; returns (wall s, cpu s) from the first tick to the last written."""
     settings = Settings(ingest={"batch_max": batch, "flush_interval_ms": 0})
     client = connect(redis_url, settings)
-    config = BinanceWsConfig(public_url=url + "/public", market_url=url + "/market")
-    feed = BinanceFeed([SYMBOL], config, venue="binanceusdm")
+    urls = {"public": url + "/public", "market": url + "/market"}
+    feed = Feed(VENUE, [VENUE.market(SYMBOL)], urls)
     ingester = Ingester.from_settings(feed, TickWriter(client, settings), settings)
     task = asyncio.get_running_loop().create_task(ingester.run())
     while ingester.stats.received == 0:

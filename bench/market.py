@@ -44,7 +44,7 @@ def main(seconds: float) -> None:
     for symbols in [(s,) for s in DEFAULT_SYMBOLS] + [DEFAULT_SYMBOLS]:
         _, n, cpu, wall = _generate(symbols, seconds)
         ratio = _reference(n) / cpu
-        name = ", ".join(s.venue_id for s in symbols)
+        name = ", ".join(s.symbol for s in symbols)
         print(f"{name:<26} {n:>7} {n / cpu:>12,.0f} {n / wall:>13,.0f} {ratio:>9.2f}x")
     market = _generate(DEFAULT_SYMBOLS, seconds)[0]
     symbol = DEFAULT_SYMBOLS[0].symbol

@@ -21,7 +21,7 @@ import orjson
 from tickcast.service.offline.readers import read_ticks
 from tickcast.service.offline.tickjson import decode, encode
 from tickcast.service.venues.base import ParseStats
-from tickcast.service.venues.binance import BinanceParser
+from tickcast.service.venues.binance.usdm import VENUE
 
 RECORDING = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 RECORDING = RECORDING / "binance-usdm-btcusdt-20240808.gz"
@@ -67,7 +67,7 @@ def main() -> None:
     groups = by_type(RECORDING)
     print(f"{'frames':>12} {'n':>7} {'parse µs':>9} {'loads µs':>9} {'ratio':>6}")
     for name, frames in groups.items():
-        parser = BinanceParser()
+        parser = VENUE.parser()
         parse = parser.parse
         t_parse = best_of(args.repeat, partial(each, frames, parse))
         t_loads = best_of(args.repeat, partial(each, frames, _loads))

@@ -102,6 +102,15 @@ class Subscription:
             socket_connect_timeout=5.0,
         )
         self._rng = random.Random()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """End the iteration after the read in progress (at most ``block_ms``).
+
+        The way to end a subscription from another task: redis-py 8.2 can lose a cancellation
+        that lands in the middle of a blocking read, leaving the reading task stuck.
+        """
+        self._stopping.set()
 
     async def _resolve_new(self) -> None:
         """Pin ``$`` to each stream's current last ID, so nothing slips between reads."""
@@ -132,7 +141,7 @@ class Subscription:
         in ``invalid``), so it always names the last signal handed out.
         """
         failures, delay = 0, 0.1
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self._resolve_new()
                 batch = await self._read()
@@ -147,6 +156,8 @@ class Subscription:
                 continue
             failures, delay = 0, 0.1
             for symbol, stream_id, signal in batch:
+                if self._stopping.is_set():
+                    return
                 self.last_ids[symbol] = stream_id
                 if signal is None:
                     self.invalid += 1

@@ -98,33 +98,97 @@ def quote(
     )
 
 
-def invalid_reason(tick: Tick) -> str | None:
-    """Return why ``tick`` breaks the contract, or ``None`` when it is valid.
+#: Why a tick breaks the contract: short fixed strings, counted as parse rejections by reason.
+REJECT_NON_FINITE: Final = "non-finite value"
+REJECT_PRICE: Final = "price not positive"
+REJECT_SIZE: Final = "size negative"
+REJECT_CROSSED: Final = "bid above ask"
+REJECT_TIME: Final = "event time not positive"
+REJECT_SIDE: Final = "bad side flag"
+REJECT_KIND: Final = "unknown tick kind"
 
-    Trades need a finite positive price, a finite non-negative size and side +1/-1; quotes need
-    finite positive bid and ask with bid <= ask and finite non-negative sizes. Every tick needs
-    a positive event time.
+_isfinite = math.isfinite
+
+
+def trade_fault(price: float, size: float, side: int, event_ms: int) -> str | None:
+    """Why a trade with these values would break the contract (a ``REJECT_*`` reason), or
+    None: a finite positive price, a finite non-negative size, side +1/-1, a positive event
+    time.
+
+    Together with :func:`quote_fault`, the one validation of the tick contract: every parser
+    and file reader calls it on the values of each tick it builds (parsers call it before
+    building the tick, the cheapest point), and counts the reason of the ones it drops.
+
+    Examples
+    --------
+    >>> trade_fault(100.0, 0.5, 1, 1), trade_fault(float("nan"), 0.5, 1, 1)
+    (None, 'non-finite value')
     """
-    if tick.event_ms <= 0:
-        return "event time not positive"
+    if not (_isfinite(price) and _isfinite(size)):
+        return REJECT_NON_FINITE
+    if price <= 0.0:
+        return REJECT_PRICE
+    if size < 0.0:
+        return REJECT_SIZE
+    if side != 1 and side != -1:
+        return REJECT_SIDE
+    return REJECT_TIME if event_ms <= 0 else None
+
+
+def quote_fault(
+    bid: float, bid_size: float, ask: float, ask_size: float, event_ms: int
+) -> str | None:
+    """Why a quote with these values would break the contract, or None: finite positive bid
+    and ask with bid <= ask, finite non-negative sizes, a positive event time (see
+    :func:`trade_fault`).
+
+    Examples
+    --------
+    >>> quote_fault(101.0, 1.0, 100.0, 1.0, 1)
+    'bid above ask'
+    """
+    if not (_isfinite(bid) and _isfinite(ask) and _isfinite(bid_size) and _isfinite(ask_size)):
+        return REJECT_NON_FINITE
+    if bid <= 0.0 or ask <= 0.0:
+        return REJECT_PRICE
+    if bid_size < 0.0 or ask_size < 0.0:
+        return REJECT_SIZE
+    if bid > ask:
+        return REJECT_CROSSED
+    return REJECT_TIME if event_ms <= 0 else None
+
+
+def invalid_reason(tick: Tick) -> str | None:
+    """Return why ``tick`` breaks the contract (a ``REJECT_*`` reason), or None when valid:
+    :func:`trade_fault` or :func:`quote_fault` of its values.
+
+    Examples
+    --------
+    >>> invalid_reason(trade("sim", "BTC/USDT:USDT", 1, 0, 100.0, 0.5, 1))
+    >>> invalid_reason(quote("sim", "BTC/USDT:USDT", 1, 0, 101.0, 1.0, 100.0, 1.0))
+    'bid above ask'
+    """
     if tick.kind == TRADE:
-        if not (math.isfinite(tick.price) and tick.price > 0.0):
-            return "price not finite and positive"
-        if not (math.isfinite(tick.size) and tick.size >= 0.0):
-            return "size not finite and non-negative"
-        if tick.side not in (1, -1):
-            return "side not +1 or -1"
-        return None
+        return trade_fault(tick.price, tick.size, tick.side, tick.event_ms)
     if tick.kind == QUOTE:
-        if not (math.isfinite(tick.bid) and tick.bid > 0.0):
-            return "bid not finite and positive"
-        if not (math.isfinite(tick.ask) and tick.ask > 0.0):
-            return "ask not finite and positive"
-        if tick.bid > tick.ask:
-            return "bid above ask"
-        if not (math.isfinite(tick.bid_size) and tick.bid_size >= 0.0):
-            return "bid size not finite and non-negative"
-        if not (math.isfinite(tick.ask_size) and tick.ask_size >= 0.0):
-            return "ask size not finite and non-negative"
-        return None
-    return f"unknown kind {tick.kind!r}"
+        return quote_fault(tick.bid, tick.bid_size, tick.ask, tick.ask_size, tick.event_ms)
+    return REJECT_KIND
+
+
+class Instrument(NamedTuple):
+    """What a tick stream, a learner and a signal stream belong to: a venue and a symbol.
+
+    ``venue`` is the venue label of the ticks (``"binanceusdm"``, ``"sim"``, ``"sim-bybit"``),
+    ``symbol`` the ccxt unified symbol.
+
+    Examples
+    --------
+    >>> str(Instrument("bybit", "BTC/USDT:USDT"))
+    'bybit:BTC/USDT:USDT'
+    """
+
+    venue: str
+    symbol: str
+
+    def __str__(self) -> str:
+        return f"{self.venue}:{self.symbol}"

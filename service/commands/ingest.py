@@ -47,16 +47,22 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--exchange", choices=("sim", "binanceusdm"), help="data source")
+    parser.add_argument(
+        "--exchange",
+        help="sources, comma-separated: sim (default), sim:<venue>, a venue "
+        "(binanceusdm, binancecoinm, bybit, bitget, bingx, okx) or ccxt:<id>",
+    )
     add_service_arguments(parser)
     parser.add_argument("--redis-url", help="Redis URL (default: configured, else embedded)")
-    parser.add_argument("--speed", type=float, help="sim only: x real time (0 = flat out)")
+    parser.add_argument("--speed", type=float, help="simulated sources: x real time (0 = flat out)")
     parser.add_argument("--seconds", type=float, help="stop after this long (default: never)")
     parser.add_argument(
         "--stats-every", type=float, default=10.0, help="log the counters every N s (0 = never)"
     )
     parser.add_argument(
-        "--offline", action="store_true", help="binanceusdm: no REST call for market metadata"
+        "--offline",
+        action="store_true",
+        help="live venues: market metadata from the table shipped with tickcast, no REST call",
     )
     parser.set_defaults(func=run)
 
@@ -117,9 +123,8 @@ async def ingest(
     timer = loop.call_later(seconds, service.request_stop) if seconds is not None else None
     reporter = loop.create_task(report(service, stats_every))
     log.info(
-        "ingesting %s %s into %s",
-        settings.exchange.name,
-        ",".join(settings.exchange.symbols),
+        "ingesting %s into %s",
+        " ".join(str(i) for i in settings.exchange.instruments()),
         redact_url(redis_url),
     )
     try:
@@ -130,7 +135,7 @@ async def ingest(
         reporter.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reporter
-    counters: dict[str, int] = service.ingester.counters() if service.ingester else {}
+    counters = service.counters()
     log.info("ingest stopped: %s", format_counters(counters))
     return code, counters
 
@@ -142,8 +147,8 @@ async def report(service: Service, every: float) -> None:
     await service.ready.wait()
     while True:
         await asyncio.sleep(every)
-        if service.ingester is not None:
-            log.info("ingest: %s", format_counters(service.ingester.counters()))
+        for label, ingester in service.ingesters.items():
+            log.info("ingest %s: %s", label, format_counters(ingester.counters()))
 
 
 _SHOWN = ("received", "written", "rejected", "dropped", "reconnects", "gaps", "watchdog_trips")

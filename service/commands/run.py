@@ -1,5 +1,9 @@
-"""``tickcast run``: ingest + worker + metrics in one process (on ``sim``, the simulated
-exchange too), with a live table of the signals when stdout is a terminal.
+"""``tickcast run``: ingest + worker + metrics in one process (on ``sim`` and ``sim:<venue>``,
+the simulated exchange too), with a live table of the signals when stdout is a terminal.
+
+``--exchange binanceusdm,bybit --symbols BTC/USDT:USDT,ETH/USDT:USDT`` runs several venues, one
+learner per (venue, symbol); ``exchange.venue_symbols`` in the config file gives a venue its own
+symbols. A symbol a venue does not list stops the command at once (exit code 2).
 
 With no ``redis.url`` configured it runs a private Redis under the state directory, which
 ``tickcast subscribe`` and ``tickcast status`` in another terminal find by themselves.
@@ -47,10 +51,17 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--exchange", choices=("sim", "binanceusdm"), help="data source (default: configured)"
+        "--exchange",
+        help="sources, comma-separated: sim (default), sim:<venue>, a venue "
+        "(binanceusdm, binancecoinm, bybit, bitget, bingx, okx) or ccxt:<id>",
     )
     add_service_arguments(parser)
-    parser.add_argument("--speed", type=float, help="sim only: x real time (0 = flat out)")
+    parser.add_argument("--speed", type=float, help="simulated sources: x real time (0 = flat out)")
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="live venues: market metadata from the table shipped with tickcast, no REST call",
+    )
     view = parser.add_mutually_exclusive_group()
     view.add_argument(
         "--view", dest="view", action="store_true", default=None, help="show the live table"
@@ -81,11 +92,11 @@ async def _log_summaries(service: Service, every_s: float) -> None:
     """Log one line per symbol every ``every_s`` seconds (the view for daemons)."""
     while True:
         await asyncio.sleep(every_s)
-        for symbol, st in service.metrics.symbol_stats.items():
+        for instrument, st in service.metrics.symbol_stats.items():
             log.info(
                 "%s: %d ticks, %d samples, %d signals, hit %.3f, IC %.3f, skill %.3f, "
                 "model v%d, latency p50 <= %.0f us",
-                symbol,
+                instrument,
                 st.ticks,
                 st.samples,
                 st.signals,
@@ -105,11 +116,13 @@ async def _view(service: Service) -> None:
     from tickcast.service.commands.subscribe import follow
 
     await service.ready.wait()
+    streams: dict[str, list[str]] = {}
+    for venue, symbol in service.instruments:
+        streams.setdefault(venue, []).append(symbol)
     await follow(
         service.redis_url,
         service.settings,
-        service.venue,
-        service.symbols,
+        streams,
         from_id=NEW,
         count=None,
         as_json=False,
@@ -119,12 +132,17 @@ async def _view(service: Service) -> None:
 
 
 async def serve(
-    settings: Settings, redis_url: str, *, ingest: bool = True, view: bool = False
+    settings: Settings,
+    redis_url: str,
+    *,
+    ingest: bool = True,
+    view: bool = False,
+    online: bool = True,
 ) -> int:
     """Run a :class:`Service` (plus the live view or periodic summary logs); return its code."""
     from tickcast.service.live.service import Service
 
-    service = Service(settings, redis_url, ingest=ingest)
+    service = Service(settings, redis_url, ingest=ingest, online=online)
     loop = asyncio.get_running_loop()
     side = loop.create_task(_view(service) if view else _log_summaries(service, 30.0))
     try:
@@ -136,10 +154,15 @@ async def serve(
 
 
 def run_service(
-    settings: Settings, redis_url: str, *, ingest: bool = True, view: bool = False
+    settings: Settings,
+    redis_url: str,
+    *,
+    ingest: bool = True,
+    view: bool = False,
+    online: bool = True,
 ) -> int:
     """Blocking entry point of ``tickcast run`` / ``tickcast worker``."""
-    return asyncio.run(serve(settings, redis_url, ingest=ingest, view=view))
+    return asyncio.run(serve(settings, redis_url, ingest=ingest, view=view, online=online))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -153,4 +176,4 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, overrides(args))
     view = args.view if args.view is not None else sys.stdout.isatty()
     with redis_url_for(settings) as url:
-        return run_service(settings, url, view=view)
+        return run_service(settings, url, view=view, online=not args.offline)

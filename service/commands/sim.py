@@ -1,10 +1,12 @@
-"""``tickcast sim``: run the simulated exchange alone, for any Binance USDⓈ-M client.
+"""``tickcast sim``: run the simulated exchange alone, for any client of the venue it speaks.
 
-It serves the seeded synthetic market (or, with ``--replay``, a ``<ns> <json>`` recording at
-its original pace) on ``ws://HOST:PORT``: ``/public/stream?streams=btcusdt@trade/...``,
-``/public/ws/<stream>``, ``/market/...`` for ``aggTrade`` and ``markPrice``, SUBSCRIBE by
-message; the unrouted ``/ws`` and ``/stream`` acknowledge but serve no ``/public`` streams.
-Fault flags make it misbehave on purpose. Stops on SIGINT / SIGTERM (or ``--seconds``).
+It serves the seeded synthetic market (or, with ``--replay``, a Binance ``<ns> <json>``
+recording at its original pace) on ``ws://HOST:PORT`` in the protocol of ``--dialect`` (Binance
+USDⓈ-M by default: ``/public/stream?streams=btcusdt@trade/...``, ``/public/ws/<stream>``,
+``/market/...`` for ``aggTrade`` and ``markPrice``; Bybit: ``/v5/public/linear``; OKX:
+``/ws/v5/public``...): the venue's own paths, subscription messages, keepalive, compression and
+contract sizes. Fault flags make it misbehave on purpose. Stops on SIGINT / SIGTERM (or
+``--seconds``).
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ def register(subparsers: Any) -> None:
 
     parser = subparsers.add_parser(
         "sim",
-        help="run the simulated exchange (Binance USDⓈ-M wire format)",
+        help="run the simulated exchange (any venue's wire format)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--dialect", default="binanceusdm", help="the venue whose protocol it speaks"
     )
     parser.add_argument("--host", help="listen address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="listen port (0 = a free one)")
@@ -67,12 +72,17 @@ def run(args: argparse.Namespace) -> int:
         duplicate_every=args.duplicate_every,
         reorder_every=args.reorder_every,
     )
-    asyncio.run(serve(settings, faults, args.replay, args.seconds))
+    from tickcast.service.venues.registry import venue
+
+    asyncio.run(serve(settings, faults, args.replay, args.seconds, venue(args.dialect)))
     return 0
 
 
-async def serve(settings: Any, faults: Any, replay: Path | None, seconds: float | None) -> None:
-    """Run the simulated exchange of ``settings`` until a signal or ``seconds``."""
+async def serve(
+    settings: Any, faults: Any, replay: Path | None, seconds: float | None, venue: Any
+) -> None:
+    """Run the simulated exchange of ``settings`` in ``venue``'s dialect until a signal or
+    ``seconds``."""
     import asyncio
     import signal
     import time
@@ -80,7 +90,6 @@ async def serve(settings: Any, faults: Any, replay: Path | None, seconds: float 
     from tickcast.service.sim.market import SyntheticMarket
     from tickcast.service.sim.server import SimExchange
     from tickcast.service.sim.symbols import specs_for
-    from tickcast.service.venues.markets import offline_market
 
     cfg = settings.sim
     symbols = list(settings.exchange.symbols)
@@ -93,7 +102,13 @@ async def serve(settings: Any, faults: Any, replay: Path | None, seconds: float 
             oracle_memory_s=None,
         ).ticks()
     sim = SimExchange(
-        market, host=cfg.host, port=cfg.port, speed=cfg.speed, faults=faults, replay_path=replay
+        market,
+        dialect=venue.dialect(),
+        host=cfg.host,
+        port=cfg.port,
+        speed=cfg.speed,
+        faults=faults,
+        replay_path=replay,
     )
     await sim.start()
     stop = asyncio.Event()
@@ -102,12 +117,12 @@ async def serve(settings: Any, faults: Any, replay: Path | None, seconds: float 
         loop.add_signal_handler(sig, stop.set)
     if seconds is not None:
         loop.call_later(seconds, stop.set)
-    ids = [offline_market(s).venue_id.lower() for s in symbols]
-    public = "/".join(f"{i}@{c}" for i in ids for c in ("trade", "bookTicker"))
-    market_streams = "/".join(f"{i}@{c}" for i in ids for c in ("aggTrade", "markPrice@1s"))
-    print(f"simulated exchange on {sim.url}", flush=True)
-    print(f"  {sim.url}/public/stream?streams={public}", flush=True)
-    print(f"  {sim.url}/market/stream?streams={market_streams}", flush=True)
+    markets = [venue.assumed_market(s) for s in symbols]
+    print(f"simulated {venue.title} on {sim.url}", flush=True)
+    for connection in venue.connections(markets, sim.urls_for(venue)):
+        print(f"  {connection.route}: {connection.url}", flush=True)
+        for message in connection.subscribe:
+            print(f"    subscribe: {message.decode()}", flush=True)
     try:
         await stop.wait()
     finally:

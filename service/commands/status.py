@@ -78,10 +78,11 @@ async def collect(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Status rows of every requested or discovered (venue, symbol)."""
     import redis.asyncio
 
-    from tickcast.service.commands.subscribe import resolve_streams, settings_for
+    from tickcast.service.commands.subscribe import resolve_streams, settings_for, venue_label
 
     settings = settings_for(args)
-    streams = await resolve_streams(url, settings, args.exchange, bool(args.symbols))
+    venue = venue_label(args.exchange)
+    streams = await resolve_streams(url, settings, venue, bool(args.symbols))
     client = redis.asyncio.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
     try:
         prefix = settings.redis.prefix

@@ -7,10 +7,10 @@ On embedded defaults it finds the running service's Redis through the state dire
 from __future__ import annotations
 
 import argparse
+import asyncio
 import math
 import sys
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from tickcast.service.schema import Signal
 
 CLEAR = "\x1b[H\x1b[J"
+BLOCK_MS = 250
+"""Longest wait of one signal read (ms): how long stopping may take."""
 GREEN, RED, DIM, BOLD, RESET = "\x1b[32m", "\x1b[31m", "\x1b[2m", "\x1b[1m", "\x1b[0m"
 
 
@@ -34,7 +36,9 @@ def register(subparsers: Any) -> None:
     )
     add_config_arguments(parser)
     parser.add_argument("--symbols", help="comma-separated unified symbols (default: configured)")
-    parser.add_argument("--exchange", help="venue the signals were made for (default: configured)")
+    parser.add_argument(
+        "--exchange", help="only this venue's signals (bybit, sim:okx...; default: every venue)"
+    )
     parser.add_argument(
         "--from-start", action="store_true", help="replay the retained signals first"
     )
@@ -59,16 +63,38 @@ def find_redis(settings: Settings) -> str:
     return url
 
 
+def venue_label(exchange: str | None) -> str | None:
+    """The venue label an ``--exchange`` value names (``sim:bybit`` -> ``sim-bybit``)."""
+    if exchange is None:
+        return None
+    from tickcast.service.venues.registry import VenueError, source
+
+    try:
+        return source(exchange, live=False).label
+    except VenueError:
+        return exchange  # a label already (sim-bybit), or a venue of an older version
+
+
+def configured_streams(settings: Settings, venue: str | None) -> dict[str, list[str]]:
+    """The configured symbols of each venue label (of ``venue`` only, when given)."""
+    out: dict[str, list[str]] = {}
+    for instrument in settings.exchange.instruments():
+        out.setdefault(instrument.venue, []).append(instrument.symbol)
+    if venue is not None:
+        return {venue: out.get(venue, list(settings.exchange.symbols))}
+    return out
+
+
 async def resolve_streams(
     url: str, settings: Settings, venue: str | None, symbols_given: bool
 ) -> dict[str, list[str]]:
-    """Which venues and symbols to show: the ``--symbols`` given, else every tick stream found
-    in Redis (of ``venue`` when given), else the configured ones."""
+    """Which venues and symbols to show, by venue label: the ``--symbols`` given, else every
+    tick stream found in Redis (of ``venue`` when given), else the configured ones."""
     import redis.asyncio
 
     from tickcast.service.client import list_streams
 
-    configured = {venue or settings.exchange.name: list(settings.exchange.symbols)}
+    configured = configured_streams(settings, venue)
     if symbols_given:
         return configured
     client = redis.asyncio.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
@@ -82,12 +108,10 @@ async def resolve_streams(
 
 
 def settings_for(args: argparse.Namespace) -> Settings:
-    """Settings with the command's ``--exchange`` / ``--symbols`` flags on top."""
+    """Settings with the command's ``--symbols`` flag on top (``--exchange`` filters)."""
     from tickcast.service.ops.config import settings_from_args
 
-    return settings_from_args(
-        args, {"exchange.name": args.exchange, "exchange.symbols": args.symbols}
-    )
+    return settings_from_args(args, {"exchange.symbols": args.symbols})
 
 
 # -- the live table ------------------------------------------------------------------------
@@ -104,16 +128,15 @@ class Row:
 
 @dataclass
 class Table:
-    """The latest signal per symbol, rendered as a fixed-width table."""
+    """The latest signal per (venue, symbol), rendered as a fixed-width table."""
 
-    symbols: tuple[str, ...]
-    venue: str
-    rows: dict[str, Row] = field(default_factory=dict)
+    streams: dict[str, list[str]]
+    rows: dict[tuple[str, str], Row] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
 
     def add(self, signal: Signal) -> None:
         """Record a signal."""
-        row = self.rows.setdefault(signal.symbol, Row())
+        row = self.rows.setdefault((signal.venue, signal.symbol), Row())
         row.signal, row.n = signal, row.n + 1
         row.up += signal.ret_bps > 0.0
 
@@ -124,27 +147,29 @@ class Table:
             return f"{code}{text}{RESET}" if color else text
 
         up_s = time.monotonic() - self.started
+        pairs = [(v, s) for v, symbols in self.streams.items() for s in symbols]
+        several = len(self.streams) > 1
+        name_w = 16 + (max(len(v) for v in self.streams) + 1 if several else 0)
         head = (
-            f"{'symbol':<16} {'time (UTC)':<12} {'ref price':>12} {'pred bps':>9} "
+            f"{'symbol':<{name_w}} {'time (UTC)':<12} {'ref price':>12} {'pred bps':>9} "
             f"{'P(up)':>6}   {'hit rate':>8} {'IC':>7} {'skill':>7} {'model v':>8} "
             f"{'latency':>9} {'signals':>8}"
         )
+        venues = ", ".join(self.streams)
         lines = [
-            c(
-                BOLD,
-                f"tickcast signals · {self.venue} · {len(self.symbols)} symbols · {up_s:.0f} s",
-            ),
+            c(BOLD, f"tickcast signals · {venues} · {len(pairs)} symbols · {up_s:.0f} s"),
             c(DIM, head),
         ]
-        for symbol in self.symbols:
-            row = self.rows.get(symbol, Row())
+        for venue, symbol in pairs:
+            row = self.rows.get((venue, symbol), Row())
+            name = f"{venue} {symbol}" if several else symbol
             s = row.signal
             if s is None:
-                lines.append(f"{symbol:<16} {c(DIM, 'waiting for signals...')}")
+                lines.append(f"{name:<{name_w}} {c(DIM, 'waiting for signals...')}")
                 continue
             arrow = c(GREEN, "▲") if s.ret_bps > 0 else c(RED, "▼") if s.ret_bps < 0 else "·"
             lines.append(
-                f"{symbol:<16} {_clock(s.t_ms):<12} {s.ref_price:>12.6g} {s.ret_bps:>+9.3f} "
+                f"{name:<{name_w}} {_clock(s.t_ms):<12} {s.ref_price:>12.6g} {s.ret_bps:>+9.3f} "
                 f"{s.p_up:>6.3f} {arrow} {_pct(s.hit_rate):>8} {_num(s.ic):>7} "
                 f"{_num(s.skill_vs_zero):>7} {s.model_version:>8} "
                 f"{_latency(s.latency_us):>9} {row.n:>8}"
@@ -181,35 +206,72 @@ def signal_line(signal: Signal) -> str:
     )
 
 
+class Merged:
+    """The signals of several venues' streams (one subscription per venue), as they come."""
+
+    def __init__(self, url: str, settings: Settings, streams: dict[str, list[str]], from_id: str):
+        from tickcast.service.client import Subscription
+
+        self.queue: asyncio.Queue[Signal] = asyncio.Queue(maxsize=10_000)
+        prefix = settings.redis.prefix
+        self.subs = [
+            Subscription(url, s, venue=v, prefix=prefix, from_id=from_id, block_ms=BLOCK_MS)
+            for v, s in streams.items()
+        ]
+        loop = asyncio.get_running_loop()
+        self.tasks = [loop.create_task(self._pump(sub)) for sub in self.subs]
+
+    async def _pump(self, sub: Any) -> None:
+        async with sub:
+            async for signal in sub:
+                await self.queue.put(signal)
+
+    async def next(self) -> Signal:
+        """The next signal of any venue; raises what ended a venue's subscription."""
+        if not self.queue.empty():
+            return self.queue.get_nowait()
+        getter = asyncio.get_running_loop().create_task(self.queue.get())
+        done, _ = await asyncio.wait({getter, *self.tasks}, return_when=asyncio.FIRST_COMPLETED)
+        if getter in done:
+            return getter.result()
+        getter.cancel()
+        failed = next(iter(done))
+        failed.result()  # raises what ended it
+        raise RuntimeError("a subscription ended")  # pragma: no cover - Subscription is endless
+
+    async def close(self) -> None:
+        """Stop every subscription (after its read in progress; one waiting for room in the
+        queue is cancelled)."""
+        for sub in self.subs:
+            sub.stop()
+        _, waiting = await asyncio.wait(self.tasks, timeout=BLOCK_MS / 1000.0 + 1.0)
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
 async def follow(
     url: str,
     settings: Settings,
-    venue: str,
-    symbols: tuple[str, ...],
+    streams: dict[str, list[str]],
     *,
-    from_id: str | Mapping[str, str],
+    from_id: str,
     count: int | None,
     as_json: bool,
     out: TextIO,
     live: bool,
 ) -> int:
-    """Print signals until ``count`` were printed (or forever); return how many."""
-    from tickcast.service.client import Subscription
-
-    table = Table(symbols, venue)
+    """Print the signals of ``streams`` (symbols by venue label) until ``count`` were printed
+    (or forever); return how many."""
+    table = Table(streams)
     n, last_draw = 0, 0.0
-    async with Subscription(
-        url,
-        symbols,
-        venue=venue,
-        prefix=settings.redis.prefix,
-        from_id=from_id,
-        block_ms=250,
-    ) as sub:
-        if live:
-            out.write(CLEAR + table.render())
-            out.flush()
-        async for signal in sub:
+    if live:
+        out.write(CLEAR + table.render())
+        out.flush()
+    signals = Merged(url, settings, streams, from_id)
+    try:
+        while True:
+            signal = await signals.next()
             n += 1
             if as_json:
                 out.write(signal.model_dump_json() + "\n")
@@ -226,28 +288,26 @@ async def follow(
                 out.flush()
             if count is not None and n >= count:
                 break
+    finally:
+        await signals.close()
     return n
 
 
 def run(args: argparse.Namespace) -> int:
     """Follow the signals; return 0."""
-    import asyncio
-
     from tickcast.service.client import NEW, START
 
     settings = settings_for(args)
     url = find_redis(settings)
     live = not args.json and sys.stdout.isatty()
-    streams = asyncio.run(resolve_streams(url, settings, args.exchange, bool(args.symbols)))
-    venue = args.exchange or (next(iter(streams)) if len(streams) == 1 else settings.exchange.name)
-    symbols = tuple(streams.get(venue, settings.exchange.symbols))
+    venue = venue_label(args.exchange)
+    streams = asyncio.run(resolve_streams(url, settings, venue, bool(args.symbols)))
     try:
         asyncio.run(
             follow(
                 url,
                 settings,
-                venue,
-                symbols,
+                streams,
                 from_id=START if args.from_start else NEW,
                 count=args.count,
                 as_json=args.json,

@@ -2,14 +2,14 @@
 
 Venues number each symbol's trades consecutively; a feed that sees every id once, in order,
 missed nothing. :class:`TradeSequence` checks that as frames arrive and keeps the count of what
-did not hold in the feed's :class:`~tickcast.service.feed.shell.FeedStats`.
+did not hold in the feed's :class:`~tickcast.service.feed.stats.FeedStats`.
 """
 
 from __future__ import annotations
 
 from collections import deque
 
-from tickcast.service.feed.shell import FeedStats
+from tickcast.service.feed.stats import FeedStats
 
 
 class TradeSequence:

@@ -29,7 +29,7 @@ from typing import Any
 
 from tickcast.service.bus.keys import id_key
 from tickcast.service.live.symbolstate import SymbolState
-from tickcast.service.ticks import Tick
+from tickcast.service.ticks import Instrument, Tick
 
 log = logging.getLogger(__name__)
 
@@ -38,23 +38,23 @@ Entry = tuple[bytes, Tick]
 
 
 class Handoff:
-    """Per-symbol bounded queues of acknowledged stream entries; see the module docstring.
+    """Per-instrument bounded queues of acknowledged stream entries; see the module docstring.
 
     Parameters
     ----------
-    symbols : iterable of str
-        The worker's symbols (entries of other symbols are ignored).
+    instruments : iterable of Instrument
+        The worker's (venue, symbol) pairs (entries of others are ignored).
     limit : int
-        Most entries queued per symbol.
+        Most entries queued per instrument.
     """
 
-    def __init__(self, symbols: Iterable[str], limit: int = 10_000) -> None:
+    def __init__(self, instruments: Iterable[Instrument], limit: int = 10_000) -> None:
         if limit < 1:
             raise ValueError("limit must be positive")
         self.limit = limit
-        self.queues: dict[str, deque[Entry]] = {s: deque() for s in symbols}
-        self.breaks: dict[str, int] = dict.fromkeys(self.queues, 0)
-        """Per symbol: how many times entries were lost to the queue (overflow, failed write)."""
+        self.queues: dict[tuple[str, str], deque[Entry]] = {i: deque() for i in instruments}
+        self.breaks: dict[tuple[str, str], int] = dict.fromkeys(self.queues, 0)
+        """Per instrument: times entries were lost to the queue (overflow, failed write)."""
         self.overflowed = 0
         """Entries dropped from full queues (the worker reads them from Redis instead)."""
         self.wake = asyncio.Event()
@@ -64,21 +64,22 @@ class Handoff:
         """Queue a batch Redis acknowledged: ``ticks[i]`` is the entry ``ids[i]``."""
         queues, limit = self.queues, self.limit
         for tick, stream_id in zip(ticks, ids, strict=True):
-            queue = queues.get(tick.symbol)
+            key = (tick.venue, tick.symbol)
+            queue = queues.get(key)
             if queue is None:
                 continue
             if len(queue) >= limit:
                 self.overflowed += len(queue)
                 queue.clear()
-                self.breaks[tick.symbol] += 1
+                self.breaks[key] += 1
             queue.append((stream_id, tick))
         self.wake.set()
 
     def failed(self) -> None:
         """A write failed: what it applied before failing is only in Redis. Break every queue."""
-        for symbol, queue in self.queues.items():
+        for key, queue in self.queues.items():
             queue.clear()
-            self.breaks[symbol] += 1
+            self.breaks[key] += 1
         self.wake.set()
 
     def pending(self) -> bool:
@@ -101,11 +102,13 @@ class Handoff:
         for state in states:
             if not state.live:
                 continue
-            if self.breaks[state.symbol] != state.breaks:
+            if self.breaks[state.instrument] != state.breaks:
                 state.live = False
-                log.info("%s: handoff broke; reading Redis after %s", state.symbol, state.last_id)
+                log.info(
+                    "%s: handoff broke; reading Redis after %s", state.instrument, state.last_id
+                )
                 continue
-            queue = self.queues[state.symbol]
+            queue = self.queues[state.instrument]
             if not queue:
                 continue
             entries = list(queue)

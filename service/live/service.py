@@ -1,39 +1,43 @@
-"""The live service in one process: simulator (optional), feed, ingester, worker, metrics.
+"""The live service in one process: simulators (optional), feeds, ingesters, worker, metrics.
 
 :class:`Service` composes the parts as asyncio tasks around one Redis URL. ``tickcast run``
 runs them all; ``tickcast ingest`` the ingest side alone (``work=False``) and ``tickcast worker``
 the worker alone (``ingest=False``), each with its own metrics endpoint:
 
-- ``exchange.name == "sim"``: a :class:`~tickcast.service.sim.server.SimExchange` serving
-  :class:`~tickcast.service.sim.market.SyntheticMarket` (event time starting now, no oracle
-  history) on loopback, read back by the Binance feed under venue ``"sim"``; ``"binanceusdm"``:
-  the real venue (market metadata from its REST API unless ``online=False``);
-- the :class:`~tickcast.service.live.ingest.Ingester` (feed -> bounded queue -> batched XADD);
-- the :class:`~tickcast.service.live.worker.Worker` (ticks -> learners -> signals, checkpoints),
-  which, when both run here, takes the ticks the ingester wrote from a
-  :class:`~tickcast.service.live.handoff.Handoff` once it has caught up with the streams
+- one *source* per ``exchange.name`` item (:mod:`tickcast.service.venues.registry`): a live
+  venue, the simulated market in a venue's dialect on loopback (``sim``, ``sim:<venue>``), or a
+  ccxt.pro client (``ccxt:<id>``); each source's markets are resolved before anything starts,
+  so that a symbol the venue does not list stops the service at once (exit code 2);
+- per source, an :class:`~tickcast.service.live.ingest.Ingester` (its feed -> bounded queue ->
+  batched XADD);
+- one :class:`~tickcast.service.live.worker.Worker` (ticks -> one learner per (venue, symbol)
+  -> signals, checkpoints), which, when both run here, takes the ticks the ingesters wrote
+  from a :class:`~tickcast.service.live.handoff.Handoff` once it has caught up with the streams
   (``worker.handoff``);
-- :class:`~tickcast.service.ops.metrics.Metrics` on ``metrics.host:metrics.port`` with ``/healthz``
-  and ``/readyz`` (Redis answers PING and ticks arrived in the last ``stale_s`` seconds).
+- :class:`~tickcast.service.ops.metrics.Metrics` on ``metrics.host:metrics.port`` with
+  ``/healthz`` and ``/readyz`` (Redis answers PING and ticks arrived in the last ``stale_s``
+  seconds).
 
-Ownership (:mod:`tickcast.service.bus.lease`): the worker takes the symbols' ``owner`` leases
-before restoring them, the ingest side their ``ingester`` leases before connecting the feed (and
-renews them; losing one stops the service with exit code 1): a second process on the same
-symbols waits for the first.
+Ownership (:mod:`tickcast.service.bus.lease`): the worker takes the instruments' ``owner``
+leases before restoring them, the ingest side their ``ingester`` leases before connecting the
+feeds (and renews them; losing one stops the service with exit code 1): a second process on the
+same instruments waits for the first.
 
 Shutdown (:meth:`Service.request_stop`, wired to SIGTERM, SIGINT and SIGHUP by :meth:`Service.run`):
-stop the feed, flush the ingest buffer, let the worker finish its step and checkpoint, stop the
-simulator and the metrics server — all within ``stop_timeout_s``.
+stop the feeds, flush the ingest buffers, let the worker finish its step and checkpoint, stop the
+simulators and the metrics server — all within ``stop_timeout_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import signal
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -44,43 +48,63 @@ from tickcast.service.bus import connection, keys
 from tickcast.service.bus.lease import SymbolLeases
 from tickcast.service.bus.writer import TickWriter
 from tickcast.service.live.handoff import Handoff
+from tickcast.service.live.ingest import Ingester
+from tickcast.service.live.sources import OpenSource, open_source, resolve_markets
 from tickcast.service.live.worker import Worker
 from tickcast.service.ops.config import Settings
 from tickcast.service.ops.health import MetricsServer, Readiness
 from tickcast.service.ops.metrics import OTHER, IngestSnapshot, Metrics
+from tickcast.service.ticks import Instrument
+from tickcast.service.venues.markets import MarketInfo
+from tickcast.service.venues.registry import Source
 
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 """Signals that stop the service cleanly (a closed terminal sends SIGHUP)."""
 
-SIM = "sim"
-SUPPORTED = (SIM, "binanceusdm")
-
 
 class ServiceError(TickcastError):
-    """The service cannot be composed (unknown exchange, bad symbols...)."""
+    """The service cannot go on (a lease lost...)."""
 
 
-# -- the ingester's counters for the metrics -----------------------------------------------
+# -- the ingesters' counters for the metrics ------------------------------------------------
 
 
-def ingest_snapshot(ingester: Any) -> IngestSnapshot:
-    """Read an ingester's counters (totals and per ``(symbol, kind)``) for :class:`Metrics`."""
+def ingest_snapshot(venue: str, ingester: Ingester, started_monotonic: float) -> IngestSnapshot:
+    """Read one venue's ingester (and feed) counters for :class:`Metrics`."""
     c = ingester.counters()
     st = ingester.stats
+    now = time.monotonic()
+    routes = getattr(ingester.feed, "routes", {})
     return IngestSnapshot(
+        venue=venue,
         received=dict(st.received_by),
         written=dict(st.written_by),
         rejected={(OTHER, OTHER): int(c.get("rejected", 0))},
         dropped=dict(st.dropped_by),
         reconnects=int(c.get("reconnects", 0)),
+        connect_errors=int(c.get("errors", 0)),
         gaps=int(c.get("gaps", 0)),
         missed_trades=int(c.get("missed_trades", 0)),
         watchdog_trips=int(c.get("watchdog_trips", 0)),
+        keepalive_timeouts=int(c.get("keepalive_timeouts", 0)),
         queue_depth=int(c.get("queue_depth", 0)),
         batch_sizes=st.batch_sizes,
+        routes={
+            name: (rs.connected, now - (rs.last_frame_monotonic or started_monotonic))
+            for name, rs in routes.items()
+        },
     )
+
+
+def merged_counters(ingesters: Sequence[Ingester]) -> dict[str, int]:
+    """Every ingester's :meth:`~Ingester.counters`, summed key by key."""
+    out: dict[str, int] = {}
+    for ingester in ingesters:
+        for key, value in ingester.counters().items():
+            out[key] = out.get(key, 0) + value
+    return out
 
 
 def settle_heap() -> None:
@@ -94,39 +118,17 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-# -- building the parts ----------------------------------------------------------------------
-
-
-async def build_feed(
-    settings: Settings, venue: str, public_url: str, market_url: str, *, online: bool = False
-) -> Any:
-    """A Binance USD-M websocket feed of the configured symbols on the given route URLs.
-
-    Market metadata (venue ids, contract sizes) comes from ccxt's REST markets when ``online``
-    and the feed points off this machine (falling back to the offline table when that fails);
-    from the offline table otherwise: a feed on loopback reads a simulator, not the venue.
-    """
-    from tickcast.service.feed.binance_ws import BinanceFeed, BinanceWsConfig
-    from tickcast.service.feed.shell import is_loopback
-    from tickcast.service.venues.markets import load_markets
-
-    ex = settings.exchange
-    config = BinanceWsConfig.from_settings(ex, public_url, market_url)
-    online = online and not is_loopback(public_url)
-    markets = await load_markets(ex.symbols, online=online)
-    return BinanceFeed(list(ex.symbols), config, markets=markets, venue=venue)
-
-
 # -- the service -----------------------------------------------------------------------------
 
 
 class Service:
-    """Ingest and/or worker, metrics (+ simulator) in one process; see the module docstring.
+    """Ingest and/or worker, metrics (+ simulators) in one process; see the module docstring.
 
     Parameters
     ----------
     settings : Settings
-        ``exchange.name`` picks the source (``sim`` or ``binanceusdm``).
+        ``exchange.name`` lists the sources, ``exchange.symbols`` / ``venue_symbols`` their
+        symbols.
     redis_url : str
         Where the streams live.
     ingest, work : bool
@@ -137,10 +139,10 @@ class Service:
     stale_s : float
         Readiness: longest tolerated silence of the tick flow.
     sim_rate_scale : float
-        Simulator only: multiply every symbol's trade and quote rates (benchmarks).
+        Simulated sources only: multiply every symbol's trade and quote rates (benchmarks).
     online : bool
-        ``binanceusdm`` only: load market metadata from the venue's REST API (``False``: the
-        offline table, no REST call).
+        Live venues: load market metadata from the venue's REST API (``False``: the metadata
+        shipped with tickcast, no REST call).
     """
 
     def __init__(
@@ -155,22 +157,20 @@ class Service:
         sim_rate_scale: float = 1.0,
         online: bool = True,
     ) -> None:
-        name = settings.exchange.name
-        if ingest and name not in SUPPORTED:
-            raise ServiceError(f"exchange {name!r} is not supported: use one of {SUPPORTED}")
         self.settings = settings
         self.redis_url = redis_url
-        self.venue = name
-        self.symbols = tuple(settings.exchange.symbols)
+        self.sources: list[Source] = settings.exchange.sources()
+        self.instruments: tuple[Instrument, ...] = tuple(settings.exchange.instruments())
         self.run_ingest = ingest
         self.run_worker = work
         self.stop_timeout_s = stop_timeout_s
         self.stale_s = stale_s if stale_s is not None else max(10.0, settings.exchange.watchdog_s)
         self.sim_rate_scale = sim_rate_scale
         self.online = online
-        self.metrics = Metrics(self.venue, self.symbols)
-        self.sim: Any = None
-        self.ingester: Any = None
+        self.metrics = Metrics(self.instruments)
+        self.opened: list[OpenSource] = []
+        self.ingesters: dict[str, Ingester] = {}
+        """The ingester of each source, by venue label."""
         self.worker: Worker | None = None
         self.ingest_leases: SymbolLeases | None = None
         self.metrics_server: MetricsServer | None = None
@@ -179,10 +179,21 @@ class Service:
         self._last_received = 0
         self._last_flow = 0.0
 
+    @property
+    def sims(self) -> list[Any]:
+        """The simulated exchanges this service runs."""
+        return [o.sim for o in self.opened if o.sim is not None]
+
+    def counters(self) -> dict[str, int]:
+        """Every ingester's counters, summed (see :func:`merged_counters`)."""
+        return merged_counters(list(self.ingesters.values()))
+
     def _leases(self, client: redis.asyncio.Redis, kind: str) -> SymbolLeases:
-        """Leases on the symbols' ``owner`` (worker) or ``ingester`` keys."""
+        """Leases on the instruments' ``owner`` (worker) or ``ingester`` keys."""
         prefix = self.settings.redis.prefix
-        lease_keys = {s: keys.symbol_key(prefix, self.venue, s, kind) for s in self.symbols}
+        lease_keys = {
+            str(i): keys.symbol_key(prefix, i.venue, i.symbol, kind) for i in self.instruments
+        }
         return SymbolLeases(client, lease_keys, ttl_s=self.settings.worker.lease_ttl_s)
 
     async def _keep(self, leases: SymbolLeases) -> None:
@@ -214,38 +225,35 @@ class Service:
         worker = self.worker.last_tick_monotonic if self.worker is not None else 0.0
         return max(self._last_flow, worker)
 
-    async def _start_sim(self) -> tuple[str, str]:
-        from tickcast.service.sim.market import SyntheticMarket
-        from tickcast.service.sim.server import SimExchange
-        from tickcast.service.sim.symbols import specs_for
+    async def _markets(self) -> dict[str, list[MarketInfo]]:
+        """Every source's markets, by venue label; raises on a symbol a venue does not list."""
+        exchange = self.settings.exchange
+        out: dict[str, list[MarketInfo]] = {}
+        for source in self.sources:
+            symbols = exchange.symbols_of(source)
+            out[source.label] = await resolve_markets(
+                source, symbols, self.settings, online=self.online
+            )
+        return out
 
-        cfg = self.settings.sim
-        market = SyntheticMarket(
-            specs_for(self.symbols, self.sim_rate_scale),
-            seed=cfg.seed,
-            start_ms=time.time_ns() // 1_000_000,
-            venue=SIM,
-            oracle_memory_s=None,
-        )
-        self.sim = SimExchange(market.ticks(), host=cfg.host, port=cfg.port, speed=cfg.speed)
-        await self.sim.start()
-        return self.sim.url + "/public", self.sim.url + "/market"
-
-    async def _build_ingest(self, client: redis.asyncio.Redis, handoff: Handoff | None) -> Any:
-        from tickcast.service.live.ingest import Ingester
-
-        if self.venue == SIM:
-            public, market = await self._start_sim()
-        else:
-            urls = self.settings.exchange.urls.binanceusdm
-            public, market = urls.public, urls.market
-        online = self.online and self.venue != SIM
-        feed = await build_feed(self.settings, self.venue, public, market, online=online)
-        writer = TickWriter(client, self.settings)
-        writer.tap = handoff
-        ingester = Ingester.from_settings(feed, writer, self.settings)
-        self.metrics.add_ingest_source(lambda: ingest_snapshot(ingester))
-        return ingester
+    async def _build_ingest(
+        self,
+        client: redis.asyncio.Redis,
+        handoff: Handoff | None,
+        markets: dict[str, list[MarketInfo]],
+    ) -> None:
+        for source in self.sources:
+            opened = await open_source(
+                source, markets[source.label], self.settings, rate_scale=self.sim_rate_scale
+            )
+            self.opened.append(opened)
+            writer = TickWriter(client, self.settings)
+            writer.tap = handoff
+            ingester = Ingester.from_settings(opened.feed, writer, self.settings)
+            self.ingesters[source.label] = ingester
+            self.metrics.add_ingest_source(
+                functools.partial(ingest_snapshot, source.label, ingester, opened.started_monotonic)
+            )
 
     def _start_metrics(self) -> Readiness | None:
         cfg = self.settings.metrics
@@ -257,17 +265,23 @@ class Service:
         return readiness
 
     async def _watch_flow(self) -> None:
-        """Track when the ingester last received ticks (for readiness)."""
+        """Track when the ingesters last received ticks (for readiness)."""
         while True:
-            if self.ingester is not None:
-                received = self.ingester.stats.received
-                if received != self._last_received:
-                    self._last_received = received
-                    self._last_flow = time.monotonic()
+            received = sum(i.stats.received for i in self.ingesters.values())
+            if received != self._last_received:
+                self._last_received = received
+                self._last_flow = time.monotonic()
             await asyncio.sleep(0.2)
 
     async def run(self, *, handle_signals: bool = True) -> int:
-        """Run until :meth:`request_stop` (or SIGTERM/SIGINT/SIGHUP); return the exit code (0)."""
+        """Run until :meth:`request_stop` (or SIGTERM/SIGINT/SIGHUP); return the exit code (0).
+
+        Raises
+        ------
+        MarketError
+            Before anything starts, when a venue does not list a configured symbol.
+        """
+        markets = await self._markets() if self.run_ingest else {}
         loop = asyncio.get_running_loop()
         if handle_signals:
             for sig in STOP_SIGNALS:
@@ -280,13 +294,12 @@ class Service:
             readiness = self._start_metrics()
             handoff = None
             if self.run_worker and self.run_ingest and self.settings.worker.handoff:
-                handoff = Handoff(self.symbols)
+                handoff = Handoff(self.instruments)
             if self.run_worker:
                 self.worker = Worker(
                     worker_client,
                     self.settings,
-                    venue=self.venue,
-                    symbols=self.symbols,
+                    instruments=self.instruments,
                     stats=self.metrics.symbol_stats,
                     handoff=handoff,
                     leases=self._leases(worker_client, "owner"),
@@ -301,8 +314,11 @@ class Service:
                     await self._shutdown(tasks)  # stopped while another ingester held them
                     return 0
                 tasks["leases"] = loop.create_task(self._keep(self.ingest_leases), name="leases")
-                self.ingester = await self._build_ingest(ingest_client, handoff)
-                tasks["ingest"] = loop.create_task(self.ingester.run(), name="ingest")
+                await self._build_ingest(ingest_client, handoff, markets)
+                for label, ingester in self.ingesters.items():
+                    tasks[f"ingest {label}"] = loop.create_task(
+                        ingester.run(), name=f"ingest {label}"
+                    )
             tasks["flow"] = loop.create_task(self._watch_flow(), name="flow")
             settle_heap()
             self.ready.set()
@@ -325,9 +341,8 @@ class Service:
             for task in tasks.values():
                 task.cancel()
             await asyncio.gather(*tasks.values(), return_exceptions=True)
-            if self.sim is not None:
-                await self.sim.stop()
-                self.sim = None
+            for sim in self.sims:
+                await sim.stop()
             if self.metrics_server is not None:
                 self.metrics_server.stop()
             if readiness is not None:
@@ -336,14 +351,15 @@ class Service:
             await worker_client.aclose()
 
     async def _shutdown(self, tasks: dict[str, asyncio.Task[Any]]) -> None:
-        """Stop the feed and flush, then stop the worker (checkpoint), within the timeout."""
+        """Stop the feeds and flush, then stop the worker (checkpoint), within the timeout."""
         started = time.monotonic()
         try:
             async with asyncio.timeout(self.stop_timeout_s):
-                if self.ingester is not None:
-                    self.ingester.stop()
+                for ingester in self.ingesters.values():
+                    ingester.stop()
+                for label in self.ingesters:
                     with contextlib.suppress(Exception):
-                        await tasks["ingest"]
+                        await tasks[f"ingest {label}"]
                 if "leases" in tasks:
                     tasks["leases"].cancel()
                 if self.ingest_leases is not None:

@@ -23,6 +23,7 @@ from tickcast.service.bus.keys import id_key
 from tickcast.service.live.predictor import Predictor
 from tickcast.service.ops.config import Settings
 from tickcast.service.ops.metrics import SymbolStats
+from tickcast.service.ticks import Instrument
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def default_learner_loader(data: bytes) -> Learner:
 
 @dataclass
 class SymbolState:
-    """One symbol's learner, stream position and checkpoint bookkeeping.
+    """One instrument's learner, stream position and checkpoint bookkeeping.
 
     ``live`` is True while the symbol's ticks come from the in-process handoff
     (:mod:`tickcast.service.live.handoff`) rather than from XREAD; ``breaks`` is the handoff's break
@@ -89,7 +90,7 @@ class SymbolState:
     already read from Redis (set when it goes live, cleared at the first newer entry).
     """
 
-    symbol: str
+    instrument: Instrument
     learner: Learner
     ticks_key: str
     ckpt_key: str
@@ -107,9 +108,14 @@ class SymbolState:
     breaks: int = 0
     behind: tuple[int, int] | None = None
 
+    @property
+    def symbol(self) -> str:
+        """The unified symbol."""
+        return self.instrument.symbol
+
 
 class SymbolBook:
-    """The worker's symbols: their states, restored from and saved to checkpoints.
+    """The worker's instruments: their states, restored from and saved to checkpoints.
 
     Parameters
     ----------
@@ -117,11 +123,9 @@ class SymbolBook:
         Bytes-mode client.
     settings : Settings
         ``redis.prefix``, ``redis.signal_maxlen`` and the ``worker`` section are used.
-    venue : str
-        Venue id of the keys.
-    symbols : iterable of str
-        Unified symbols.
-    stats : mapping of str to SymbolStats, optional
+    instruments : iterable of Instrument
+        (venue label, unified symbol) pairs.
+    stats : mapping of Instrument to SymbolStats, optional
         Counter objects to bump (``Metrics.symbol_stats``); private ones otherwise.
     learner_factory, learner_loader : callable, optional
         Make a fresh learner / restore one from a snapshot (default: ``OnlineLearner``).
@@ -131,22 +135,20 @@ class SymbolBook:
         self,
         client: redis.asyncio.Redis,
         settings: Settings,
-        venue: str,
-        symbols: Iterable[str],
+        instruments: Iterable[Instrument],
         *,
-        stats: dict[str, SymbolStats] | None = None,
+        stats: dict[Instrument, SymbolStats] | None = None,
         learner_factory: LearnerFactory | None = None,
         learner_loader: LearnerLoader | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
-        self.venue = venue
-        self.symbols = tuple(symbols)
+        self.instruments = tuple(instruments)
         self.cfg = settings.worker
         self._stats = stats if stats is not None else {}
         self._factory = learner_factory or default_learner_factory(settings)
         self._loader = learner_loader or default_learner_loader
-        self.states: dict[str, SymbolState] = {}
+        self.states: dict[Instrument, SymbolState] = {}
         self.by_key: dict[bytes, SymbolState] = {}
         """The states by tick stream key."""
         self._status_monotonic = 0.0
@@ -159,22 +161,23 @@ class SymbolBook:
         WorkerError
             A checkpoint cannot be read, or was made with another horizon or sample interval.
         """
-        prefix, venue = self.settings.redis.prefix, self.venue
-        for symbol in self.symbols:
+        prefix = self.settings.redis.prefix
+        for instrument in self.instruments:
+            venue, symbol = instrument
             ckpt_key = keys.ckpt_key(prefix, venue, symbol)
             signals_key = keys.signals_key(prefix, venue, symbol)
             ckpt = await load(self.client, ckpt_key)
-            stats = self._stats.setdefault(symbol, SymbolStats())
+            stats = self._stats.setdefault(instrument, SymbolStats())
             predictor = Predictor(
                 venue, symbol, signals_key, self.settings.redis.signal_maxlen, stats
             )
             ticks_key = keys.ticks_key(prefix, venue, symbol)
             if ckpt is None:
                 learner = self._factory(symbol)
-                state = SymbolState(symbol, learner, ticks_key, ckpt_key, predictor, stats)
+                state = SymbolState(instrument, learner, ticks_key, ckpt_key, predictor, stats)
             else:
                 learner = self._restore_learner(symbol, ckpt.model, ckpt_key)
-                state = SymbolState(symbol, learner, ticks_key, ckpt_key, predictor, stats)
+                state = SymbolState(instrument, learner, ticks_key, ckpt_key, predictor, stats)
                 state.last_id, state.last_published = ckpt.last_id, ckpt.last_t
                 state.ticks = state.ticks_at_ckpt = state.ticks_at_status = ckpt.ticks
                 stats.samples = ckpt.samples
@@ -183,7 +186,7 @@ class SymbolBook:
             state.last_published = max(state.last_published, published)
             predictor.sync_stats(learner)
             state.samples_at_ckpt = stats.samples
-            self.states[symbol] = state
+            self.states[instrument] = state
             self.by_key[ticks_key.encode()] = state
             log.info(
                 "%s %s: %s at tick stream ID %s, last signal t=%d",
@@ -246,7 +249,7 @@ class SymbolBook:
                 log.warning(
                     "%s: tick stream trimmed past the worker's position %s (it starts at %s): "
                     "ticks were missed; raise redis.tick_maxlen or keep the worker up",
-                    state.symbol,
+                    state.instrument,
                     state.last_id,
                     first[0][0].decode(),
                 )

@@ -1,8 +1,8 @@
-"""The worker: tick streams in, one online learner per symbol, signals out.
+"""The worker: tick streams in, one online learner per (venue, symbol), signals out.
 
-Each configured symbol has a :class:`~tickcast.service.live.symbolstate.SymbolState`: its learner,
-the ID of the last tick stream entry consumed and the sample time of the last signal
-published. One loop does, per step:
+Each configured instrument (a venue and a symbol) has a
+:class:`~tickcast.service.live.symbolstate.SymbolState`: its learner, the ID of the last tick
+stream entry consumed and the sample time of the last signal published. One loop does, per step:
 
 1. gets the next entries of each symbol's tick stream: one ``XREAD BLOCK`` over every stream
    after its last ID (``worker.read_count`` each), on a :class:`~tickcast.service.bus.resp.Lane`
@@ -57,7 +57,7 @@ from tickcast.service.live.symbolstate import (
 from tickcast.service.live.workerlane import WorkerLane
 from tickcast.service.ops.config import Settings
 from tickcast.service.ops.metrics import SymbolStats
-from tickcast.service.ticks import Tick
+from tickcast.service.ticks import Instrument, Tick
 
 __all__ = ["START_ID", "Learner", "SymbolState", "Worker", "WorkerError"]
 
@@ -69,7 +69,7 @@ RETRYABLE = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError
 
 
 class Worker:
-    """Own some symbols of one venue; see the module docstring.
+    """Own some instruments (venue, symbol), of one venue or several; see the module docstring.
 
     Parameters
     ----------
@@ -77,11 +77,9 @@ class Worker:
         Bytes-mode client (:func:`tickcast.service.connection.connect`).
     settings : Settings
         ``redis.prefix``, ``redis.signal_maxlen`` and the ``worker`` section are used.
-    venue : str
-        Venue id of the streams (``"sim"``, ``"binanceusdm"``).
-    symbols : sequence of str, optional
-        Unified symbols; default ``settings.exchange.symbols``.
-    stats : mapping of str to SymbolStats, optional
+    instruments : sequence of Instrument, optional
+        (venue label, unified symbol) pairs; default ``settings.exchange.instruments()``.
+    stats : mapping of Instrument to SymbolStats, optional
         Counter objects to bump (``Metrics.symbol_stats``); private ones otherwise.
     learner_factory, learner_loader : callable, optional
         Make a fresh learner for a symbol / restore one from a snapshot (default: the
@@ -100,9 +98,8 @@ class Worker:
         client: redis.asyncio.Redis,
         settings: Settings,
         *,
-        venue: str,
-        symbols: Sequence[str] | None = None,
-        stats: dict[str, SymbolStats] | None = None,
+        instruments: Sequence[Instrument] | None = None,
+        stats: dict[Instrument, SymbolStats] | None = None,
         learner_factory: LearnerFactory | None = None,
         learner_loader: LearnerLoader | None = None,
         handoff: Handoff | None = None,
@@ -110,18 +107,16 @@ class Worker:
     ) -> None:
         self.client = client
         self.settings = settings
-        self.venue = venue
         self.cfg = settings.worker
         self.book = SymbolBook(
             client,
             settings,
-            venue,
-            symbols if symbols is not None else settings.exchange.symbols,
+            instruments if instruments is not None else settings.exchange.instruments(),
             stats=stats,
             learner_factory=learner_factory,
             learner_loader=learner_loader,
         )
-        self.symbols = self.book.symbols
+        self.instruments = self.book.instruments
         self.states = self.book.states
         self._by_key = self.book.by_key
         self._stop = asyncio.Event()
@@ -281,7 +276,7 @@ class Worker:
         reading = [s for s in self.states.values() if not s.live]
         n = 0
         if reading:
-            marks = [handoff.breaks[s.symbol] for s in reading]
+            marks = [handoff.breaks[s.instrument] for s in reading]
             reply = await self._read(0, reading)
             cursors = self._cursors(reply)
             got = {id(c[0]): len(c[1]) for c in cursors}
@@ -361,7 +356,7 @@ class Worker:
                     tick = decode(fields)
                 except codec.BusDecodeError as exc:
                     stats.undecodable += 1
-                    log.debug("%s: skipping undecodable tick %s: %s", state.symbol, raw_id, exc)
+                    log.debug("%s: skipping undecodable tick %s: %s", state.instrument, raw_id, exc)
                     continue
             last_event_ms = tick.event_ms
             observe_lag((tick.recv_ns * 1e-6 - last_event_ms) * 1e-3)

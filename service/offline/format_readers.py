@@ -10,24 +10,16 @@ Telling the format of a file, opening it and merging files by event time is
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
 from tickcast.service.offline.tickjson import TickJsonError, decode
-from tickcast.service.ticks import QUOTE, TRADE, Tick
-from tickcast.service.venues.base import (
-    REJECT_CROSSED,
-    REJECT_LINE,
-    REJECT_NON_FINITE,
-    REJECT_PRICE,
-    REJECT_SIZE,
-    REJECT_TIME,
-    SKIP_UNSUBSCRIBED,
-    ParseStats,
-)
-from tickcast.service.venues.binance import VENUE, BinanceParser, venue_symbol
+from tickcast.service.ticks import QUOTE, TRADE, Tick, invalid_reason
+from tickcast.service.venues.base import REJECT_LINE, SKIP_UNSUBSCRIBED, ParseStats
+from tickcast.service.venues.markets import MarketInfo
+from tickcast.service.venues.registry import VENUES, venue
+from tickcast.service.venues.venue import Venue
 
 __all__ = [
     "AGG_HEADER",
@@ -51,13 +43,37 @@ BOOK_HEADER: Final = b"update_id"
 #: The values of aggTrades' ``is_buyer_maker`` column.
 CSV_BOOLS: Final = (b"true", b"false")
 _MICROS: Final = 10**14
+_HELD_MAX: Final = 1000
+"""Frames read before the venue of a capture is known, at most (then Binance USDⓈ-M)."""
+_FALLBACK: Final = "binanceusdm"
 _new_tick = tuple.__new__
+
+
+def detect_venue(frame: bytes) -> Venue | None:
+    """The registered venue whose market-data layout ``frame`` has, if any.
+
+    Examples
+    --------
+    >>> detect_venue(b'{"e":"trade","s":"BTCUSD_PERP","p":"1"}').name
+    'binancecoinm'
+    >>> detect_venue(b'{"result":null,"id":1}') is None
+    True
+    """
+    for name in VENUES:
+        candidate = venue(name)
+        if candidate.recognises(frame):
+            return candidate
+    return None
 
 
 def read_frames(
     rows: Iterable[bytes], fmt: str, wanted: frozenset[str] | None, stats: ParseStats
 ) -> Iterator[Tick]:
-    """Ticks of a websocket capture: per line a receive time, then a raw Binance frame.
+    """Ticks of a websocket capture: per line a receive time, then a raw frame of a venue.
+
+    The venue is told by the first frame one of the registered venues recognises
+    (:func:`detect_venue`); frames before it carry no tick (acks, snapshots) and are parsed
+    as that venue's once it is known.
 
     Parameters
     ----------
@@ -67,17 +83,15 @@ def read_frames(
         ``<recv ns> <frame>`` lines, or ``<epoch s>: <frame>`` lines after a ``<url> <-> <s>``
         header.
     wanted : frozenset of str, optional
-        Unified symbols to keep (``None``: all); frames of others count as skipped.
+        Unified symbols to keep (``None``: all); ticks of others count as skipped.
     stats : ParseStats
         Receives the counts.
     """
-    mapping = None if wanted is None else {venue_symbol(u): u for u in wanted}
-    parser = BinanceParser(symbols=mapping)
-    parser.stats = stats
-    parse = parser.parse
     split_time: Callable[[bytes], tuple[int, bytes] | None] = (
         _split_recording if fmt == "recording" else _split_ws_session
     )
+    held: list[tuple[int, bytes]] = []
+    parse: Callable[[bytes, int], list[Tick]] | None = None
     for row in rows:
         if not row.strip():
             continue
@@ -86,7 +100,37 @@ def read_frames(
             if not WS_HEADER_LINE.match(row.strip()):
                 stats.reject(REJECT_LINE)
             continue
-        yield from parse(parts[1], parts[0])
+        recv_ns, frame = parts
+        if parse is None:
+            found = detect_venue(frame)
+            if found is None and len(held) < _HELD_MAX:
+                held.append((recv_ns, frame))
+                continue
+            parse = _frame_parser(found or venue(_FALLBACK), stats)
+            for early_ns, early in held:
+                yield from _kept(parse(early, early_ns), wanted, stats)
+            held.clear()
+        yield from _kept(parse(frame, recv_ns), wanted, stats)
+    if parse is None and held:
+        parse = _frame_parser(venue(_FALLBACK), stats)
+        for early_ns, early in held:
+            yield from _kept(parse(early, early_ns), wanted, stats)
+
+
+def _frame_parser(found: Venue, stats: ParseStats) -> Callable[[bytes, int], list[Tick]]:
+    parser = found.parser()
+    parser.stats = stats
+    logger.debug("frames of %s", found.name)
+    return parser.parse
+
+
+def _kept(ticks: list[Tick], wanted: frozenset[str] | None, stats: ParseStats) -> list[Tick]:
+    if wanted is None or not ticks:
+        return ticks
+    kept = [t for t in ticks if t.symbol in wanted]
+    if len(kept) < len(ticks):
+        stats.skip(SKIP_UNSUBSCRIBED, len(ticks) - len(kept))
+    return kept
 
 
 def _split_recording(row: bytes) -> tuple[int, bytes] | None:
@@ -138,12 +182,16 @@ def _millis(value: bytes) -> int:
     return ms // 1000 if ms > _MICROS else ms
 
 
-def read_agg_trades(rows: Iterable[bytes], symbol: str, stats: ParseStats) -> Iterator[Tick]:
+def read_agg_trades(
+    rows: Iterable[bytes], market: MarketInfo, label: str, stats: ParseStats
+) -> Iterator[Tick]:
     """Trades of an aggTrades CSV: agg id, price, qty, first id, last id, time, is_buyer_maker.
 
-    ``symbol`` (unified) is the file's; a header row is passed over, other bad rows are
-    rejected into ``stats``. ``recv_ns`` is the event time; microsecond times become ms.
+    ``market`` is the file's (its quantities are contracts: COIN-M files are converted to base
+    units), ``label`` the venue label of the ticks; a header row is passed over, other bad rows
+    are rejected into ``stats``. ``recv_ns`` is the event time; microsecond times become ms.
     """
+    symbol, convert = market.symbol, market.contract_size != 1.0 or not market.linear
     for row in rows:
         fields = row.split(b",")
         try:
@@ -160,24 +208,26 @@ def read_agg_trades(rows: Iterable[bytes], symbol: str, stats: ParseStats) -> It
         if flag not in CSV_BOOLS:
             _reject_row(stats, REJECT_LINE, row)
             continue
-        reason = _check_trade(price, size, event_ms)
-        if reason is not None:
-            _reject_row(stats, reason, row)
-            continue
-        stats.parsed_trades += 1
-        yield _new_tick(
+        if convert and price > 0.0:
+            size = market.base_size(size, price)
+        tick = _new_tick(
             Tick,
-            (VENUE, symbol, TRADE, event_ms, event_ms * 1_000_000, price, size,
+            (label, symbol, TRADE, event_ms, event_ms * 1_000_000, price, size,
              -1 if flag == b"true" else 1, trade_id, 0.0, 0.0, 0.0, 0.0, 0),
         )  # fmt: skip
+        if _admitted(tick, stats, row):
+            yield tick
 
 
-def read_book_ticker(rows: Iterable[bytes], symbol: str, stats: ParseStats) -> Iterator[Tick]:
+def read_book_ticker(
+    rows: Iterable[bytes], market: MarketInfo, label: str, stats: ParseStats
+) -> Iterator[Tick]:
     """Quotes of a bookTicker CSV: update id, bid, bid qty, ask, ask qty, transaction time,
     event time (used when the transaction time is empty or 0).
 
     As :func:`read_agg_trades` otherwise.
     """
+    symbol, convert = market.symbol, market.contract_size != 1.0 or not market.linear
     for row in rows:
         fields = row.split(b",")
         try:
@@ -189,41 +239,28 @@ def read_book_ticker(rows: Iterable[bytes], symbol: str, stats: ParseStats) -> I
             if row.strip() and not row.startswith(BOOK_HEADER):
                 _reject_row(stats, REJECT_LINE, row)
             continue
-        reason = _check_quote(bid, bid_size, ask, ask_size, event_ms)
-        if reason is not None:
-            _reject_row(stats, reason, row)
-            continue
-        stats.parsed_quotes += 1
-        yield _new_tick(
+        if convert and bid > 0.0 and ask > 0.0:
+            bid_size, ask_size = market.base_size(bid_size, bid), market.base_size(ask_size, ask)
+        tick = _new_tick(
             Tick,
-            (VENUE, symbol, QUOTE, event_ms, event_ms * 1_000_000, 0.0, 0.0, 0, "",
+            (label, symbol, QUOTE, event_ms, event_ms * 1_000_000, 0.0, 0.0, 0, "",
              bid, bid_size, ask, ask_size, update_id),
         )  # fmt: skip
+        if _admitted(tick, stats, row):
+            yield tick
 
 
-def _check_trade(price: float, size: float, event_ms: int) -> str | None:
-    if not (math.isfinite(price) and math.isfinite(size)):
-        return REJECT_NON_FINITE
-    if price <= 0.0:
-        return REJECT_PRICE
-    if size < 0.0:
-        return REJECT_SIZE
-    return REJECT_TIME if event_ms <= 0 else None
-
-
-def _check_quote(
-    bid: float, bid_size: float, ask: float, ask_size: float, event_ms: int
-) -> str | None:
-    finite = math.isfinite
-    if not (finite(bid) and finite(bid_size) and finite(ask) and finite(ask_size)):
-        return REJECT_NON_FINITE
-    if bid <= 0.0 or ask <= 0.0:
-        return REJECT_PRICE
-    if bid_size < 0.0 or ask_size < 0.0:
-        return REJECT_SIZE
-    if bid > ask:
-        return REJECT_CROSSED
-    return REJECT_TIME if event_ms <= 0 else None
+def _admitted(tick: Tick, stats: ParseStats, row: bytes) -> bool:
+    """Validate ``tick`` (the one tick validation), counting it as parsed or rejected."""
+    reason = invalid_reason(tick)
+    if reason is not None:
+        _reject_row(stats, reason, row)
+        return False
+    if tick.kind == TRADE:
+        stats.parsed_trades += 1
+    else:
+        stats.parsed_quotes += 1
+    return True
 
 
 def _reject_row(stats: ParseStats, reason: str, row: bytes) -> None:

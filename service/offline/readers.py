@@ -4,12 +4,14 @@ Accepted formats, recognised from the content of the first non-empty line (never
 name), after transparent decompression of gzip (``1f 8b``) and zip (one member) files:
 
 ``recording``
-    ``<recv ns> <raw JSON frame>`` per line, as captured from the Binance USDⓈ-M websocket
-    (``../shared/data/binance-usdm-btcusdt-20240808.gz``); parsed by
-    :class:`~tickcast.service.venues.binance.BinanceParser` with the line's receive time.
+    ``<recv ns> <raw JSON frame>`` per line, as captured from a venue's websocket
+    (``../shared/data/binance-usdm-btcusdt-20240808.gz``); the venue is told by the frames
+    (Binance USDⓈ-M or COIN-M, Bybit, OKX, Bitget, BitMEX...: see
+    :func:`~tickcast.service.offline.format_readers.detect_venue`) and its parser reads them
+    with the line's receive time.
 ``ws-session``
     ``<url> <-> <epoch s>`` then ``<epoch s>: <raw JSON frame>`` per line (the older capture
-    layout of ``recording-2021-07-22.ws.txt``); Binance frames, receive time from the line.
+    layout of ``recording-2021-07-22.ws.txt``); frames as above, receive time from the line.
 ``aggTrades``
     Binance public-data ``aggTrades`` CSV: ``agg_trade_id, price, quantity, first_trade_id,
     last_trade_id, transact_time, is_buyer_maker``, with or without the header row.
@@ -20,9 +22,10 @@ name), after transparent decompression of gzip (``1f 8b``) and zip (one member) 
     tickcast's own JSON Lines tick format (:mod:`tickcast.service.offline.tickjson`).
 
 The CSV files do not name their symbol: it is read from the file name, as Binance names them
-(``BTCUSDT-aggTrades-2024-08-08.csv``, ``.csv.gz``, ``.zip``), unless ``symbol=`` is given. CSV
-ticks get ``recv_ns = event_ms * 1_000_000``. Times above 10^14 (microseconds, as in newer
-public-data files) are converted to milliseconds.
+(``BTCUSDT-aggTrades-2024-08-08.csv`` for USDⓈ-M, ``BTCUSD_PERP-aggTrades-...`` for COIN-M,
+whose quantities in contracts are converted to base units; ``.csv.gz``, ``.zip``), unless
+``symbol=`` is given. CSV ticks get ``recv_ns = event_ms * 1_000_000``. Times above 10^14
+(microseconds, as in newer public-data files) are converted to milliseconds.
 
 Each file is read as a stream, line by line, and is assumed to be (roughly) in event-time
 order, as captures and public-data files are; :func:`read_ticks` merges files with
@@ -61,8 +64,9 @@ from tickcast.service.offline.format_readers import (
 )
 from tickcast.service.offline.tickjson import VERSION
 from tickcast.service.ticks import Tick
-from tickcast.service.venues.base import FeedParseError, ParseStats
-from tickcast.service.venues.binance import unified_symbol
+from tickcast.service.venues.base import ParseStats
+from tickcast.service.venues.markets import MarketError, MarketInfo, derived_market
+from tickcast.service.venues.registry import venue
 
 __all__ = ["FORMATS", "RecordingFormatError", "detect_format", "iter_file", "read_ticks"]
 
@@ -75,7 +79,7 @@ _GZIP_MAGIC: Final = b"\x1f\x8b"
 _ZIP_MAGIC: Final = b"PK\x03\x04"
 _RECORDING_LINE = re.compile(rb"^\d+ [\[{]")
 _WS_FRAME_LINE = re.compile(rb"^\d+(\.\d+)?: [\[{]")
-_CSV_NAME = re.compile(r"^([A-Z0-9]+(?:_\d{6})?)-(?:aggTrades|bookTicker)-")
+_CSV_NAME = re.compile(r"^([A-Z0-9]+(?:_(?:\d{6}|PERP))?)-(?:aggTrades|bookTicker)-")
 _ACCEPTED: Final = (
     "accepted formats: '<ns> <json frame>' recordings, '<ts>: <json frame>' ws sessions, "
     "Binance public-data aggTrades and bookTicker CSV, tickcast JSONL ticks"
@@ -153,11 +157,11 @@ def iter_file(
         elif fmt == "tickjson":
             yield from read_tickjson(rows, wanted, stats)
         else:
-            unified = _csv_symbol(path, symbol)
-            if wanted is not None and unified not in wanted:
+            label, market = _csv_market(path, symbol)
+            if wanted is not None and market.symbol not in wanted:
                 return
             reader = read_agg_trades if fmt == "aggTrades" else read_book_ticker
-            yield from reader(rows, unified, stats)
+            yield from reader(rows, market, label, stats)
 
 
 def detect_format(first_line: bytes, path: str | Path = "<data>") -> str:
@@ -243,13 +247,33 @@ def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
 
 
 def _wanted(symbols: Collection[str] | None) -> frozenset[str] | None:
+    """Unified symbols to keep; Binance ids (``BTCUSDT``, ``BTCUSD_PERP``) are accepted too."""
     if symbols is None:
         return None
-    return frozenset(s if "/" in s else unified_symbol(s) for s in symbols)
+    out = set()
+    for s in symbols:
+        if "/" in s:
+            out.add(s)
+            continue
+        found = _binance_market(s)
+        if found is None:
+            raise RecordingFormatError(f"{s!r} is neither a unified symbol nor a Binance id")
+        out.add(found[1].symbol)
+    return frozenset(out)
 
 
-def _csv_symbol(path: Path, symbol: str | None) -> str:
-    """Unified symbol of a public-data CSV: the override, or the venue id in its name."""
+def _binance_market(venue_id: str) -> tuple[str, MarketInfo] | None:
+    """The Binance venue (USDⓈ-M or COIN-M) and market a futures id names, if any."""
+    for name in ("binanceusdm", "binancecoinm"):
+        market = venue(name).derive(venue_id)
+        if market is not None:
+            return name, market
+    return None
+
+
+def _csv_market(path: Path, symbol: str | None) -> tuple[str, MarketInfo]:
+    """Venue and market of a Binance public-data CSV: from ``symbol``, else the id in its name
+    (``BTCUSDT-aggTrades-...`` is USDⓈ-M, ``BTCUSD_PERP-aggTrades-...`` COIN-M)."""
     name = symbol
     if name is None:
         match = _CSV_NAME.match(path.name)
@@ -260,8 +284,13 @@ def _csv_symbol(path: Path, symbol: str | None) -> str:
             )
         name = match.group(1)
     if "/" in name:
-        return name
-    try:
-        return unified_symbol(name)
-    except FeedParseError as exc:
-        raise RecordingFormatError(f"{path}: {exc}") from exc
+        try:
+            market = derived_market(name, "")
+        except MarketError as exc:
+            raise RecordingFormatError(f"{path}: {exc}") from exc
+        which = "binanceusdm" if market.linear else "binancecoinm"
+        return which, venue(which).assumed_market(name)
+    found = _binance_market(name)
+    if found is None:
+        raise RecordingFormatError(f"{path}: {name!r} is not a Binance futures id")
+    return found

@@ -25,7 +25,9 @@ from pydantic import (
 )
 from pydantic_settings import NoDecode
 
-from tickcast.service.ops.redaction import SecretUrl, looks_like_url, redact_url
+from tickcast.service.ops.redaction import SecretUrl, looks_like_url, redact, redact_url
+from tickcast.service.ticks import Instrument
+from tickcast.service.venues import registry
 
 DEFAULT_SYMBOLS = ("BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -39,11 +41,13 @@ class _Section(BaseModel):
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():
-            yield name, (redact_url(value) if isinstance(value, str) else value)
+            yield name, (redact(value) if isinstance(value, str | dict) else value)
 
     @field_serializer("*", mode="wrap", when_used="json")
     def _redact_json(self, value: Any, handler: SerializerFunctionWrapHandler) -> Any:
         out = handler(value)
+        if isinstance(out, dict):
+            return redact(out)
         return redact_url(out) if isinstance(out, str) and looks_like_url(out) else out
 
 
@@ -93,52 +97,122 @@ class RedisSettings(_Section):
         return url
 
 
-class BinanceUsdmUrls(_Section):
-    """Binance USDⓈ-M routed websocket bases (trade/bookTicker vs aggTrade/markPrice)."""
-
-    public: str = "wss://fstream.binance.com/public"
-    market: str = "wss://fstream.binance.com/market"
-
-
-class ExchangeUrls(_Section):
-    """Websocket base URLs per venue (tests point them at the simulator)."""
-
-    binanceusdm: BinanceUsdmUrls = Field(default_factory=BinanceUsdmUrls)
-    bybit: str = "wss://stream.bybit.com/v5/public/linear"
-    okx: str = "wss://ws.okx.com:8443/ws/v5/public"
-    bitget: str = "wss://ws.bitget.com/v2/ws/public"
-    bingx: str = "wss://open-api-swap.bingx.com/swap-market"
+def default_urls() -> dict[str, dict[str, str]]:
+    """Every registered live venue's websocket URLs, by venue and route."""
+    out: dict[str, dict[str, str]] = {}
+    for name in registry.VENUES:
+        venue = registry.venue(name)
+        if venue.retired is None:
+            out[name] = dict(venue.routes)
+    return out
 
 
 class ExchangeSettings(_Section):
-    """Which venue and symbols to ingest, and how to keep the connection alive."""
+    """Which venues and symbols to ingest, and how to keep the connections alive."""
 
-    name: str = Field(default="sim", min_length=1, description="sim or a ccxt venue id")
+    name: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [registry.SIM],
+        min_length=1,
+        description="sources, comma-separated: sim, sim:<venue>, <venue> or ccxt:<id>",
+    )
     symbols: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_SYMBOLS), min_length=1
     )
-    urls: ExchangeUrls = Field(default_factory=ExchangeUrls)
+    venue_symbols: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="per source (as named in exchange.name): its own symbols, else 'symbols'",
+    )
+    urls: dict[str, dict[str, str]] = Field(
+        default_factory=default_urls, description="websocket URL of each venue's routes"
+    )
     watchdog_s: float = Field(default=10.0, gt=0, description="silence before a reconnect")
     reconnect_base_s: float = Field(default=0.5, gt=0)
     reconnect_cap_s: float = Field(default=30.0, gt=0)
-    ping_interval_s: float = Field(default=20.0, gt=0)
-    ping_timeout_s: float = Field(default=20.0, gt=0)
+    ping_interval_s: float | None = Field(
+        default=None, gt=0, description="client keepalive pings (s); default: each venue's own"
+    )
+    ping_timeout_s: float = Field(default=20.0, gt=0, description="longest wait for a pong")
     max_connection_s: float = Field(
         default=23.5 * 3600, gt=0, description="proactive reconnect before the venue's 24 h cut"
     )
 
-    @field_validator("symbols", mode="before")
+    @field_validator("name", "symbols", mode="before")
     @classmethod
-    def _parse_symbols(cls, value: Any) -> Any:
+    def _parse_list(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("name", mode="after")
+    @classmethod
+    def _check_sources(cls, names: list[str]) -> list[str]:
+        names = [n.strip() for n in names]
+        try:
+            registry.sources(names, live=True)
+        except registry.VenueError as exc:
+            raise ValueError(str(exc)) from exc
+        return names
 
     @field_validator("symbols", mode="after")
     @classmethod
     def _check_symbols(cls, symbols: list[str]) -> list[str]:
-        for symbol in symbols:
-            if "/" not in symbol or any(c.isspace() or c in "{}" for c in symbol):
-                raise ValueError(f"{symbol!r} is not a unified symbol like 'BTC/USDT:USDT'")
-        return list(dict.fromkeys(symbols))
+        return _unified(symbols)
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _merge_urls(cls, value: Any) -> Any:
+        """Overrides merge into the defaults route by route; a single URL names a one-route
+        venue's only route."""
+        if not isinstance(value, dict):
+            return value
+        merged = default_urls()
+        for venue, routes in value.items():
+            known = merged.get(venue)
+            if known is None:
+                raise ValueError(f"no live venue {venue!r}: use one of {', '.join(merged)}")
+            if isinstance(routes, str) and len(known) == 1:
+                routes = {next(iter(known)): routes}
+            if not isinstance(routes, dict):
+                raise ValueError(f"{venue}: expected a table of routes ({', '.join(known)})")
+            unknown = sorted(set(routes) - set(known))
+            if unknown:
+                raise ValueError(f"{venue} has no route {', '.join(unknown)} ({', '.join(known)})")
+            known.update(routes)
+        return merged
+
+    @model_validator(mode="after")
+    def _check_venue_symbols(self) -> ExchangeSettings:
+        named = {s.spec: s.label for s in self.sources()}
+        for key, symbols in self.venue_symbols.items():
+            if key not in named and key not in named.values():
+                raise ValueError(
+                    f"venue_symbols names {key!r}, which is not in exchange.name "
+                    f"({', '.join(named)})"
+                )
+            if not symbols:
+                raise ValueError(f"venue_symbols.{key} is empty")
+            self.venue_symbols[key] = _unified(symbols)
+        return self
+
+    def sources(self) -> list[registry.Source]:
+        """The sources of :attr:`name` (see :mod:`tickcast.service.venues.registry`)."""
+        return registry.sources(self.name)
+
+    def symbols_of(self, source: registry.Source) -> list[str]:
+        """``source``'s symbols: its own ``venue_symbols`` entry, else :attr:`symbols`."""
+        own = self.venue_symbols.get(source.spec) or self.venue_symbols.get(source.label)
+        return list(own) if own else list(self.symbols)
+
+    def instruments(self) -> list[Instrument]:
+        """Every (venue label, symbol) the settings name, in source order."""
+        return [
+            Instrument(s.label, symbol) for s in self.sources() for symbol in self.symbols_of(s)
+        ]
+
+
+def _unified(symbols: list[str]) -> list[str]:
+    for symbol in symbols:
+        if "/" not in symbol or any(c.isspace() or c in "{}" for c in symbol):
+            raise ValueError(f"{symbol!r} is not a unified symbol like 'BTC/USDT:USDT'")
+    return list(dict.fromkeys(symbols))
 
 
 class IngestSettings(_Section):

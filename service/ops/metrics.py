@@ -7,8 +7,8 @@ private :class:`~prometheus_client.CollectorRegistry`. Histograms on hot paths u
 ``prometheus_client.Histogram.observe``.
 
 Every name has the ``tickcast_`` prefix and base units (seconds, ratios); counters end in
-``_total``. Labels stay bounded: ``venue``, the configured symbols (anything else is reported as
-``symbol="other"``) and the tick kind.
+``_total``. Labels stay bounded: ``venue`` (the configured venue labels), the configured symbols
+(anything else is reported as ``symbol="other"``), the tick kind, and a feed's ``route``.
 
 :mod:`tickcast.service.ops.health` serves them on ``/metrics`` beside ``/healthz`` and ``/readyz``.
 """
@@ -32,6 +32,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
+
+from tickcast.service.ticks import Instrument
 
 log = logging.getLogger(__name__)
 
@@ -142,22 +144,27 @@ class SymbolStats:
 
 @dataclass(slots=True)
 class IngestSnapshot:
-    """Counters of one feed + ingester, as :class:`Metrics` exports them.
+    """Counters of one venue's feed + ingester, as :class:`Metrics` exports them.
 
     The per-(symbol, kind) mappings use unified symbols and kinds ``"trade"`` / ``"quote"``;
-    the ingest side fills this from its own counter objects (see ``service.service``).
+    the ingest side fills this from its own counter objects (see ``live.service``). ``routes``
+    maps each of the feed's connections to ``(connected, seconds since its last frame)``.
     """
 
+    venue: str
     received: Mapping[tuple[str, str], int]
     written: Mapping[tuple[str, str], int]
     rejected: Mapping[tuple[str, str], int]
     dropped: Mapping[tuple[str, str], int]
     reconnects: int = 0
+    connect_errors: int = 0
     gaps: int = 0
     missed_trades: int = 0
     watchdog_trips: int = 0
+    keepalive_timeouts: int = 0
     queue_depth: int = 0
     batch_sizes: Histogram | None = None
+    routes: Mapping[str, tuple[bool, float]] = field(default_factory=dict)
 
 
 class Metrics:
@@ -165,33 +172,34 @@ class Metrics:
 
     Parameters
     ----------
-    venue : str
-        Venue id used as the ``venue`` label.
-    symbols : sequence of str
-        The configured unified symbols: the only values the ``symbol`` label takes besides
-        ``"other"``.
+    instruments : sequence of Instrument
+        The configured (venue label, unified symbol) pairs: the only values the ``venue`` and
+        ``symbol`` labels take (besides ``symbol="other"``).
     """
 
-    def __init__(self, venue: str, symbols: Sequence[str]) -> None:
-        self.venue = venue
-        self.symbols = tuple(symbols)
-        self.symbol_stats: dict[str, SymbolStats] = {s: SymbolStats() for s in self.symbols}
+    def __init__(self, instruments: Sequence[Instrument]) -> None:
+        self.instruments = tuple(Instrument(*i) for i in instruments)
+        self.venues = tuple(dict.fromkeys(i.venue for i in self.instruments))
+        self.symbol_stats: dict[Instrument, SymbolStats] = {
+            i: SymbolStats() for i in self.instruments
+        }
         self._ingest: list[Callable[[], IngestSnapshot]] = []
         self.started_wall_s = time.time()
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Collector(self))
 
-    def stats(self, symbol: str) -> SymbolStats:
-        """Return the worker stats of a configured symbol."""
-        return self.symbol_stats[symbol]
+    def stats(self, venue: str, symbol: str) -> SymbolStats:
+        """Return the worker stats of a configured instrument."""
+        return self.symbol_stats[Instrument(venue, symbol)]
 
     def add_ingest_source(self, source: Callable[[], IngestSnapshot]) -> None:
         """Read ``source()`` at every scrape for the feed and ingest metrics."""
         self._ingest.append(source)
 
-    def label(self, symbol: str) -> str:
-        """Return the ``symbol`` label of ``symbol`` (``"other"`` when not configured)."""
-        return symbol if symbol in self.symbol_stats else OTHER
+    def label(self, venue: str, symbol: str) -> str:
+        """Return the ``symbol`` label of ``symbol`` on ``venue`` (``"other"`` when not
+        configured)."""
+        return symbol if (venue, symbol) in self.symbol_stats else OTHER
 
     def exposition(self, accept: str = "") -> tuple[bytes, str]:
         """Return the scrape body and its content type for an HTTP ``Accept`` header."""
@@ -228,45 +236,68 @@ class _Collector(Collector):
             ("ticks_dropped", "dropped", "Ticks dropped (queue full or Redis away too long)."),
         ):
             fam = CounterMetricFamily(f"tickcast_{name}", doc, labels=sym_kind)
-            totals: dict[tuple[str, str], int] = {(s, k): 0 for s in m.symbols for k in KINDS}
+            totals: dict[tuple[str, str, str], int] = {
+                (v, s, k): 0 for v, s in m.instruments for k in KINDS
+            }
             for snap in snaps:
                 counts: Mapping[tuple[str, str], int] = getattr(snap, attr)
                 for (sym, kind), n in counts.items():
-                    key = (m.label(sym), kind if kind in KINDS else OTHER)
+                    key = (snap.venue, m.label(snap.venue, sym), kind if kind in KINDS else OTHER)
                     totals[key] = totals.get(key, 0) + n
-            for (sym, kind), n in sorted(totals.items()):
-                fam.add_metric([m.venue, sym, kind], n)
+            for labels, n in sorted(totals.items()):
+                fam.add_metric(list(labels), n)
             yield fam
+        venues = list(dict.fromkeys([*m.venues, *(s.venue for s in snaps)]))
         for name, attr, doc in (
-            ("feed_reconnects", "reconnects", "Feed reconnections."),
-            (
-                "feed_watchdog_trips",
-                "watchdog_trips",
-                "Feed reconnections forced by the silence watchdog.",
-            ),
+            ("feed_reconnects", "reconnects", "Feed connection attempts after each connection's "
+             "first one, successful or not."),
+            ("feed_connect_errors", "connect_errors", "Feed connection attempts or connections "
+             "that ended in an error."),
+            ("feed_watchdog_trips", "watchdog_trips", "Feed reconnections forced by the silence "
+             "watchdog."),
+            ("feed_keepalive_timeouts", "keepalive_timeouts", "Feed connections dropped because "
+             "the venue stopped answering pings."),
             ("feed_gaps", "gaps", "Trade-id gaps seen by the feed."),
-            (
-                "feed_missed_trades",
-                "missed_trades",
-                "Trades missing in trade-id gaps (never received).",
-            ),
-        ):
+            ("feed_missed_trades", "missed_trades", "Trades missing in trade-id gaps (never "
+             "received)."),
+        ):  # fmt: skip
             per_venue = CounterMetricFamily(f"tickcast_{name}", doc, labels=["venue"])
-            per_venue.add_metric([m.venue], sum(getattr(s, attr) for s in snaps))
+            for venue in venues:
+                total = sum(getattr(s, attr) for s in snaps if s.venue == venue)
+                per_venue.add_metric([venue], total)
             yield per_venue
+        connected = GaugeMetricFamily(
+            "tickcast_feed_connected",
+            "Whether the feed's connection on this route is open (1) or not (0).",
+            labels=["venue", "route"],
+        )
+        silence = GaugeMetricFamily(
+            "tickcast_feed_seconds_since_last_frame",
+            "Seconds since the feed's connection on this route received a frame (since the "
+            "feed started, when none yet).",
+            labels=["venue", "route"],
+        )
+        for snap in snaps:
+            for route, (is_open, quiet_s) in sorted(snap.routes.items()):
+                connected.add_metric([snap.venue, route], 1.0 if is_open else 0.0)
+                silence.add_metric([snap.venue, route], quiet_s)
+        yield connected
+        yield silence
         depth = GaugeMetricFamily(
             "tickcast_ingest_queue_depth", "Ticks waiting in the ingest queue.", labels=["venue"]
         )
-        depth.add_metric([m.venue], sum(s.queue_depth for s in snaps))
-        yield depth
         batch = HistogramMetricFamily(
             "tickcast_xadd_batch_size", "Ticks per pipelined XADD batch.", labels=["venue"]
         )
-        merged = Histogram(BATCH_BUCKETS)
-        for snap in snaps:
-            if snap.batch_sizes is not None:
-                _merge(merged, snap.batch_sizes)
-        batch.add_metric([m.venue], merged.cumulative(), merged.sum)
+        for venue in venues:
+            mine = [s for s in snaps if s.venue == venue]
+            depth.add_metric([venue], sum(s.queue_depth for s in mine))
+            merged = Histogram(BATCH_BUCKETS)
+            for snap in mine:
+                if snap.batch_sizes is not None:
+                    _merge(merged, snap.batch_sizes)
+            batch.add_metric([venue], merged.cumulative(), merged.sum)
+        yield depth
         yield batch
 
     def _worker_families(self) -> Iterable[Metric]:
@@ -277,14 +308,14 @@ class _Collector(Collector):
 
         def counter(name: str, doc: str, attr: str) -> Metric:
             fam = CounterMetricFamily(f"tickcast_{name}", doc, labels=labels)
-            for sym, st in items:
-                fam.add_metric([m.venue, sym], getattr(st, attr))
+            for instrument, st in items:
+                fam.add_metric(list(instrument), getattr(st, attr))
             return fam
 
         def gauge(name: str, doc: str, value: Callable[[SymbolStats], float]) -> Metric:
             fam = GaugeMetricFamily(f"tickcast_{name}", doc, labels=labels)
-            for sym, st in items:
-                fam.add_metric([m.venue, sym], value(st))
+            for instrument, st in items:
+                fam.add_metric(list(instrument), value(st))
             return fam
 
         yield counter("worker_ticks", "Ticks read by the worker.", "ticks")
@@ -341,9 +372,9 @@ class _Collector(Collector):
             ),
         ):
             fam = HistogramMetricFamily(f"tickcast_{name}", doc, labels=labels)
-            for sym, st in items:
+            for instrument, st in items:
                 h: Histogram = getattr(st, attr)
-                fam.add_metric([m.venue, sym], h.cumulative(), h.sum)
+                fam.add_metric(list(instrument), h.cumulative(), h.sum)
             yield fam
 
 

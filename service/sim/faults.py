@@ -11,8 +11,9 @@ Connection faults (applied per client connection by the server):
 * ``ack_only`` — acknowledge SUBSCRIBE requests and never send data (what the real venue's
   unrouted URL does since 2026-04-23);
 * ``freeze`` — stop reading the socket: no data, no pongs, no acks (a hung peer);
-* ``malformed_every`` — after every N data frames insert one malformed frame
-  (see :data:`MALFORMED_FRAMES`; inserted, so no real frame is lost).
+* ``malformed_every`` — after every N data frames insert one malformed frame of the dialect's
+  (:meth:`~tickcast.service.venues.venue.Dialect.malformed`; inserted, so no real frame is
+  lost).
 
 Tick faults (applied once to the shared market stream, so every client sees them):
 
@@ -27,19 +28,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from tickcast.service.ticks import TRADE, Tick
-
-#: Malformed frames the server cycles through: broken JSON, a non-object, a bad price, a
-#: NaN size, an unknown event type, a trade with a missing field, bid above ask.
-MALFORMED_FRAMES: tuple[bytes, ...] = (
-    b'{"stream":"btcusdt@trade","data":{"e":"trade","E":17',
-    b"not json at all",
-    b"[1,2,3]",
-    b'{"e":"trade","E":1,"T":1,"s":"BTCUSDT","t":1,"p":"-5","q":"1","X":"MARKET","m":false}',
-    b'{"e":"trade","E":1,"T":1,"s":"BTCUSDT","t":1,"p":"100","q":"NaN","X":"MARKET","m":true}',
-    b'{"e":"mysteryEvent","E":1,"s":"BTCUSDT"}',
-    b'{"e":"trade","E":1,"T":1,"s":"BTCUSDT","p":"100.0","X":"MARKET","m":true}',
-    b'{"e":"bookTicker","u":1,"s":"BTCUSDT","b":"101","B":"1","a":"100","A":"1","T":1,"E":1}',
-)
 
 
 @dataclass

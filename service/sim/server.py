@@ -1,12 +1,17 @@
-"""The simulated exchange: a websockets server speaking Binance USDⓈ-M market data.
+"""The simulated exchange: a websockets server speaking any venue's market-data dialect.
 
 One producer task walks the market (synthetic ticks, or the frames of a recording) in event
 time, paced against the wall clock by ``speed`` (``speed=inf`` or ``0``: as fast as the clients
-read), renders each event once per stream that some client wants, and fans the encoded frame
+read), renders each event once per topic that some client wants, and fans the encoded frame
 out to per-client queues; one sender task per client writes its queue to the socket, one event
-per text frame as the real venue does. Clients connecting later see the live stream from then
-on. Endpoints, stream names and control messages follow :mod:`tickcast.service.sim.protocol`;
-fault switches follow :mod:`tickcast.service.sim.faults`.
+per frame as the real venue does. Clients connecting later see the live stream from then on.
+
+Everything venue-specific — endpoints, topic names, subscription and ping messages, frame
+layouts, contract sizes, compression, who pings whom — is the venue's
+:class:`~tickcast.service.venues.venue.Dialect` (Binance USDⓈ-M unless told otherwise). The
+server enforces the dialect's keepalive: it pings (websocket frames or the venue's own ping
+message) and cuts a client whose keepalive is late, as the venue does. Fault switches follow
+:mod:`tickcast.service.sim.faults` and work for every dialect.
 
 Back-pressure: when paced, a client whose queue passes ``max_client_queue`` frames is
 disconnected (close code 1008), as a venue drops slow consumers; as fast as possible, the
@@ -23,29 +28,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from urllib.parse import urlsplit
 
-import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from tickcast.service.sim.faults import FaultConfig, apply_tick_faults
-from tickcast.service.sim.protocol import (
-    MarketRenderer,
-    RecordedFrame,
-    combined_frame,
-    error_reply,
-    normalise,
-    parse_endpoint,
-    read_recording,
-    reply,
-    served_on,
-)
 from tickcast.service.sim.session import ClientInfo, Session, SimStats
 from tickcast.service.ticks import Tick
-from tickcast.service.venues.binance_routes import stream_route
+from tickcast.service.venues.binance.dialect import BinanceDialect, RecordedFrame, read_recording
+from tickcast.service.venues.venue import Dialect, Renderer, SimKeepalive, Venue
 
 logger = logging.getLogger(__name__)
 
@@ -53,13 +47,15 @@ _YIELD_EVERY = 64
 
 
 class SimExchange:
-    """Serve a market over websockets on ``host`` in the Binance USDⓈ-M wire format.
+    """Serve a market over websockets on ``host`` in a venue's wire format.
 
     Parameters
     ----------
     market_ticks : iterator of Tick or None
         Ticks in event-time order (e.g. ``SyntheticMarket(...).ticks()``); None with
         ``replay_path``.
+    dialect : Dialect, optional
+        The venue protocol to speak (default: Binance USDⓈ-M's).
     host, port : str, int
         Listen address; ``port=0`` picks a free port (see :attr:`port`).
     speed : float
@@ -67,12 +63,13 @@ class SimExchange:
     faults : FaultConfig
         Fault switches, read while running.
     replay_path : Path or None
-        Serve this ``<ns> <json>`` recording instead, paced by its receive times.
+        Serve this ``<ns> <json>`` Binance recording instead, paced by its receive times
+        (Binance dialects only).
     preload : bool
         Read the whole recording into memory at :meth:`start` (benchmarks: keeps file
         reading out of the served stream's timing).
-    ping_interval_s, ping_timeout_s : float or None
-        Server keepalive (the venue pings every 3 min and wants a pong within 10 min).
+    keepalive : SimKeepalive, optional
+        Pings and client deadlines (default: the dialect's, as on the venue).
     max_client_queue : int
         Frames queued per client before back-pressure (see the module docstring).
     start_on_subscribe : bool or None
@@ -86,20 +83,28 @@ class SimExchange:
         self,
         market_ticks: Iterator[Tick] | None,
         *,
+        dialect: Dialect | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         speed: float = 1.0,
         faults: FaultConfig | None = None,
         replay_path: Path | str | None = None,
         preload: bool = False,
-        ping_interval_s: float | None = 180.0,
-        ping_timeout_s: float | None = 600.0,
+        keepalive: SimKeepalive | None = None,
         max_client_queue: int = 100_000,
         start_on_subscribe: bool | None = None,
         min_streams: int = 1,
     ) -> None:
         if market_ticks is None and replay_path is None:
             raise ValueError("SimExchange needs market_ticks or replay_path")
+        if dialect is None:
+            from tickcast.service.venues.binance.usdm import VENUE
+
+            dialect = VENUE.dialect()
+        if replay_path is not None and not isinstance(dialect, BinanceDialect):
+            raise ValueError("a recording can only be replayed in a Binance dialect")
+        self.dialect = dialect
+        self.keepalive = keepalive if keepalive is not None else dialect.keepalive
         self.market_ticks = market_ticks
         self.host = host
         self.requested_port = port
@@ -108,8 +113,6 @@ class SimExchange:
         self.replay_path = Path(replay_path) if replay_path is not None else None
         self.preload = preload
         self._frames: list[RecordedFrame] | None = None
-        self.ping_interval_s = ping_interval_s
-        self.ping_timeout_s = ping_timeout_s
         self.max_client_queue = max_client_queue
         self.start_on_subscribe = (
             math.isinf(self.speed) if start_on_subscribe is None else start_on_subscribe
@@ -123,6 +126,7 @@ class SimExchange:
         self._server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing: set[asyncio.Task[None]] = set()
+        self._renderer: Renderer = dialect.renderer()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -136,8 +140,8 @@ class SimExchange:
             self.requested_port,
             process_request=self._check_path,
             compression=None,
-            ping_interval=self.ping_interval_s,
-            ping_timeout=self.ping_timeout_s,
+            ping_interval=self.keepalive.ws_ping_s,
+            ping_timeout=self.keepalive.ws_ping_timeout_s,
             close_timeout=1.0,
             max_size=65536,
         )
@@ -145,6 +149,7 @@ class SimExchange:
         self._tasks = [
             loop.create_task(self._produce(), name="sim-producer"),
             loop.create_task(self._fault_ticker(), name="sim-faults"),
+            loop.create_task(self._keepalive_ticker(), name="sim-keepalive"),
         ]
         logger.info("simulated exchange listening on %s (speed %s)", self.url, self.speed)
 
@@ -185,8 +190,16 @@ class SimExchange:
 
     @property
     def url(self) -> str:
-        """Base URL, ``ws://HOST:PORT`` (append ``/public`` or ``/market`` for the routes)."""
+        """Base URL, ``ws://HOST:PORT`` (the dialect's paths follow)."""
         return f"ws://{self.host}:{self.port}"
+
+    def urls_for(self, venue: Venue) -> dict[str, str]:
+        """The URL of each of ``venue``'s routes on this server: its real path, on loopback.
+
+        Examples: Bybit's ``wss://stream.bybit.com/v5/public/linear`` is served at
+        ``ws://127.0.0.1:<port>/v5/public/linear``.
+        """
+        return {route: self.url + urlsplit(url).path for route, url in venue.routes.items()}
 
     @property
     def clients(self) -> list[ClientInfo]:
@@ -200,27 +213,28 @@ class SimExchange:
             while any(c.queue for c in self._clients):
                 await asyncio.sleep(0.01)
 
-    def subscribers(self, stream: str) -> int:
-        """Clients currently receiving ``stream``."""
-        return len(self._subs.get(stream, ()))
+    def subscribers(self, topic: str) -> int:
+        """Clients currently receiving ``topic``."""
+        return len(self._subs.get(topic, ()))
 
     # -- connections ---------------------------------------------------------------------------
 
     def _check_path(self, ws: ServerConnection, request: Request) -> Response | None:
-        if parse_endpoint(request.path) is None:
+        if self.dialect.endpoint(request.path) is None:
             body = b'{"code":-1,"msg":"Not found"}'
             return Response(404, "Not Found", Headers({"Content-Length": str(len(body))}), body)
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
-        endpoint = parse_endpoint(ws.request.path if ws.request is not None else "")
+        endpoint = self.dialect.endpoint(ws.request.path if ws.request is not None else "")
         assert endpoint is not None  # _check_path refused the others
-        client = Session(ws, endpoint, time.monotonic())
+        client = Session(ws, endpoint, time.monotonic(), binary=self.dialect.binary)
         self.stats.connections += 1
         self._clients.append(client)
-        self._subscribe(client, endpoint.streams)
+        self._subscribe(client, endpoint.topics)
+        malformed = tuple(map(self.dialect.encode, self.dialect.malformed()))
         sender = asyncio.get_running_loop().create_task(
-            client.send_loop(self.faults, self.stats, self.max_client_queue // 2)
+            client.send_loop(self.faults, self.stats, self.max_client_queue // 2, malformed)
         )
         try:
             async for message in ws:
@@ -236,40 +250,26 @@ class SimExchange:
                 await sender
 
     async def _control(self, client: Session, message: str | bytes) -> None:
-        """Answer one SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS request."""
-        try:
-            request: Any = orjson.loads(message)
-        except orjson.JSONDecodeError:
-            await client.ws.send(error_reply(None, 3, "Invalid JSON"), text=True)
-            return
-        if not isinstance(request, dict):
-            await client.ws.send(error_reply(None, 3, "Invalid request"), text=True)
-            return
-        method, params, rid = request.get("method"), request.get("params"), request.get("id")
-        if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
-            if not (isinstance(params, list) and all(isinstance(p, str) for p in params)):
-                await client.ws.send(error_reply(rid, 2, "Invalid request: params"), text=True)
-                return
+        """Let the dialect answer one client message (subscriptions, pings)."""
+        raw = message.encode() if isinstance(message, str) else message
+        answer = self.dialect.on_message(raw, tuple(client.requested))
+        if answer.keepalive:
+            client.last_keepalive = time.monotonic()
+        if answer.request:
             self.stats.subscribe_requests += 1
-            names = [normalise(p) for p in params]
-            if method == "SUBSCRIBE":
-                self._subscribe(client, names)
-            else:
-                self._unsubscribe(client, names)
-            await client.ws.send(reply(rid), text=True)
-        elif method == "LIST_SUBSCRIPTIONS":
-            await client.ws.send(reply(rid, list(client.requested)), text=True)
-        else:
-            await client.ws.send(error_reply(rid, 1, f"Unknown method {method!r}"), text=True)
+        self._unsubscribe(client, list(answer.unsubscribe))
+        self._subscribe(client, answer.subscribe)
+        for frame in answer.frames:
+            await client.send_now(self.dialect.encode(frame))
 
-    def _subscribe(
-        self, client: Session, names: Iterator[str] | tuple[str, ...] | list[str]
-    ) -> None:
+    def _subscribe(self, client: Session, names: tuple[str, ...] | list[str]) -> None:
         for name in names:
-            if name in client.requested or stream_route(name) is None:
+            if name in client.requested:
                 continue
             client.requested.append(name)
-            if served_on(name, client.endpoint.route):
+            if self.dialect.served(name, client.endpoint):
+                for frame in self._renderer.welcome(name):
+                    client.push(self.dialect.encode(frame))
                 self._subs.setdefault(name, []).append(client)
                 if len(self._subs) >= self.min_streams:
                     self._subscribed.set()
@@ -303,6 +303,35 @@ class SimExchange:
                         client.ws.transport.pause_reading()
                     else:
                         client.ws.transport.resume_reading()
+
+    async def _keepalive_ticker(self) -> None:
+        """Send the dialect's own pings and cut clients whose keepalive is late."""
+        keep = self.keepalive
+        if keep.server_ping is None and keep.client_silence_s is None:
+            return
+        step = min(x for x in (keep.server_ping_s, keep.client_silence_s, 1.0) if x) / 4.0
+        ping = self.dialect.encode(keep.server_ping) if keep.server_ping is not None else None
+        while True:
+            await asyncio.sleep(step)
+            now = time.monotonic()
+            for client in list(self._clients):
+                if client.frozen:
+                    continue
+                silence = keep.client_silence_s
+                if silence is not None and now - client.last_keepalive > silence:
+                    self.stats.keepalive_cuts += 1
+                    logger.debug("cutting %s: no keepalive", client.ws.remote_address)
+                    client.last_keepalive = math.inf
+                    self._close(client, 1008, "keepalive timeout")
+                elif ping is not None and now - client.last_ping >= (keep.server_ping_s or 0.0):
+                    client.last_ping = now
+                    self.stats.server_pings += 1
+                    await client.send_now(ping)
+
+    def _close(self, client: Session, code: int, reason: str) -> None:
+        task = asyncio.get_running_loop().create_task(client.ws.close(code, reason))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     # -- the market --------------------------------------------------------------------------
 
@@ -346,15 +375,11 @@ class SimExchange:
                 client.queue.clear()
                 self.stats.slow_consumer_closes += 1
                 logger.warning("closing slow client %s", client.ws.remote_address)
-                task = asyncio.get_running_loop().create_task(
-                    client.ws.close(1008, "slow consumer")
-                )
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
+                self._close(client, 1008, "slow consumer")
 
     async def _produce_market(self, ticks: Iterator[Tick]) -> None:
         origin: list[float] = []
-        render = MarketRenderer().events
+        render = self._renderer.events
         for count, tick in enumerate(ticks):
             await self._pace(tick.event_ms, origin, count)
             self.stats.events += 1
@@ -372,13 +397,15 @@ class SimExchange:
                 for client in list(listeners):
                     client.push(frame.combined if client.endpoint.combined else frame.event)
 
-    def _emit(self, stream: str, event: bytes) -> None:
-        """Queue one encoded event to every client of ``stream`` (wrapped for combined ones)."""
-        wrapped: bytes | None = None
-        for client in self._subs.get(stream, ()):
-            if client.endpoint.combined:
-                if wrapped is None:
-                    wrapped = combined_frame(stream.encode(), event)
-                client.push(wrapped)
-            else:
-                client.push(event)
+    def _emit(self, topic: str, event: bytes) -> None:
+        """Queue one rendered event to every client of ``topic``, framed for its endpoint
+        (once per kind of endpoint) and encoded."""
+        framed: dict[bool, bytes] = {}
+        dialect = self.dialect
+        for client in self._subs.get(topic, ()):
+            endpoint = client.endpoint
+            frame = framed.get(endpoint.combined)
+            if frame is None:
+                frame = dialect.encode(dialect.frame(topic, event, endpoint))
+                framed[endpoint.combined] = frame
+            client.push(frame)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -10,8 +11,8 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-from tickcast.service.sim.faults import MALFORMED_FRAMES, FaultConfig
-from tickcast.service.sim.protocol import Endpoint
+from tickcast.service.sim.faults import FaultConfig
+from tickcast.service.venues.venue import Endpoint
 
 #: Most frames framed before one socket write.
 SEND_BATCH = 256
@@ -29,6 +30,8 @@ class SimStats:
     subscribe_requests: int = 0
     fault_drops: int = 0
     slow_consumer_closes: int = 0
+    server_pings: int = 0
+    keepalive_cuts: int = 0
 
 
 @dataclass(frozen=True)
@@ -44,17 +47,28 @@ class ClientInfo:
 
 @dataclass
 class Session:
-    """One connected client: where it came, what it wants, and its outgoing queue."""
+    """One connected client: where it came, what it wants, and its outgoing queue.
+
+    ``last_keepalive`` is the monotonic time of its latest ping (or answer to the server's
+    ping), ``last_ping`` of the server's latest ping to it; ``binary`` frames go out as binary
+    websocket frames (compressed dialects), the others as text.
+    """
 
     ws: ServerConnection
     endpoint: Endpoint
     opened: float
+    binary: bool = False
     requested: list[str] = field(default_factory=list)
     queue: deque[bytes] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     frames_sent: int = 0
     frozen: bool = False
+    last_keepalive: float = 0.0
+    last_ping: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.last_keepalive = self.last_ping = self.opened
 
     def push(self, frame: bytes) -> None:
         """Queue one encoded frame."""
@@ -73,12 +87,20 @@ class Session:
             self.ws.latency,
         )
 
-    async def send_loop(self, faults: FaultConfig, stats: SimStats, low_water: int) -> None:
+    async def send_now(self, frame: bytes) -> None:
+        """Send one control frame (an answer, a ping) at once, ahead of the queue."""
+        with contextlib.suppress(ConnectionClosed):
+            await self.ws.send(frame, text=not self.binary)
+
+    async def send_loop(
+        self, faults: FaultConfig, stats: SimStats, low_water: int, malformed: tuple[bytes, ...]
+    ) -> None:
         """Write the queue to the socket until the connection closes, applying ``faults``.
 
         Frames queued together are framed one by one (one event per websocket frame, as the
         venue sends them) and written to the socket in one call, with flow control.
-        ``drained`` is set whenever the queue is below ``low_water``.
+        ``drained`` is set whenever the queue is below ``low_water``; ``malformed`` holds the
+        dialect's broken frames for the ``malformed_every`` fault.
         """
         ws, queue = self.ws, self.queue
         try:
@@ -90,7 +112,7 @@ class Session:
                     continue
                 if ws.state is not State.OPEN:
                     return
-                if self._frame_batch(faults, stats):
+                if self._frame_batch(faults, stats, malformed):
                     ws.transport.write(b"".join(ws.protocol.data_to_send()))
                     await ws.drain()
                 if len(queue) < low_water:
@@ -98,7 +120,9 @@ class Session:
         except (ConnectionClosed, ConnectionError):
             self.drained.set()
 
-    def _frame_batch(self, faults: FaultConfig, stats: SimStats) -> int:
+    def _frame_batch(
+        self, faults: FaultConfig, stats: SimStats, malformed: tuple[bytes, ...]
+    ) -> int:
         """Frame up to :data:`SEND_BATCH` queued events (and injected faults); return how many."""
         queue = self.queue
         take = min(len(queue), SEND_BATCH)
@@ -107,13 +131,13 @@ class Session:
                 queue.popleft()
             stats.suppressed += take
             return 0
-        send_text = self.ws.protocol.send_text
+        send = self.ws.protocol.send_binary if self.binary else self.ws.protocol.send_text
         every = faults.malformed_every
         for _ in range(take):
-            send_text(queue.popleft())
+            send(queue.popleft())
             self.frames_sent += 1
             if every and self.frames_sent % every == 0:
-                send_text(MALFORMED_FRAMES[(self.frames_sent // every) % len(MALFORMED_FRAMES)])
+                send(malformed[(self.frames_sent // every) % len(malformed)])
                 stats.malformed_sent += 1
         stats.frames_sent += take
         return take

@@ -36,8 +36,6 @@ class SymbolSpec:
     ----------
     symbol : str
         ccxt unified symbol, e.g. ``"BTC/USDT:USDT"``.
-    venue_id : str
-        The venue's own id, e.g. ``"BTCUSDT"``.
     price : float
         Start price (quote currency).
     tick_size, lot_size : float
@@ -61,7 +59,6 @@ class SymbolSpec:
     """
 
     symbol: str
-    venue_id: str
     price: float
     tick_size: float
     lot_size: float
@@ -93,7 +90,6 @@ class SymbolSpec:
 DEFAULT_SYMBOLS: tuple[SymbolSpec, ...] = (
     SymbolSpec(
         symbol="BTC/USDT:USDT",
-        venue_id="BTCUSDT",
         price=60_000.0,
         tick_size=0.1,
         lot_size=0.001,
@@ -107,7 +103,6 @@ DEFAULT_SYMBOLS: tuple[SymbolSpec, ...] = (
     ),
     SymbolSpec(
         symbol="ETH/USDT:USDT",
-        venue_id="ETHUSDT",
         price=3_000.0,
         tick_size=0.01,
         lot_size=0.001,
@@ -121,7 +116,6 @@ DEFAULT_SYMBOLS: tuple[SymbolSpec, ...] = (
     ),
     SymbolSpec(
         symbol="SOL/USDT:USDT",
-        venue_id="SOLUSDT",
         price=150.0,
         tick_size=0.01,
         lot_size=1.0,
@@ -141,17 +135,13 @@ def specs_for(symbols: Sequence[str], rate_scale: float = 1.0) -> list[SymbolSpe
 
     Trade and quote rates are multiplied by ``rate_scale`` (benchmarks speed the market up).
     """
-    from tickcast.service.venues.markets import offline_market
-
     known = {spec.symbol: spec for spec in DEFAULT_SYMBOLS}
     specs = []
     for i, symbol in enumerate(symbols):
         spec = known.get(symbol)
         if spec is None:
             base = DEFAULT_SYMBOLS[i % len(DEFAULT_SYMBOLS)]
-            spec = dataclasses.replace(
-                base, symbol=symbol, venue_id=offline_market(symbol).venue_id
-            )
+            spec = dataclasses.replace(base, symbol=symbol)
         if rate_scale != 1.0:
             spec = dataclasses.replace(
                 spec,

@@ -16,7 +16,6 @@ suffix for dated futures (``BTC/USDT:USDT-240927``); :func:`split_unified` and
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from decimal import Decimal
 from typing import Final, NamedTuple, Protocol, runtime_checkable
 
@@ -28,24 +27,24 @@ SKIP_DEPTH: Final = "depth update"
 SKIP_SNAPSHOT: Final = "depth snapshot"
 SKIP_MARK_PRICE: Final = "mark price"
 SKIP_ACK: Final = "subscription ack"
+SKIP_KEEPALIVE: Final = "keepalive"
 SKIP_ERROR_REPLY: Final = "error reply"
 SKIP_OTHER_EVENT: Final = "other event"
 SKIP_UNKNOWN_EVENT: Final = "unknown event type"
 SKIP_UNSUBSCRIBED: Final = "unsubscribed symbol"
+SKIP_BACKFILL: Final = "trade backfill"
+SKIP_ONE_SIDED: Final = "one-sided book"
+SKIP_NO_BOOK: Final = "book delta before snapshot"
 
-# Reject reasons: messages (or lines) that should carry a tick but break the contract.
+# Reject reasons: messages (or lines) that should carry a tick but cannot make one. Ticks that
+# break the contract are rejected with the reasons of tickcast.service.ticks.invalid_reason.
 REJECT_JSON: Final = "invalid json"
 REJECT_NOT_OBJECT: Final = "not a json object"
 REJECT_MISSING: Final = "missing field"
 REJECT_NOT_NUMERIC: Final = "non-numeric value"
-REJECT_NON_FINITE: Final = "non-finite value"
-REJECT_PRICE: Final = "price not positive"
-REJECT_SIZE: Final = "size negative"
-REJECT_CROSSED: Final = "bid above ask"
-REJECT_TIME: Final = "event time not positive"
-REJECT_SIDE: Final = "bad side flag"
 REJECT_SYMBOL: Final = "unrecognised symbol"
 REJECT_LINE: Final = "malformed line"
+REJECT_COMPRESSED: Final = "undecompressible frame"
 
 
 class FeedParseError(TickcastError):
@@ -185,24 +184,6 @@ def join_unified(base: str, quote: str, settle: str | None = None, expiry: str =
     """
     symbol = f"{base}/{quote}:{settle or quote}"
     return f"{symbol}-{expiry}" if expiry else symbol
-
-
-def invert_symbols(symbols: Mapping[str, str]) -> dict[str, str]:
-    """Invert a venue-id -> unified mapping into unified -> venue id.
-
-    Raises
-    ------
-    FeedParseError
-        When two venue ids map to the same unified symbol.
-    """
-    inverse: dict[str, str] = {}
-    for venue_id, unified in symbols.items():
-        if unified in inverse:
-            raise FeedParseError(
-                f"venue ids {inverse[unified]!r} and {venue_id!r} both map to {unified!r}"
-            )
-        inverse[unified] = venue_id
-    return inverse
 
 
 def decimal_text(x: float, min_decimals: int = 0) -> str:

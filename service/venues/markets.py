@@ -1,24 +1,29 @@
 """Market metadata: unified symbols, venue ids and contract sizes, online or offline.
 
-Online, ccxt's market list (``binanceusdm``'s ``load_markets``, one REST call) is the source of
-truth for ids, contract sizes and tick sizes. Offline — in tests, against the simulated
-exchange, or when the venue's REST API is unreachable — the same facts are derived from the
-unified symbol (Binance USDⓈ-M linear contracts are quoted in base units: contract size 1).
-:func:`ccxt_markets` turns either into ccxt market dicts, so that a ccxt.pro client can be used
-without any REST call (``exchange.set_markets(ccxt_markets(...))``).
+Online, ccxt's market list of the venue (``load_markets``, one REST call) is the source of truth
+for ids and contract sizes. Offline — in tests, against the simulated exchange, or when the
+venue's REST API is unreachable — each venue module ships a table of its main symbols
+(:func:`market_table`). A symbol that neither lists is refused at start (:class:`MarketError`),
+never retried. :func:`ccxt_markets` turns either into ccxt market dicts, so that a ccxt.pro client
+can be used without any REST call (``exchange.set_markets(ccxt_markets(...))``).
+
+Sizes: a *linear* contract is worth ``contract_size`` base units (1 on most USDT-margined
+venues; OKX's BTC-USDT-SWAP 0.01 BTC); an *inverse* one is worth ``contract_size`` units of the
+quote currency (Binance COIN-M's BTCUSD_PERP: 100 USD), so its base size depends on the price
+(:meth:`MarketInfo.base_size`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tickcast.service import TickcastError
 from tickcast.service.venues.base import split_unified
-from tickcast.service.venues.binance import venue_symbol
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +45,11 @@ class MarketInfo:
     base, quote, settle : str
         Currencies.
     contract_size : float
-        Base units per contract (sizes on the wire are multiplied by it).
+        Value of one contract on the wire: base units (linear) or quote units (inverse).
     price_tick : float or None
         Price increment, when known.
     linear : bool
-        Settled in the quote currency.
+        False for inverse contracts (sized in quote currency, settled in the base).
     """
 
     symbol: str
@@ -55,20 +60,59 @@ class MarketInfo:
     contract_size: float = 1.0
     price_tick: float | None = None
     linear: bool = True
+    in_base_units: bool = field(init=False, repr=False, compare=False)
+    """Sizes on the wire are base units already (linear, contract size 1): set from the
+    others, so that parsers test one flag per frame."""
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.contract_size) and self.contract_size > 0.0):
+            raise MarketError(f"{self.symbol}: contract size must be positive")
+        object.__setattr__(self, "in_base_units", self.linear and self.contract_size == 1.0)
+
+    def base_size(self, contracts: float, price: float) -> float:
+        """Base units of ``contracts`` contracts traded (or quoted) at ``price``.
+
+        Examples
+        --------
+        >>> okx = MarketInfo("BTC/USDT:USDT", "BTC-USDT-SWAP", "BTC", "USDT", "USDT", 0.01)
+        >>> okx.base_size(5.0, 48938.5)
+        0.05
+        >>> coinm = MarketInfo("BTC/USD:BTC", "BTCUSD_PERP", "BTC", "USD", "BTC", 100.0,
+        ...                    linear=False)
+        >>> coinm.base_size(3.0, 60000.0)
+        0.005
+        """
+        if self.linear:
+            return contracts * self.contract_size
+        return contracts * self.contract_size / price
+
+    def contracts(self, base_size: float, price: float) -> float:
+        """Contracts on the wire for ``base_size`` base units at ``price`` (the inverse of
+        :meth:`base_size`, for renderers).
+
+        Examples
+        --------
+        >>> okx = MarketInfo("BTC/USDT:USDT", "BTC-USDT-SWAP", "BTC", "USDT", "USDT", 0.01)
+        >>> okx.contracts(0.05, 48938.5)
+        5.0
+        """
+        if self.linear:
+            return base_size / self.contract_size
+        return base_size * price / self.contract_size
 
 
-def offline_market(symbol: str) -> MarketInfo:
-    """Derive a Binance USDⓈ-M market from its unified symbol alone.
+def derived_market(symbol: str, venue_id: str, contract_size: float = 1.0) -> MarketInfo:
+    """A market derived from its unified symbol alone: linear unless it settles in its base.
 
     Raises
     ------
     MarketError
-        When ``symbol`` is not ``BASE/QUOTE:SETTLE[-YYMMDD]``.
+        When ``symbol`` is not ``BASE/QUOTE:SETTLE[-EXPIRY]``.
 
     Examples
     --------
-    >>> offline_market("ETH/USDT:USDT-240927").venue_id
-    'ETHUSDT_240927'
+    >>> derived_market("BTC/USD:BTC", "BTCUSD_PERP", 100.0).linear
+    False
     """
     try:
         parts = split_unified(symbol)
@@ -76,17 +120,35 @@ def offline_market(symbol: str) -> MarketInfo:
         raise MarketError(str(exc)) from exc
     return MarketInfo(
         symbol=symbol,
-        venue_id=venue_symbol(symbol),
+        venue_id=venue_id,
         base=parts.base,
         quote=parts.quote,
         settle=parts.settle,
-        linear=parts.settle == parts.quote,
+        contract_size=contract_size,
+        linear=parts.settle != parts.base,
     )
 
 
-def offline_markets(symbols: Iterable[str]) -> dict[str, MarketInfo]:
-    """:func:`offline_market` for each symbol, keyed by unified symbol."""
-    return {symbol: offline_market(symbol) for symbol in symbols}
+def market_table(rows: str) -> dict[str, MarketInfo]:
+    """Parse a venue's shipped metadata table: one market per line,
+    ``UNIFIED VENUE_ID CONTRACT_SIZE PRICE_TICK`` (``-`` for an unknown tick).
+
+    Examples
+    --------
+    >>> table = market_table('''
+    ...     BTC/USDT:USDT  BTC-USDT-SWAP  0.01  0.1
+    ... ''')
+    >>> table["BTC/USDT:USDT"].contract_size, table["BTC/USDT:USDT"].price_tick
+    (0.01, 0.1)
+    """
+    out: dict[str, MarketInfo] = {}
+    for line in rows.strip().splitlines():
+        symbol, venue_id, size, tick = line.split()
+        market = derived_market(symbol, venue_id, float(size))
+        if tick != "-":
+            market = replace(market, price_tick=float(tick))
+        out[symbol] = market
+    return out
 
 
 def from_ccxt(market: Mapping[str, Any]) -> MarketInfo:
@@ -101,12 +163,12 @@ def from_ccxt(market: Mapping[str, Any]) -> MarketInfo:
         settle=str(market.get("settle") or market["quote"]),
         contract_size=float(market.get("contractSize") or 1.0),
         price_tick=float(tick) if tick is not None else None,
-        linear=bool(market.get("linear", True)),
+        linear=market.get("linear") is not False,
     )
 
 
 def ccxt_markets(markets: Iterable[MarketInfo]) -> list[dict[str, Any]]:
-    """ccxt market dicts for ``exchange.set_markets`` (swap markets of ``binanceusdm``)."""
+    """ccxt market dicts (perpetual swaps) for ``exchange.set_markets``: no REST call needed."""
     out: list[dict[str, Any]] = []
     for m in markets:
         out.append(
@@ -143,47 +205,71 @@ def ccxt_markets(markets: Iterable[MarketInfo]) -> list[dict[str, Any]]:
                     "cost": {"min": None, "max": None},
                     "leverage": {"min": None, "max": None},
                 },
-                "info": {},
+                "info": {"symbol": m.venue_id, "instId": m.venue_id},
             }
         )
     return out
 
 
-async def load_markets(
-    symbols: Sequence[str],
-    *,
-    online: bool = True,
-    exchange_id: str = "binanceusdm",
-    timeout_s: float = 15.0,
+def offline_markets(
+    table: Mapping[str, MarketInfo], symbols: Sequence[str], venue: str
 ) -> dict[str, MarketInfo]:
-    """Markets of ``symbols``: from ccxt's REST market list when ``online``, else offline.
-
-    A failed or slow REST call (no network, venue down) falls back to :func:`offline_markets`
-    with a warning; a symbol the venue does not list raises.
+    """``symbols``' entries of a shipped table.
 
     Raises
     ------
     MarketError
-        When the venue answered and a symbol is not among its markets.
+        Naming every symbol the table does not list.
     """
-    if not online:
-        return offline_markets(symbols)
+    missing = [s for s in symbols if s not in table]
+    if missing:
+        known = ", ".join(sorted(table)[:8])
+        raise MarketError(
+            f"{venue} lists no market {', '.join(missing)} in tickcast's offline metadata "
+            f"(known: {known}, ...); check the symbol, or let tickcast ask the venue online"
+        )
+    return {s: table[s] for s in symbols}
+
+
+async def load_markets(
+    venue: str,
+    ccxt_id: str | None,
+    table: Mapping[str, MarketInfo],
+    symbols: Sequence[str],
+    *,
+    online: bool = True,
+    timeout_s: float = 15.0,
+) -> dict[str, MarketInfo]:
+    """Markets of ``symbols`` on ``venue``: from ccxt's REST market list (``ccxt_id``) when
+    ``online``, else ``table``.
+
+    A failed or slow REST call (no network, venue down) falls back to ``table`` with a
+    warning.
+
+    Raises
+    ------
+    MarketError
+        When the venue answered and a symbol is not among its markets, or (offline) when the
+        table does not list it.
+    """
+    if not online or ccxt_id is None:
+        return offline_markets(table, symbols, venue)
     import ccxt.async_support as ccxt_async
 
-    exchange = getattr(ccxt_async, exchange_id)({"enableRateLimit": True, "timeout": 10000})
+    exchange = getattr(ccxt_async, ccxt_id)({"enableRateLimit": True, "timeout": 10000})
     try:
         listed: Mapping[str, Any] = await asyncio.wait_for(exchange.load_markets(), timeout_s)
     except Exception as exc:  # network, DNS, venue errors: any of them means "offline"
         logger.warning(
             "could not load %s markets (%s: %s); using offline metadata",
-            exchange_id,
+            ccxt_id,
             type(exc).__name__,
             exc,
         )
-        return offline_markets(symbols)
+        return offline_markets(table, symbols, venue)
     finally:
         await exchange.close()
     missing = [s for s in symbols if s not in listed]
     if missing:
-        raise MarketError(f"{exchange_id} lists no market {', '.join(missing)}")
+        raise MarketError(f"{venue} lists no market {', '.join(missing)}")
     return {s: from_ccxt(listed[s]) for s in symbols}

@@ -89,7 +89,6 @@ async def test_a_worker_that_lost_a_symbol_stops_without_checkpointing(
     worker = Worker(
         async_redis_client,
         worker_settings(SYMBOLS),
-        venue="sim",
         leases=leases(async_redis_client, ttl_s=0.3),
     )
     await worker.restore()
@@ -120,7 +119,7 @@ async def test_a_second_service_waits_and_takes_over_from_the_first_checkpoint(
     second = Service(settings, redis_url)
     second_run = asyncio.create_task(second.run(handle_signals=False))
     await asyncio.sleep(1.5)
-    assert not second.ready.is_set() and second.ingester is None, "waits, and does not ingest"
+    assert not second.ready.is_set() and not second.ingesters, "waits, and does not ingest"
     first.request_stop()
     assert await asyncio.wait_for(first_run, 15.0) == 0
     assert first.worker is not None
@@ -165,11 +164,11 @@ async def test_a_second_ingester_waits_until_the_first_has_flushed_and_let_go(
     second = Service(ingest_settings(), redis_url, work=False)
     second_run = asyncio.create_task(second.run(handle_signals=False))
     await asyncio.sleep(1.0)
-    assert second.ingester is None, "one ingester per symbol: the second waits"
+    assert not second.ingesters, "one ingester per symbol: the second waits"
     first.request_stop()
     assert await asyncio.wait_for(first_run, 15.0) == 0
     await asyncio.wait_for(second.ready.wait(), 15.0)
-    assert second.ingester is not None
+    assert second.ingesters
     second.request_stop()
     assert await asyncio.wait_for(second_run, 15.0) == 0
     owners = [keys.symbol_key("tickcast", "sim", s, "ingester") for s in SYMBOLS]
@@ -185,4 +184,4 @@ async def test_an_ingester_that_lost_its_lease_stops_with_an_error(
     await asyncio.wait_for(service.ready.wait(), 15.0)
     redis_client.set(keys.symbol_key("tickcast", "sim", SYMBOLS[0], "ingester"), "elsewhere:1:dd")
     assert await asyncio.wait_for(run, 15.0) == 1
-    assert service.ingester is not None and service.ingester.stats.written > 0
+    assert service.ingesters["sim"].stats.written > 0

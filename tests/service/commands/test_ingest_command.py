@@ -83,7 +83,7 @@ def test_ingest_serves_its_metrics_and_flushes_every_tick_on_sighup(
             lambda: all(v > first[s] for s, v in written_by_symbol(metrics_url).items()),
         )
         assert http(metrics_url + "/healthz") == (200, "ok\n")
-        wait_until("a counters log line", lambda: "ingest: received=" in log.read_text())
+        wait_until("a counters log line", lambda: "ingest sim: received=" in log.read_text())
         last_scraped = sum(written_by_symbol(metrics_url).values())
         proc.send_signal(signal.SIGHUP)
         assert proc.wait(timeout=15) == 0, log.read_text()
@@ -108,7 +108,7 @@ def test_ingest_stops_by_itself_after_the_given_seconds(
     assert out.returncode == 0, out.stderr
     assert_clean(out.stderr)
     assert "metrics on http://127.0.0.1:" in out.stderr
-    assert "ingest: received=" not in out.stderr, "--stats-every 0 logs no counters"
+    assert "ingest sim: received=" not in out.stderr, "--stats-every 0 logs no counters"
     written = final_written(out.stderr)
     assert written > 0
     assert stream_lengths(redis_client) == written
@@ -163,7 +163,7 @@ def test_ingest_reads_its_flags_into_the_settings(monkeypatch: pytest.MonkeyPatc
         [*INGEST, "--redis-url", "redis://127.0.0.1:1/0", "--offline", "--seconds", "3"]
     )
     settings = ingest_command.load_settings(args)
-    assert settings.exchange.name == "sim" and tuple(settings.exchange.symbols) == SYMBOLS
+    assert settings.exchange.name == ["sim"] and tuple(settings.exchange.symbols) == SYMBOLS
     assert settings.sim.speed == 4.0
     assert settings.redis.url is not None
     assert settings.redis.url.get_secret_value() == "redis://127.0.0.1:1/0"

@@ -18,7 +18,7 @@ from tickcast.service.ops.config import Settings
 from tickcast.service.schema import decode_signal
 from tickcast.service.sim.market import SyntheticMarket
 from tickcast.service.sim.symbols import specs_for
-from tickcast.service.ticks import Tick
+from tickcast.service.ticks import Instrument, Tick
 
 from support import worker_settings
 
@@ -46,30 +46,35 @@ def test_stream_ids_sort_as_numbers_not_text() -> None:
     assert id_key("0-0") == (0, 0)
 
 
-def test_written_entries_queue_per_symbol_in_order_and_others_are_ignored() -> None:
-    handoff = Handoff(["A"], limit=10)
-    handoff.written([tick("A", 1), tick("B", 2), tick("A", 3)], [b"1-0", b"2-0", b"3-0"])
-    assert [(i, t.event_ms) for i, t in handoff.queues["A"]] == [(b"1-0", 1), (b"3-0", 3)]
-    assert handoff.pending() and handoff.wake.is_set() and handoff.breaks == {"A": 0}
+A, B = Instrument("sim", "A"), Instrument("sim", "B")
+
+
+def test_written_entries_queue_per_instrument_in_order_and_others_are_ignored() -> None:
+    handoff = Handoff([A], limit=10)
+    other_venue = tick("A", 4)._replace(venue="bybit")
+    ticks = [tick("A", 1), tick("B", 2), tick("A", 3), other_venue]
+    handoff.written(ticks, [b"1-0", b"2-0", b"3-0", b"4-0"])
+    assert [(i, t.event_ms) for i, t in handoff.queues[A]] == [(b"1-0", 1), (b"3-0", 3)]
+    assert handoff.pending() and handoff.wake.is_set() and handoff.breaks == {A: 0}
 
 
 def test_a_full_queue_is_emptied_and_counted_as_a_break() -> None:
-    handoff = Handoff(["A"], limit=3)
+    handoff = Handoff([A], limit=3)
     handoff.written([tick("A", n) for n in range(5)], [b"%d-0" % n for n in range(5)])
-    assert [t.event_ms for _, t in handoff.queues["A"]] == [3, 4]
-    assert handoff.breaks["A"] == 1 and handoff.overflowed == 3
+    assert [t.event_ms for _, t in handoff.queues[A]] == [3, 4]
+    assert handoff.breaks[A] == 1 and handoff.overflowed == 3
 
 
 def test_a_failed_write_breaks_every_queue() -> None:
-    handoff = Handoff(["A", "B"])
+    handoff = Handoff([A, B])
     handoff.written([tick("A", 1)], [b"1-0"])
     handoff.failed()
-    assert not handoff.pending() and handoff.breaks == {"A": 1, "B": 1}
+    assert not handoff.pending() and handoff.breaks == {A: 1, B: 1}
 
 
 def test_a_handoff_needs_room() -> None:
     with pytest.raises(ValueError, match="positive"):
-        Handoff(["A"], limit=0)
+        Handoff([A], limit=0)
 
 
 # -- the worker on a handoff ----------------------------------------------------------------
@@ -93,10 +98,10 @@ async def wired(
     client: redis.asyncio.Redis, limit: int = 10_000, **worker: object
 ) -> tuple[Handoff, TickWriter, Worker]:
     """A writer handing off to a restored worker, as ``tickcast run`` wires them."""
-    handoff = Handoff(SYMBOLS, limit=limit)
+    handoff = Handoff([Instrument("sim", s) for s in SYMBOLS], limit=limit)
     writer = TickWriter(client, Settings())
     writer.tap = handoff
-    worker_ = Worker(client, settings(**worker), venue="sim", handoff=handoff)
+    worker_ = Worker(client, settings(**worker), handoff=handoff)
     await worker_.restore()
     return handoff, writer, worker_
 
@@ -121,10 +126,10 @@ def assert_like_reference(
         snapshot, signals = expected[symbol]
         assert len(signals) > 200
         assert published(client, symbol) == signals, "each sample published once, in order"
-        learner = worker.states[symbol].learner
+        learner = worker.states[Instrument("sim", symbol)].learner
         assert isinstance(learner, OnlineLearner)
         assert learner.snapshot() == snapshot, "bit-identical to the backtest"
-    assert worker.states[SYMBOLS[-1]].last_id.encode() == last_id
+    assert worker.states[Instrument("sim", SYMBOLS[-1])].last_id.encode() == last_id
 
 
 def last_entry_id(client: redis.Redis, symbol: str) -> bytes:
@@ -152,7 +157,7 @@ async def test_a_restarted_worker_catches_up_from_redis_then_joins_the_handoff(
     for i in range(0, 2 * cut, 500):  # a checkpoint at `cut`, then a backlog the worker missed
         await plain.write(ticks[i : min(i + 500, 2 * cut)])
         if i <= cut < i + 500:
-            first = Worker(async_redis_client, settings(), venue="sim")
+            first = Worker(async_redis_client, settings())
             await first.restore()
             while await first.step(block_ms=0):
                 pass

@@ -21,12 +21,13 @@ from tickcast.service.bus.embedded import EmbeddedRedis
 from tickcast.service.bus.keys import ticks_key
 from tickcast.service.bus.reader import iter_range
 from tickcast.service.bus.writer import TickWriter
-from tickcast.service.feed.binance_ws import BinanceFeed, BinanceWsConfig
+from tickcast.service.feed.shell import Feed, FeedConfig
 from tickcast.service.live.ingest import Ingester
 from tickcast.service.ops.config import Settings
 from tickcast.service.sim.market import SyntheticMarket
 from tickcast.service.sim.server import SimExchange
 from tickcast.service.ticks import Tick
+from tickcast.service.venues.binance.usdm import VENUE
 
 SYMBOLS = ["BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT"]
 
@@ -37,15 +38,10 @@ def settings_for(url: str) -> Settings:
     )
 
 
-def feed_for(sim: SimExchange, **kwargs: Any) -> BinanceFeed:
-    cfg = BinanceWsConfig(
-        public_url=sim.url + "/public",
-        market_url=sim.url + "/market",
-        backoff_base_s=0.02,
-        backoff_cap_s=0.1,
-        **kwargs,
-    )
-    return BinanceFeed(SYMBOLS, cfg, venue="sim", rng=np.random.default_rng(0))
+def feed_for(sim: SimExchange, **kwargs: Any) -> Feed:
+    cfg = FeedConfig(backoff_base_s=0.02, backoff_cap_s=0.1, **kwargs)
+    markets = [VENUE.market(s) for s in SYMBOLS]
+    return Feed(VENUE, markets, sim.urls_for(VENUE), cfg, label="sim", rng=np.random.default_rng(0))
 
 
 @contextlib.asynccontextmanager

@@ -14,7 +14,7 @@ from tickcast.service.offline.backtest import Backtest
 from tickcast.service.ops.config import Settings
 from tickcast.service.schema import decode_signal
 from tickcast.service.sim.market import DEFAULT_SYMBOLS, SyntheticMarket
-from tickcast.service.ticks import Tick
+from tickcast.service.ticks import Instrument, Tick
 
 from support import worker_settings
 
@@ -64,17 +64,17 @@ async def test_the_worker_publishes_exactly_what_a_backtest_of_the_same_ticks_pr
     async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis, ticks: list[Tick]
 ) -> None:
     await write(async_redis_client, ticks)
-    worker = Worker(async_redis_client, settings(), venue="sim")
+    worker = Worker(async_redis_client, settings())
     await worker.restore()
     assert await drain(worker) == len(ticks)
     for symbol in SYMBOLS:
         learner, expected = reference(ticks, symbol)
         assert len(expected) > 400
         assert published(redis_client, symbol) == expected
-        live = worker.states[symbol].learner
+        live = worker.states[Instrument("sim", symbol)].learner
         assert isinstance(live, OnlineLearner)
         assert live.snapshot() == learner.snapshot(), "bit-identical weights and state"
-        stats = worker.states[symbol].stats
+        stats = worker.states[Instrument("sim", symbol)].stats
         assert stats.signals == len(expected) == stats.samples
         assert stats.latency.count == len(expected)
         assert stats.model_version == learner.model_version > 0
@@ -84,7 +84,7 @@ async def test_signals_validate_and_carry_their_latency_and_horizon(
     async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis, ticks: list[Tick]
 ) -> None:
     await write(async_redis_client, ticks[:2000])
-    worker = Worker(async_redis_client, settings(), venue="sim")
+    worker = Worker(async_redis_client, settings())
     await worker.restore()
     await drain(worker)
     key = keys.signals_key("tickcast", "sim", SYMBOLS[0])
@@ -99,7 +99,7 @@ async def test_a_restored_worker_continues_bit_identically_without_republishing(
 ) -> None:
     cut = len(ticks) // 3
     await write(async_redis_client, ticks[:cut])
-    first = Worker(async_redis_client, settings(), venue="sim")
+    first = Worker(async_redis_client, settings())
     await first.restore()
     await drain(first)
     await first.checkpoint(force=True)
@@ -109,7 +109,7 @@ async def test_a_restored_worker_continues_bit_identically_without_republishing(
     published_before = {s: published(redis_client, s) for s in SYMBOLS}
     await write(async_redis_client, ticks[2 * cut :])
 
-    second = Worker(async_redis_client, settings(), venue="sim")
+    second = Worker(async_redis_client, settings())
     await second.restore()
     await drain(second)
     for symbol in SYMBOLS:
@@ -117,22 +117,20 @@ async def test_a_restored_worker_continues_bit_identically_without_republishing(
         got = published(redis_client, symbol)
         assert got == expected, "every sample published exactly once, in order"
         assert got[: len(published_before[symbol])] == published_before[symbol]
-        restored = second.states[symbol].learner
+        restored = second.states[Instrument("sim", symbol)].learner
         assert isinstance(restored, OnlineLearner)
         assert restored.snapshot() == learner.snapshot()
-        assert second.states[symbol].stats.duplicates_skipped > 0
+        assert second.states[Instrument("sim", symbol)].stats.duplicates_skipped > 0
 
 
 async def test_checkpoints_are_written_every_n_samples_and_on_stop(
     async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis, ticks: list[Tick]
 ) -> None:
     await write(async_redis_client, ticks)
-    worker = Worker(
-        async_redis_client, settings(checkpoint_every_samples=100, read_count=50), venue="sim"
-    )
+    worker = Worker(async_redis_client, settings(checkpoint_every_samples=100, read_count=50))
     await worker.restore()
     await drain(worker)
-    stats = worker.states[SYMBOLS[0]].stats
+    stats = worker.states[Instrument("sim", SYMBOLS[0])].stats
     assert stats.samples // 100 - 1 <= stats.checkpoints <= stats.samples // 100 + 1
     worker.stop()
     await worker.run()  # stopped at once: restores nothing new, checkpoints on the way out
@@ -150,10 +148,10 @@ async def test_undecodable_entries_are_counted_and_skipped(
     redis_client.xadd(key, {"v": "1", "t": "[not a tick"})
     redis_client.xadd(key, {"v": "7", "t": "[]"})
     await write(async_redis_client, ticks[:500])
-    worker = Worker(async_redis_client, settings(), venue="sim")
+    worker = Worker(async_redis_client, settings())
     await worker.restore()
     await drain(worker)
-    stats = worker.states[SYMBOLS[0]].stats
+    stats = worker.states[Instrument("sim", SYMBOLS[0])].stats
     assert stats.undecodable == 2
     assert stats.ticks == 2 + sum(t.symbol == SYMBOLS[0] for t in ticks[:500])
 
@@ -162,12 +160,12 @@ async def test_a_checkpoint_made_with_another_horizon_is_refused(
     async_redis_client: redis.asyncio.Redis, ticks: list[Tick]
 ) -> None:
     await write(async_redis_client, ticks[:300])
-    worker = Worker(async_redis_client, settings(horizon_ms=2000), venue="sim")
+    worker = Worker(async_redis_client, settings(horizon_ms=2000))
     await worker.restore()
     await drain(worker)
     await worker.checkpoint(force=True)
     with pytest.raises(WorkerError, match="horizon"):
-        await Worker(async_redis_client, settings(), venue="sim").restore()
+        await Worker(async_redis_client, settings()).restore()
 
 
 def closing_index(ticks: list[Tick], symbol: str, after_ms: int) -> int:
@@ -190,12 +188,12 @@ async def test_a_boundarys_signals_are_all_published_before_any_learning(
     closing = {s: closing_index(ticks, s, after) for s in SYMBOLS}
     before = [t for i, t in enumerate(ticks) if i < closing[t.symbol]]
     await write(async_redis_client, before)
-    worker = Worker(async_redis_client, settings(), venue="sim")
+    worker = Worker(async_redis_client, settings())
     await worker.restore()
     await drain(worker)
     await worker.step(block_ms=0)  # nothing new: the last deferred learning is done
     counts = {s: len(published(redis_client, s)) for s in SYMBOLS}
-    learners = {s: worker.states[s].learner for s in SYMBOLS}
+    learners = {s: worker.states[Instrument("sim", s)].learner for s in SYMBOLS}
     assert all(isinstance(x, OnlineLearner) and x.n_deferred == 0 for x in learners.values())
 
     await write(async_redis_client, [ticks[closing[s]] for s in SYMBOLS])
@@ -207,14 +205,14 @@ async def test_a_boundarys_signals_are_all_published_before_any_learning(
     assert not any(isinstance(x, OnlineLearner) and x.n_deferred for x in learners.values())
     for symbol in SYMBOLS:  # and nothing changed: the same as the offline engine
         learner, _ = reference([t for i, t in enumerate(ticks) if i <= closing[t.symbol]], symbol)
-        assert worker.states[symbol].learner.snapshot() == learner.snapshot()
+        assert worker.states[Instrument("sim", symbol)].learner.snapshot() == learner.snapshot()
 
 
 async def test_ticks_trimmed_before_the_worker_read_them_are_counted(
     async_redis_client: redis.asyncio.Redis, ticks: list[Tick]
 ) -> None:
     await write(async_redis_client, ticks[:400])
-    worker = Worker(async_redis_client, settings(), venue="sim")
+    worker = Worker(async_redis_client, settings())
     await worker.restore()
     await drain(worker)
     await worker.checkpoint(force=True)
@@ -223,6 +221,6 @@ async def test_ticks_trimmed_before_the_worker_read_them_are_counted(
     writer = TickWriter(async_redis_client, short)
     for i in range(400, len(ticks), 100):  # MAXLEN ~ 200 drops what the worker had not read
         await writer.write(ticks[i : i + 100])
-    restarted = Worker(async_redis_client, settings(), venue="sim")
+    restarted = Worker(async_redis_client, settings())
     await restarted.restore()
     assert all(s.stats.trimmed == 1 for s in restarted.states.values())

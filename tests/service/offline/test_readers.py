@@ -11,12 +11,13 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tickcast.service import ticks as contract
 from tickcast.service.offline.readers import RecordingFormatError, iter_file, read_ticks
 from tickcast.service.offline.tickjson import encode_many
 from tickcast.service.ticks import QUOTE, TRADE, Tick
 from tickcast.service.venues import base
 from tickcast.service.venues.base import ParseStats
-from tickcast.service.venues.binance import BinanceParser
+from tickcast.service.venues.binance.usdm import VENUE as USDM
 
 BTC = "BTC/USDT:USDT"
 AGG_HEADER = "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker"
@@ -34,7 +35,7 @@ def recording_lines(binance_recording: Path) -> list[bytes]:
 @pytest.fixture(scope="module")
 def real_ticks(recording_lines: list[bytes]) -> list[Tick]:
     """The recording's ticks as the parser makes them, in file order."""
-    parser = BinanceParser()
+    parser = USDM.parser()
     out: list[Tick] = []
     for line in recording_lines:
         ns, _, frame = line.partition(b" ")
@@ -233,12 +234,12 @@ def test_bad_rows_are_counted_and_skipped(tmp_path: Path) -> None:
     stats = ParseStats()
     assert [t.trade_id for t in iter_file(path, stats=stats)] == ["1", "7"]
     assert stats.rejected == {
-        base.REJECT_LINE: 3, base.REJECT_PRICE: 1, base.REJECT_NON_FINITE: 1,
+        base.REJECT_LINE: 3, contract.REJECT_PRICE: 1, contract.REJECT_NON_FINITE: 1,
     }  # fmt: skip
     book = _write(tmp_path / "BTCUSDT-bookTicker-2024-08-08.csv", "1,10,1,9,1,5,5\n2,9,1,10,1,6,6")
     stats = ParseStats()
     assert len(list(iter_file(book, stats=stats))) == 1
-    assert stats.rejected == {base.REJECT_CROSSED: 1}
+    assert stats.rejected == {contract.REJECT_CROSSED: 1}
 
 
 def test_bad_lines_in_captures_and_tick_files_are_counted(

@@ -20,7 +20,7 @@ from tickcast.service.ops.config import (
     nest_overrides,
     parse_assignment,
 )
-from tickcast.service.ops.config_sections import DEFAULT_SYMBOLS
+from tickcast.service.ops.config_sections import DEFAULT_SYMBOLS, default_urls
 from tickcast.service.ops.redaction import SecretUrl, redact_url
 
 SECRET = "hunter2-s3cret"
@@ -50,15 +50,19 @@ def write_toml(tmp_path: Path, text: str) -> Path:
 
 def test_defaults_run_the_simulator_on_three_symbols_with_embedded_redis(tmp_path: Path) -> None:
     settings = load_settings(None, {})
-    assert settings.exchange.name == "sim"
+    assert settings.exchange.name == ["sim"]
     assert settings.exchange.symbols == list(DEFAULT_SYMBOLS)
+    assert settings.exchange.instruments() == [("sim", s) for s in DEFAULT_SYMBOLS]
     assert settings.redis.url is None
     assert settings.redis.prefix == "tickcast"
     assert settings.redis.tick_maxlen == 1_000_000
     assert settings.worker.horizon_ms == 1000 and settings.worker.sample_ms == 100
     assert (settings.metrics.host, settings.metrics.port) == ("127.0.0.1", 9464)
-    assert settings.exchange.urls.binanceusdm.public == "wss://fstream.binance.com/public"
-    assert settings.exchange.urls.binanceusdm.market == "wss://fstream.binance.com/market"
+    assert settings.exchange.urls["binanceusdm"] == {
+        "public": "wss://fstream.binance.com/public",
+        "market": "wss://fstream.binance.com/market",
+    }
+    assert settings.exchange.urls["binancecoinm"] == {"public": "wss://dstream.binance.com"}
     assert settings.state_dir == tmp_path / "home" / ".local" / "state" / "tickcast"
 
 
@@ -107,13 +111,13 @@ def test_sections_merge_key_by_key_across_sources(
     monkeypatch.setenv("TICKCAST__EXCHANGE__RECONNECT_CAP_S", "7")
     settings = load_settings(path, {"exchange.symbols": ["ETH/USDT:USDT"]})
     ex = settings.exchange
-    assert ex.name == "binanceusdm"
+    assert ex.name == ["binanceusdm"]
     assert ex.watchdog_s == 4.5
     assert ex.reconnect_cap_s == 7.0
     assert ex.symbols == ["ETH/USDT:USDT"]
-    assert ex.urls.binanceusdm.public == "ws://127.0.0.1:9/public"
-    assert ex.urls.binanceusdm.market == "wss://fstream.binance.com/market"
-    assert ex.ping_interval_s == 20.0
+    assert ex.urls["binanceusdm"]["public"] == "ws://127.0.0.1:9/public"
+    assert ex.urls["binanceusdm"]["market"] == "wss://fstream.binance.com/market"
+    assert ex.ping_interval_s is None, "each venue's own keepalive interval"
 
 
 @pytest.mark.parametrize(
@@ -131,11 +135,11 @@ def test_a_nested_url_comes_from_the_environment_keeping_its_siblings(
 ) -> None:
     monkeypatch.setenv("TICKCAST__EXCHANGE__URLS__BINANCEUSDM__PUBLIC", "ws://127.0.0.1:5/public")
     urls = load_settings().exchange.urls
-    assert urls.binanceusdm.public == "ws://127.0.0.1:5/public"
-    defaults = type(urls)()
-    assert urls.binanceusdm.market == defaults.binanceusdm.market
-    assert urls.binanceusdm.market.startswith("wss://")
-    assert urls.bybit == defaults.bybit
+    defaults = default_urls()
+    assert urls["binanceusdm"]["public"] == "ws://127.0.0.1:5/public"
+    assert defaults["binanceusdm"]["public"].startswith("wss://")
+    assert urls["binanceusdm"]["market"] == defaults["binanceusdm"]["market"]
+    assert urls["binancecoinm"] == defaults["binancecoinm"]
 
 
 def test_an_unparsable_environment_value_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -236,7 +240,7 @@ def secret_settings(tmp_path: Path) -> Settings:
         {
             "redis.url": SECRET_URL,
             "redis.password": SECRET,
-            "exchange.urls.bybit": f"wss://bob:{SECRET}@stream.example/v5",
+            "exchange.urls.binancecoinm": f"wss://bob:{SECRET}@stream.example/v5",
         },
     )
 
@@ -257,7 +261,9 @@ def test_repr_str_and_display_never_show_a_secret(tmp_path: Path) -> None:
         assert SECRET not in text
     display = settings.display()
     assert display["redis"]["url"] == "redis://alice:***@db.example:6380/2"
-    assert display["exchange"]["urls"]["bybit"] == "wss://bob:***@stream.example/v5"
+    assert display["exchange"]["urls"]["binancecoinm"] == {
+        "public": "wss://bob:***@stream.example/v5"
+    }
     assert "redis://alice:***@db.example:6380/2" in repr(settings)
 
 
@@ -284,6 +290,7 @@ def test_to_toml_round_trips_through_tomllib_minus_unset_values(tmp_path: Path) 
     parsed = tomllib.loads(to_toml(display))
     expected = json.loads(json.dumps(display))
     del expected["redis"]["username"]
+    del expected["exchange"]["ping_interval_s"]  # unset: each venue's own
     assert parsed == expected
 
 

@@ -14,8 +14,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from tickcast.service.bus.embedded import free_port
 from tickcast.service.ops.health import MetricsError, MetricsServer, Readiness
 from tickcast.service.ops.metrics import LATENCY_BUCKETS, Histogram, IngestSnapshot, Metrics
+from tickcast.service.ticks import Instrument
 
 SYMBOLS = ("BTC/USDT:USDT", "ETH/USDT:USDT")
+
+
+def instruments(venue: str) -> list[Instrument]:
+    return [Instrument(venue, s) for s in SYMBOLS]
 
 
 def scrape(metrics: Metrics) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -51,8 +56,8 @@ def test_the_latency_histogram_resolves_sub_millisecond_latencies() -> None:
 
 
 def test_worker_stats_appear_with_base_units_and_bounded_labels() -> None:
-    m = Metrics("sim", SYMBOLS)
-    st = m.stats("BTC/USDT:USDT")
+    m = Metrics(instruments("sim"))
+    st = m.stats("sim", "BTC/USDT:USDT")
     st.samples, st.updates, st.model_version = 7, 5, 5
     st.hit_rate, st.ic = 0.6, 0.2
     st.last_event_ms = 1_700_000_000_500
@@ -73,13 +78,14 @@ def test_worker_stats_appear_with_base_units_and_bounded_labels() -> None:
 
 
 def test_ingest_counters_are_summed_and_unknown_symbols_fold_into_other() -> None:
-    m = Metrics("binanceusdm", SYMBOLS)
+    m = Metrics([*instruments("binanceusdm"), Instrument("bybit", "BTC/USDT:USDT")])
     batches = Histogram((10, 100))
     batches.observe(3)
     batches.observe(50)
 
     def source() -> IngestSnapshot:
         return IngestSnapshot(
+            venue="binanceusdm",
             received={("BTC/USDT:USDT", "trade"): 10, ("DOGE/USDT:USDT", "quote"): 4},
             written={("BTC/USDT:USDT", "trade"): 9},
             rejected={("ETH/USDT:USDT", "quote"): 1},
@@ -90,10 +96,16 @@ def test_ingest_counters_are_summed_and_unknown_symbols_fold_into_other() -> Non
             watchdog_trips=1,
             queue_depth=12,
             batch_sizes=batches,
+            routes={"public": (True, 0.25), "market": (False, 30.0)},
         )
+
+    def bybit() -> IngestSnapshot:
+        received = {("BTC/USDT:USDT", "trade"): 1, ("ETH/USDT:USDT", "trade"): 2}
+        return IngestSnapshot("bybit", received, {}, {}, {}, reconnects=1)
 
     m.add_ingest_source(source)
     m.add_ingest_source(source)
+    m.add_ingest_source(bybit)
     got = scrape(m)
     v = "binanceusdm"
     rec = got["tickcast_ticks_received_total"]
@@ -106,10 +118,18 @@ def test_ingest_counters_are_summed_and_unknown_symbols_fold_into_other() -> Non
     assert got["tickcast_ingest_queue_depth"][labels(venue=v)] == 24
     assert got["tickcast_xadd_batch_size_count"][labels(venue=v)] == 4
     assert got["tickcast_xadd_batch_size_sum"][labels(venue=v)] == 106
+    assert got["tickcast_feed_connected"][labels(venue=v, route="public")] == 1
+    assert got["tickcast_feed_connected"][labels(venue=v, route="market")] == 0
+    assert got["tickcast_feed_seconds_since_last_frame"][labels(venue=v, route="market")] == 30
+    by = "bybit"
+    assert rec[labels(venue=by, symbol="BTC/USDT:USDT", kind="trade")] == 1
+    assert rec[labels(venue=by, symbol="other", kind="trade")] == 2, "ETH is not bybit's"
+    assert rec[labels(venue=v, symbol="ETH/USDT:USDT", kind="trade")] == 0
+    assert got["tickcast_feed_reconnects_total"][labels(venue=by)] == 1
 
 
 def test_a_failing_source_does_not_break_the_scrape(caplog: pytest.LogCaptureFixture) -> None:
-    m = Metrics("sim", SYMBOLS)
+    m = Metrics(instruments("sim"))
 
     def broken() -> IngestSnapshot:
         raise RuntimeError("boom")
@@ -133,7 +153,7 @@ def test_the_server_answers_metrics_health_and_readiness() -> None:
     def readiness() -> tuple[bool, str]:
         return (True, "ready") if state["ready"] else (False, "redis unreachable")
 
-    server = MetricsServer(Metrics("sim", SYMBOLS), "127.0.0.1", 0, readiness=readiness)
+    server = MetricsServer(Metrics(instruments("sim")), "127.0.0.1", 0, readiness=readiness)
     server.start()
     try:
         code, body = get(server.url + "/metrics")
@@ -151,7 +171,7 @@ def test_a_raising_readiness_check_reports_not_ready() -> None:
     def readiness() -> tuple[bool, str]:
         raise ConnectionError("down")
 
-    server = MetricsServer(Metrics("sim", SYMBOLS), "127.0.0.1", 0, readiness=readiness)
+    server = MetricsServer(Metrics(instruments("sim")), "127.0.0.1", 0, readiness=readiness)
     server.start()
     try:
         code, body = get(server.url + "/readyz")
@@ -161,11 +181,11 @@ def test_a_raising_readiness_check_reports_not_ready() -> None:
 
 
 def test_a_busy_port_raises_a_clear_error() -> None:
-    first = MetricsServer(Metrics("sim", SYMBOLS), "127.0.0.1", 0)
+    first = MetricsServer(Metrics(instruments("sim")), "127.0.0.1", 0)
     first.start()
     try:
         with pytest.raises(MetricsError, match="cannot serve metrics"):
-            MetricsServer(Metrics("sim", SYMBOLS), "127.0.0.1", first.port).start()
+            MetricsServer(Metrics(instruments("sim")), "127.0.0.1", first.port).start()
     finally:
         first.stop()
 

@@ -16,7 +16,8 @@ import pytest
 
 from tickcast.service.sim.market import SyntheticMarket
 from tickcast.service.sim.server import SimExchange
-from tickcast.service.venues.markets import ccxt_markets, offline_markets
+from tickcast.service.venues.binance.usdm import VENUE
+from tickcast.service.venues.markets import ccxt_markets
 
 SYMBOLS = ["BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT"]
 
@@ -31,7 +32,7 @@ async def sim() -> AsyncIterator[SimExchange]:
 def client_for(ws_base: str) -> ccxtpro.binanceusdm:
     exchange = ccxtpro.binanceusdm()
     exchange.urls["api"]["ws"]["linear"] = ws_base
-    exchange.set_markets(ccxt_markets(offline_markets(SYMBOLS).values()))
+    exchange.set_markets(ccxt_markets([VENUE.market(s) for s in SYMBOLS]))
     return exchange
 
 

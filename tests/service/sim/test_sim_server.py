@@ -1,4 +1,5 @@
-"""The simulated exchange speaks Binance USDⓈ-M: routes, streams, control messages, faults."""
+"""The simulated exchange in its default dialect, Binance USDⓈ-M: routes, streams, control
+messages, faults."""
 
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
-from tickcast.service.sim.faults import MALFORMED_FRAMES, FaultConfig, apply_tick_faults
+from tickcast.service.sim.faults import FaultConfig, apply_tick_faults
 from tickcast.service.sim.server import SimExchange
 from tickcast.service.ticks import Tick, quote, trade
-from tickcast.service.venues.binance import BinanceParser
+from tickcast.service.venues.binance.dialect import MALFORMED_FRAMES
+from tickcast.service.venues.binance.usdm import VENUE
+from tickcast.service.venues.venue import SimKeepalive
 
 BTC = "BTC/USDT:USDT"
 ETH = "ETH/USDT:USDT"
@@ -81,7 +84,7 @@ async def test_a_combined_public_stream_carries_every_tick_wrapped_and_in_order(
             frames = await recv_n(ws, len(ticks))
     wrapped = [orjson.loads(f) for f in frames]
     assert {w["stream"] for w in wrapped} == {"btcusdt@trade", "btcusdt@bookTicker"}
-    parser = BinanceParser(venue="sim")
+    parser = VENUE.parser(label="sim")
     parsed = [t for f in frames for t in parser.parse(f, 0)]
     assert [comparable(t) for t in parsed] == [comparable(t) for t in ticks]
     assert parser.stats.total_rejected == 0
@@ -115,7 +118,7 @@ async def test_the_market_route_serves_agg_trades_and_mark_prices() -> None:
     assert [a["a"] for a in aggs] == list(range(1, 301))
     assert 5 <= len(marks) <= 7
     assert all(m["e"] == "markPriceUpdate" and float(m["p"]) > 0 for m in marks)
-    assert BinanceParser(venue="sim").parse(orjson.dumps(frames[0]), 0)
+    assert VENUE.parser(label="sim").parse(orjson.dumps(frames[0]), 0)
 
 
 async def test_subscribe_unsubscribe_and_list_are_answered_like_the_venue() -> None:
@@ -229,7 +232,7 @@ async def test_replay_serves_the_recorded_frames_with_their_original_spacing(
 
 async def test_the_server_pings_and_a_websockets_client_answers() -> None:
     async with (
-        SimExchange(market(10), speed=0, ping_interval_s=0.05, ping_timeout_s=0.5) as sim,
+        SimExchange(market(10), speed=0, keepalive=SimKeepalive(0.05, 0.5)) as sim,
         open_ws(sim.url + "/public/ws/btcusdt@trade", ping_interval=None) as ws,
     ):
         await asyncio.sleep(0.4)
@@ -287,7 +290,7 @@ async def test_malformed_frames_are_inserted_without_losing_real_ones() -> None:
     ):
         frames = await recv_n(ws, 110)
     assert sum(f in MALFORMED_FRAMES for f in frames) == 10
-    parser = BinanceParser(venue="sim")
+    parser = VENUE.parser(label="sim")
     parsed = [t for f in frames for t in parser.parse(f, 0)]
     assert [comparable(t) for t in parsed] == [comparable(t) for t in ticks]
     assert parser.stats.total_rejected + parser.stats.total_skipped == 10

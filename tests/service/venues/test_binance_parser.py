@@ -10,17 +10,27 @@ import numpy as np
 import orjson
 import pytest
 
+from tickcast.service import ticks as contract
 from tickcast.service.ticks import QUOTE, TRADE, Tick, invalid_reason, quote, trade
 from tickcast.service.venues import base
 from tickcast.service.venues.base import FeedParseError, Parser, ParseStats
-from tickcast.service.venues.binance import VENUE, BinanceParser, unified_symbol, venue_symbol
-from tickcast.service.venues.binance_render import (
+from tickcast.service.venues.binance.parse import BinanceParser
+from tickcast.service.venues.binance.render import (
     render_book_ticker,
     render_mark_price,
     render_trade,
 )
+from tickcast.service.venues.binance.streams import usdm_id, usdm_unified
+from tickcast.service.venues.binance.usdm import VENUE as USDM
+from tickcast.service.venues.markets import MarketError, MarketInfo
 
 BTC = "BTC/USDT:USDT"
+VENUE = USDM.name
+
+
+def market_of(tick: Tick) -> MarketInfo:
+    return USDM.assumed_market(tick.symbol)
+
 
 Frames = list[tuple[int, bytes]]
 
@@ -35,7 +45,7 @@ def recording_frames(binance_recording: Path) -> Frames:
 @pytest.fixture(scope="module")
 def recording_ticks(recording_frames: Frames) -> list[tuple[bytes, Tick]]:
     """Each tick of the real recording beside the frame it came from."""
-    parser = BinanceParser()
+    parser = USDM.parser()
     out = []
     for recv_ns, frame in recording_frames:
         out += [(frame, t) for t in parser.parse(frame, recv_ns)]
@@ -73,7 +83,7 @@ def _book_frame(**fields: object) -> bytes:
 def test_every_frame_of_the_real_recording_parses_with_exact_counts(
     recording_frames: Frames,
 ) -> None:
-    parser = BinanceParser()
+    parser = USDM.parser()
     ticks = [t for recv_ns, frame in recording_frames for t in parser.parse(frame, recv_ns)]
     assert len(recording_frames) == 93_954
     assert parser.stats.parsed_trades == 21_313
@@ -90,7 +100,7 @@ def test_every_frame_of_the_real_recording_parses_with_exact_counts(
 
 
 def test_the_recorded_trade_sample_becomes_the_documented_tick(binance_samples: Path) -> None:
-    parser = BinanceParser()
+    parser = USDM.parser()
     ticks = parser.parse(_sample(binance_samples, "trade.combined.json"), 7)
     assert ticks == [
         trade(VENUE, BTC, 1723161256322, 7, 61800.3, 0.006, 1, "5266583935"),
@@ -98,13 +108,13 @@ def test_the_recorded_trade_sample_becomes_the_documented_tick(binance_samples: 
 
 
 def test_an_aggtrade_uses_the_aggregate_id_and_trade_time(binance_samples: Path) -> None:
-    parser = BinanceParser()
+    parser = USDM.parser()
     ticks = parser.parse(_sample(binance_samples, "aggTrade.combined.json"), 9)
     assert ticks == [trade(VENUE, "CTK/USDT:USDT", 1626992741421, 9, 1.011, 10.0, 1, "16599292")]
 
 
 def test_a_bookticker_uses_the_transaction_time_and_update_id(binance_samples: Path) -> None:
-    parser = BinanceParser()
+    parser = USDM.parser()
     ticks = parser.parse(_sample(binance_samples, "bookTicker.combined.json"), 3)
     expected = quote(VENUE, "SUSHI/USDT:USDT", 1626992741012, 3, 7.611, 2.0, 7.612, 297.0)
     assert ticks == [expected._replace(update_id=600859600576)]
@@ -116,7 +126,7 @@ def test_a_bookticker_uses_the_transaction_time_and_update_id(binance_samples: P
 def test_a_raw_frame_parses_like_its_combined_form(binance_samples: Path, name: str) -> None:
     combined = _sample(binance_samples, name)
     raw = orjson.dumps(orjson.loads(combined)["data"])
-    parser = BinanceParser()
+    parser = USDM.parser()
     from_combined = parser.parse(combined, 11)
     assert parser.parse(raw, 11) == from_combined
     assert parser.parse(raw.decode(), 11) == from_combined
@@ -129,7 +139,7 @@ def test_a_raw_frame_parses_like_its_combined_form(binance_samples: Path, name: 
     [("markPrice.combined.json", base.SKIP_MARK_PRICE), ("subscribe.ack.json", base.SKIP_ACK)],
 )
 def test_mark_prices_and_acks_are_skipped(binance_samples: Path, name: str, reason: str) -> None:
-    parser = BinanceParser()
+    parser = USDM.parser()
     frame = _sample(binance_samples, name)
     assert parser.parse(frame, 0) == []
     unwrapped = orjson.loads(frame).get("data")
@@ -142,7 +152,7 @@ def test_mark_prices_and_acks_are_skipped(binance_samples: Path, name: str, reas
 def test_the_2021_session_recording_parses_every_frame(binance_samples: Path) -> None:
     lines = (binance_samples / "recording-2021-07-22.ws.txt").read_bytes().splitlines()
     assert b" <-> " in lines[0]
-    parser = BinanceParser()
+    parser = USDM.parser()
     ticks: list[Tick] = []
     for line in lines[1:]:
         stamp, _, frame = line.partition(b": ")
@@ -172,19 +182,19 @@ MALFORMED: list[tuple[str, bytes, str, str]] = [
     ("text price", _trade_frame(p="abc"), "rejected", base.REJECT_NOT_NUMERIC),
     ("object size", _trade_frame(q={"x": 1}), "rejected", base.REJECT_NOT_NUMERIC),
     ("fractional time", _trade_frame(T="1.5"), "rejected", base.REJECT_NOT_NUMERIC),
-    ("nan price", _trade_frame(p="NaN"), "rejected", base.REJECT_NON_FINITE),
-    ("infinite size", _trade_frame(q="inf"), "rejected", base.REJECT_NON_FINITE),
-    ("zero price", _trade_frame(p="0.00"), "rejected", base.REJECT_PRICE),
-    ("negative price", _trade_frame(p="-61800.30"), "rejected", base.REJECT_PRICE),
-    ("negative size", _trade_frame(q="-0.006"), "rejected", base.REJECT_SIZE),
-    ("zero time", _trade_frame(T=0), "rejected", base.REJECT_TIME),
-    ("maker flag as text", _trade_frame(m="false"), "rejected", base.REJECT_SIDE),
+    ("nan price", _trade_frame(p="NaN"), "rejected", contract.REJECT_NON_FINITE),
+    ("infinite size", _trade_frame(q="inf"), "rejected", contract.REJECT_NON_FINITE),
+    ("zero price", _trade_frame(p="0.00"), "rejected", contract.REJECT_PRICE),
+    ("negative price", _trade_frame(p="-61800.30"), "rejected", contract.REJECT_PRICE),
+    ("negative size", _trade_frame(q="-0.006"), "rejected", contract.REJECT_SIZE),
+    ("zero time", _trade_frame(T=0), "rejected", contract.REJECT_TIME),
+    ("maker flag as text", _trade_frame(m="false"), "rejected", contract.REJECT_SIDE),
     ("numeric symbol", _trade_frame(s=42), "rejected", base.REJECT_SYMBOL),
     ("unnamed symbol", _trade_frame(s="NOQUOTE"), "rejected", base.REJECT_SYMBOL),
-    ("crossed book", _book_frame(b="61800.40"), "rejected", base.REJECT_CROSSED),
-    ("negative bid size", _book_frame(B="-1"), "rejected", base.REJECT_SIZE),
-    ("nan ask", _book_frame(a="nan"), "rejected", base.REJECT_NON_FINITE),
-    ("zero bid", _book_frame(b="0"), "rejected", base.REJECT_PRICE),
+    ("crossed book", _book_frame(b="61800.40"), "rejected", contract.REJECT_CROSSED),
+    ("negative bid size", _book_frame(B="-1"), "rejected", contract.REJECT_SIZE),
+    ("nan ask", _book_frame(a="nan"), "rejected", contract.REJECT_NON_FINITE),
+    ("zero bid", _book_frame(b="0"), "rejected", contract.REJECT_PRICE),
     ("missing update id", _book_frame(u=None), "rejected",
      base.REJECT_MISSING),
     ("unknown event", b'{"e":"somethingNew","s":"BTCUSDT"}', "skipped",
@@ -206,7 +216,7 @@ MALFORMED: list[tuple[str, bytes, str, str]] = [
 def test_a_bad_frame_is_counted_with_its_reason_and_never_raised(
     frame: bytes, outcome: str, reason: str
 ) -> None:
-    parser = BinanceParser()
+    parser = USDM.parser()
     assert parser.parse(frame, 1) == []
     counted = parser.stats.rejected if outcome == "rejected" else parser.stats.skipped
     other = parser.stats.skipped if outcome == "rejected" else parser.stats.rejected
@@ -216,7 +226,7 @@ def test_a_bad_frame_is_counted_with_its_reason_and_never_raised(
 
 
 def test_a_bookticker_without_transaction_time_falls_back_to_the_event_time() -> None:
-    parser = BinanceParser()
+    parser = USDM.parser()
     frame = orjson.loads(_book_frame())
     del frame["data"]["T"]
     (tick,) = parser.parse(orjson.dumps(frame), 0)
@@ -226,29 +236,31 @@ def test_a_bookticker_without_transaction_time_falls_back_to_the_event_time() ->
 
 
 def test_a_symbol_mapping_names_its_symbols_and_skips_the_others() -> None:
-    parser = BinanceParser(symbols={"BTCUSDT": "BTC/USDT:USDT"})
+    parser = USDM.parser([USDM.market(BTC)])
     assert parser.parse(_trade_frame(), 0)[0].symbol == BTC
     assert parser.parse(_trade_frame(s="ETHUSDT"), 0) == []
     assert parser.parse(_book_frame(s="ETHUSDT"), 0) == []
     assert parser.stats.skipped == {base.SKIP_UNSUBSCRIBED: 2}
-    renamed = BinanceParser(symbols={"BTCUSDT": "XBT/USDT:USDT"}, venue="binance-test")
+    xbt = MarketInfo("XBT/USDT:USDT", "BTCUSDT", "XBT", "USDT", "USDT")
+    renamed = USDM.parser([xbt], "binance-test")
     (tick,) = renamed.parse(_trade_frame(), 0)
     assert (tick.venue, tick.symbol) == ("binance-test", "XBT/USDT:USDT")
 
 
 def test_a_contract_size_scales_trade_and_quote_sizes() -> None:
-    parser = BinanceParser(contract_size={"BTCUSDT": 0.5})
+    halves = MarketInfo(BTC, "BTCUSDT", "BTC", "USDT", "USDT", contract_size=0.5)
+    parser = USDM.parser([halves])
     (tr,) = parser.parse(_trade_frame(q="4"), 0)
     (qt,) = parser.parse(_book_frame(B="2", A="6"), 0)
     assert (tr.size, qt.bid_size, qt.ask_size) == (2.0, 1.0, 3.0)
-    with pytest.raises(FeedParseError, match="contract size"):
-        BinanceParser(contract_size={"BTCUSDT": 0.0})
+    with pytest.raises(MarketError, match="contract size"):
+        MarketInfo(BTC, "BTCUSDT", "BTC", "USDT", "USDT", contract_size=0.0)
 
 
 def test_a_data_list_yields_a_tick_per_element() -> None:
     events = [orjson.loads(_book_frame(s=s))["data"] for s in ("BTCUSDT", "ETHUSDC")]
     frame = orjson.dumps({"stream": "!bookTicker", "data": [*events, 3]})
-    parser = BinanceParser()
+    parser = USDM.parser()
     ticks = parser.parse(frame, 0)
     assert [t.symbol for t in ticks] == [BTC, "ETH/USDC:USDC"]
     assert parser.stats.rejected == {base.REJECT_NOT_OBJECT: 1}
@@ -259,7 +271,7 @@ def test_mutated_real_frames_never_raise_and_only_yield_valid_ticks(
 ) -> None:
     rng = np.random.default_rng(20240808)
     frames = [f.strip() for _, f in recording_frames[:400] if len(f) < 400]
-    parser = BinanceParser()
+    parser = USDM.parser()
     produced = 0
     for i in range(4000):
         frame = bytearray(frames[i % len(frames)])
@@ -280,32 +292,34 @@ def test_mutated_real_frames_never_raise_and_only_yield_valid_ticks(
 def test_render_then_parse_gives_back_every_real_tick(
     recording_ticks: list[tuple[bytes, Tick]],
 ) -> None:
-    parser = BinanceParser()
+    parser = USDM.parser()
     for frame, tick in recording_ticks:
         data = orjson.loads(frame)["data"]
         if tick.kind == TRADE:
-            event = render_trade(tick, push_ms=data["E"])
+            event = render_trade(tick, market_of(tick), push_ms=data["E"])
         else:
-            event = render_book_ticker(tick, push_ms=data["E"])
+            event = render_book_ticker(tick, market_of(tick), push_ms=data["E"])
         assert event == data, "renders the venue's exact event"
         assert parser.parse(orjson.dumps(event), tick.recv_ns) == [tick]
     assert parser.stats.total_parsed == len(recording_ticks) == 87_402
 
 
 def test_render_reproduces_the_wire_samples(binance_samples: Path) -> None:
-    parser = BinanceParser()
+    parser = USDM.parser()
     for name in ("trade.combined.json", "aggTrade.combined.json", "bookTicker.combined.json"):
         data = orjson.loads(_sample(binance_samples, name))["data"]
         (tick,) = parser.parse(orjson.dumps(data), 0)
         if data["e"] == "trade":
-            event = render_trade(tick)
+            event = render_trade(tick, market_of(tick))
         elif data["e"] == "aggTrade":
             event = render_trade(
-                tick._replace(trade_id=str(data["f"])), agg=True, agg_id=data["a"],
+                tick._replace(trade_id=str(data["f"])), market_of(tick), agg=True, agg_id=data["a"],
                 price_decimals=5, size_decimals=0, push_ms=data["E"],
             )  # fmt: skip
         else:
-            event = render_book_ticker(tick, price_decimals=4, size_decimals=0, push_ms=data["E"])
+            event = render_book_ticker(
+                tick, market_of(tick), price_decimals=4, size_decimals=0, push_ms=data["E"]
+            )
         assert event == data
         assert list(event) == list(data), "same key order as the venue"
     mark = orjson.loads(_sample(binance_samples, "markPrice.combined.json"))["data"]
@@ -315,25 +329,25 @@ def test_render_reproduces_the_wire_samples(binance_samples: Path) -> None:
 
 def test_an_aggtrade_render_parses_back_with_the_aggregate_id() -> None:
     tick = trade(VENUE, "ETH/USDT:USDT", 1_700_000_000_000, 5, 2000.125, 1e-07, -1, "42")
-    event = render_trade(tick, agg=True, agg_id=42)
+    event = render_trade(tick, market_of(tick), agg=True, agg_id=42)
     assert (event["p"], event["q"], event["m"]) == ("2000.125", "0.0000001", True)
-    assert BinanceParser().parse(orjson.dumps(event), 5) == [tick]
-    sim_id = render_trade(tick._replace(trade_id="sim-1"), agg=True, agg_id=9)
+    assert USDM.parser().parse(orjson.dumps(event), 5) == [tick]
+    sim_id = render_trade(tick._replace(trade_id="sim-1"), market_of(tick), agg=True, agg_id=9)
     assert (sim_id["a"], sim_id["f"], sim_id["l"]) == (9, 9, 9)
 
 
 def test_rendering_refuses_what_binance_cannot_send() -> None:
     tick = trade(VENUE, BTC, 1, 1, 100.0, 1.0, 1, "7")
     with pytest.raises(FeedParseError, match="quote tick"):
-        render_book_ticker(tick)
+        render_book_ticker(tick, USDM.market(BTC))
     with pytest.raises(FeedParseError, match="trade tick"):
-        render_trade(quote(VENUE, BTC, 1, 1, 1.0, 1.0, 2.0, 1.0))
+        render_trade(quote(VENUE, BTC, 1, 1, 1.0, 1.0, 2.0, 1.0), USDM.market(BTC))
     with pytest.raises(FeedParseError, match="integers"):
-        render_trade(tick._replace(trade_id="abc"))
+        render_trade(tick._replace(trade_id="abc"), USDM.market(BTC))
     with pytest.raises(FeedParseError, match="non-finite"):
-        render_trade(tick._replace(price=math.nan))
-    with pytest.raises(FeedParseError, match="unified"):
-        render_trade(tick._replace(symbol="BTCUSDT"))
+        render_trade(tick._replace(price=math.nan), USDM.market(BTC))
+    with pytest.raises(MarketError, match="unified"):
+        USDM.assumed_market("BTCUSDT")
 
 
 @pytest.mark.parametrize(
@@ -347,14 +361,14 @@ def test_rendering_refuses_what_binance_cannot_send() -> None:
     ],
 )
 def test_venue_ids_and_unified_symbols_map_both_ways(venue_id: str, unified: str) -> None:
-    assert unified_symbol(venue_id) == unified
-    assert venue_symbol(unified) == venue_id
+    assert usdm_unified(venue_id) == unified
+    assert usdm_id(unified) == venue_id
 
 
 @pytest.mark.parametrize("venue_id", ["USDT", "btcusdt", "BTC-USDT", ""])
 def test_an_id_without_a_known_quote_asset_cannot_be_named(venue_id: str) -> None:
     with pytest.raises(FeedParseError):
-        unified_symbol(venue_id)
+        usdm_unified(venue_id)
 
 
 def test_parse_stats_add_up_and_merge() -> None:
@@ -373,8 +387,8 @@ def test_parse_stats_add_up_and_merge() -> None:
 
 
 def test_the_binance_parser_satisfies_the_parser_protocol() -> None:
-    assert isinstance(BinanceParser(), Parser)
-    assert BinanceParser().venue == VENUE == "binanceusdm"
+    assert isinstance(USDM.parser(), Parser) and isinstance(USDM.parser(), BinanceParser)
+    assert USDM.parser().venue == VENUE == "binanceusdm"
 
 
 def test_unified_symbols_split_and_join() -> None:
@@ -382,9 +396,6 @@ def test_unified_symbols_split_and_join() -> None:
     assert base.join_unified(*parts) == "BTC/USDT:USDT-240927"
     with pytest.raises(FeedParseError):
         base.split_unified("BTCUSDT")
-    assert base.invert_symbols({"BTCUSDT": BTC}) == {BTC: "BTCUSDT"}
-    with pytest.raises(FeedParseError, match="both map"):
-        base.invert_symbols({"BTCUSDT": BTC, "XBTUSDT": BTC})
 
 
 def test_a_quote_tick_has_no_trade_fields(recording_ticks: list[tuple[bytes, Tick]]) -> None:

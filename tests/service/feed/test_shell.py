@@ -1,54 +1,66 @@
-"""The Binance websocket shell against the simulated exchange: delivery, reconnects, watchdog."""
+"""The websocket shell against the simulated exchange (Binance USDⓈ-M dialect): delivery,
+subscriptions, reconnects, watchdog, keepalive, gaps and renewal."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pytest
 
-from tickcast.service.feed.binance_ws import BinanceFeed, BinanceWsConfig
 from tickcast.service.feed.sequence import TradeSequence
-from tickcast.service.feed.shell import FeedStats
+from tickcast.service.feed.shell import Feed, FeedConfig
+from tickcast.service.feed.stats import FeedStats
 from tickcast.service.sim.faults import FaultConfig
 from tickcast.service.sim.market import SyntheticMarket
 from tickcast.service.sim.server import SimExchange
 from tickcast.service.ticks import Tick
+from tickcast.service.venues.binance.usdm import VENUE, BinanceUsdm
 from tickcast.service.venues.markets import (
     MarketError,
     ccxt_markets,
     from_ccxt,
     load_markets,
-    offline_market,
 )
+from tickcast.service.venues.venue import SimKeepalive
 
 SYMBOLS = ["BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT"]
+MARKETS = [VENUE.market(s) for s in SYMBOLS]
 
 
-def config(sim: SimExchange, **kwargs: Any) -> BinanceWsConfig:
-    """Feed settings pointed at ``sim``, with test-sized timeouts."""
+def feed_for(
+    sim: SimExchange,
+    *,
+    channels: Sequence[str] = ("trade", "bookTicker"),
+    subscribe_by: str = "url",
+    urls: dict[str, str] | None = None,
+    **kwargs: Any,
+) -> Feed:
+    """A Binance USDⓈ-M feed pointed at ``sim``, with test-sized timeouts."""
     base: dict[str, Any] = {
-        "public_url": sim.url + "/public",
-        "market_url": sim.url + "/market",
         "watchdog_s": 5.0,
         "backoff_base_s": 0.02,
         "backoff_cap_s": 0.1,
         "close_timeout_s": 0.2,
     }
     base.update(kwargs)
-    return BinanceWsConfig(**base)
-
-
-def feed_for(sim: SimExchange, symbols: list[str] = SYMBOLS, **kwargs: Any) -> BinanceFeed:
-    return BinanceFeed(symbols, config(sim, **kwargs), venue="sim", rng=np.random.default_rng(0))
+    venue = BinanceUsdm(channels, subscribe_by)
+    return Feed(
+        venue,
+        MARKETS,
+        urls or sim.urls_for(venue),
+        FeedConfig(**base),
+        label="sim",
+        rng=np.random.default_rng(0),
+    )
 
 
 @contextlib.asynccontextmanager
-async def running(feed: BinanceFeed) -> AsyncIterator[list[Tick]]:
+async def running(feed: Feed) -> AsyncIterator[list[Tick]]:
     """Run ``feed`` into a list for the duration of the block."""
     got: list[Tick] = []
     task = asyncio.get_running_loop().create_task(feed.run(got.extend))
@@ -156,7 +168,8 @@ async def test_an_ack_but_no_data_stream_trips_the_watchdog() -> None:
 async def test_the_old_unrouted_url_acks_and_stays_silent_so_the_watchdog_fires() -> None:
     market = SyntheticMarket(seed=7, oracle_memory_s=None).ticks()
     async with SimExchange(market, speed=20.0) as sim:
-        feed = feed_for(sim, public_url=sim.url, subscribe_by="message", watchdog_s=0.2)
+        unrouted = {"public": sim.url, "market": sim.url}
+        feed = feed_for(sim, urls=unrouted, subscribe_by="message", watchdog_s=0.2)
         async with running(feed) as got:
             await until(lambda: feed.stats.watchdog_trips >= 1)
     assert got == [] and feed.stats.acks >= 1
@@ -166,7 +179,7 @@ async def test_a_hung_peer_is_detected_by_the_feeds_own_keepalive() -> None:
     faults = FaultConfig()
     market = SyntheticMarket(seed=8, oracle_memory_s=None).ticks()
     async with SimExchange(market, speed=20.0, faults=faults) as sim:
-        feed = feed_for(sim, watchdog_s=60.0, ping_interval_s=0.05, ping_timeout_s=0.15)
+        feed = feed_for(sim, watchdog_s=60.0, ping_every_s=0.05, pong_timeout_s=0.15)
         async with running(feed) as got:
             await until(lambda: len(got) > 10)
             faults.freeze = True
@@ -179,8 +192,9 @@ async def test_a_hung_peer_is_detected_by_the_feeds_own_keepalive() -> None:
 
 async def test_the_feed_answers_the_servers_pings_and_stays_connected() -> None:
     market = SyntheticMarket(seed=9, oracle_memory_s=None).ticks()
-    async with SimExchange(market, speed=5.0, ping_interval_s=0.05, ping_timeout_s=0.2) as sim:
-        feed = feed_for(sim, ping_interval_s=None)
+    keepalive = SimKeepalive(ws_ping_s=0.05, ws_ping_timeout_s=0.2)
+    async with SimExchange(market, speed=5.0, keepalive=keepalive) as sim:
+        feed = feed_for(sim, ping_every_s=60.0)
         async with running(feed):
             await asyncio.sleep(0.5)
             assert [c.latency_s > 0.0 for c in sim.clients] == [True]
@@ -232,12 +246,14 @@ async def test_a_connection_is_renewed_before_it_reaches_its_age_limit() -> None
 async def test_an_unreachable_venue_is_retried_with_backoff_without_crashing() -> None:
     sim = SimExchange(iter(()), speed=0)
     await sim.start()
-    cfg = config(sim)
+    feed = feed_for(sim)
     await sim.stop()  # the port is now closed
-    feed = BinanceFeed(SYMBOLS, cfg, venue="sim", rng=np.random.default_rng(1))
     async with running(feed) as got:
         await until(lambda: feed.stats.errors >= 3)
     assert got == [] and feed.stats.connects == 0
+    assert feed.stats.attempts >= 3, "every attempt counts"
+    assert feed.stats.reconnects == feed.stats.attempts - 1, "failed reconnects count too"
+    assert not feed.routes["public"].connected
 
 
 def test_trade_sequences_are_kept_per_symbol() -> None:
@@ -252,19 +268,15 @@ def test_trade_sequences_are_kept_per_symbol() -> None:
     assert seq.accept("B", 501) and seq.stats.duplicate_trades == 1
 
 
-def test_offline_markets_map_unified_symbols_to_venue_ids() -> None:
-    btc = offline_market("BTC/USDT:USDT")
+def test_the_shipped_metadata_maps_unified_symbols_to_venue_ids() -> None:
+    btc = VENUE.market("BTC/USDT:USDT")
     assert (btc.venue_id, btc.contract_size, btc.linear) == ("BTCUSDT", 1.0, True)
-    assert offline_market("BTC/USD:BTC").linear is False
-    with pytest.raises(MarketError):
-        offline_market("BTCUSDT")
+    with pytest.raises(MarketError, match="FOO/BAR:BAR"):
+        VENUE.market("FOO/BAR:BAR")
 
 
 def test_ccxt_market_dicts_round_trip_through_from_ccxt() -> None:
-    infos = [offline_market(s) for s in SYMBOLS]
-    assert [from_ccxt(m) for m in ccxt_markets(infos)] == [
-        i.__class__(**{**i.__dict__, "price_tick": 0.01}) for i in infos
-    ]
+    assert [from_ccxt(m) for m in ccxt_markets(MARKETS)] == MARKETS
     real_shape = {
         "id": "1000PEPEUSDT",
         "symbol": "1000PEPE/USDT:USDT",
@@ -279,6 +291,8 @@ def test_ccxt_market_dicts_round_trip_through_from_ccxt() -> None:
     assert (info.venue_id, info.price_tick, info.contract_size) == ("1000PEPEUSDT", 1e-07, 1.0)
 
 
-async def test_offline_loading_never_calls_the_venue() -> None:
-    markets = await load_markets(SYMBOLS, online=False)
-    assert [m.venue_id for m in markets.values()] == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+async def test_offline_loading_never_calls_the_venue_and_refuses_an_unlisted_symbol() -> None:
+    found = await load_markets(VENUE.name, VENUE.ccxt_id, VENUE.markets(), SYMBOLS, online=False)
+    assert [m.venue_id for m in found.values()] == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    with pytest.raises(MarketError, match="FOO/BAR:BAR"):
+        await load_markets(VENUE.name, None, VENUE.markets(), ["FOO/BAR:BAR"], online=True)

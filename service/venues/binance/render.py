@@ -1,22 +1,25 @@
-"""Binance USDⓈ-M renderers: ticks -> the venue's own event dicts, for the simulated exchange.
+"""Binance futures renderers: ticks -> the venue's own event dicts, for the simulated exchange.
 
-The inverse of :class:`~tickcast.service.venues.binance.BinanceParser`: field names, key order
-and decimal strings are as on the wire, such that
-``parser.parse(orjson.dumps(render_trade(t)), t.recv_ns) == [t]``. Only the simulator
-(:mod:`tickcast.service.sim.protocol`) and tests use these; the live path never renders.
+The inverse of :class:`~tickcast.service.venues.binance.parse.BinanceParser`: field names, key
+order and decimal strings are as on the wire, such that
+``parser.parse(orjson.dumps(render_trade(t, market)), t.recv_ns) == [t]`` (exactly for linear
+contracts of size 1; to the last digit of the size otherwise). Only the simulator
+(:mod:`tickcast.service.venues.binance.dialect`) and tests use these; the live path never
+renders.
 """
 
 from __future__ import annotations
 
 from tickcast.service.ticks import QUOTE, TRADE, Tick
 from tickcast.service.venues.base import FeedParseError, decimal_text
-from tickcast.service.venues.binance import venue_symbol
+from tickcast.service.venues.markets import MarketInfo
 
 __all__ = ["render_book_ticker", "render_mark_price", "render_trade"]
 
 
 def render_trade(
     tick: Tick,
+    market: MarketInfo,
     *,
     agg: bool = False,
     agg_id: int = 0,
@@ -24,14 +27,14 @@ def render_trade(
     size_decimals: int = 3,
     push_ms: int | None = None,
 ) -> dict[str, object]:
-    """The ``trade`` (or, with ``agg``, ``aggTrade``) event of a trade tick.
+    """The ``trade`` (or, with ``agg``, ``aggTrade``) event of a trade tick on ``market``.
 
     Prices and sizes are decimal strings with at least ``price_decimals`` / ``size_decimals``
-    digits (BTCUSDT's 2 and 3 by default) and as many more as the value needs to stay exact.
-    A ``trade`` event carries ``int(tick.trade_id)`` as ``t``; an ``aggTrade`` carries
-    ``agg_id`` as ``a`` and the tick's trade id (``agg_id`` when not an integer) as ``f``/``l``,
-    so it parses back with ``trade_id == str(agg_id)``. ``E`` (the time the venue pushed the
-    event) is ``push_ms``, by default the tick's event time.
+    digits (BTCUSDT's 2 and 3 by default) and as many more as the value needs to stay exact;
+    the size is in the market's contracts. A ``trade`` event carries ``int(tick.trade_id)`` as
+    ``t``; an ``aggTrade`` carries ``agg_id`` as ``a`` and the tick's trade id (``agg_id``
+    when not an integer) as ``f``/``l``, so it parses back with ``trade_id == str(agg_id)``.
+    ``E`` (the time the venue pushed the event) is ``push_ms``, by default the event time.
 
     Raises
     ------
@@ -40,18 +43,17 @@ def render_trade(
 
     Examples
     --------
-    >>> from tickcast.service.venues.binance import VENUE
     >>> from tickcast.service.ticks import trade
-    >>> t = trade(VENUE, "BTC/USDT:USDT", 1723161256322, 0, 61800.3, 0.006, 1, "5")
-    >>> event = render_trade(t)
+    >>> from tickcast.service.venues.binance.usdm import VENUE
+    >>> t = trade(VENUE.name, "BTC/USDT:USDT", 1723161256322, 0, 61800.3, 0.006, 1, "5")
+    >>> event = render_trade(t, VENUE.market("BTC/USDT:USDT"))
     >>> event["e"], event["s"], event["t"], event["p"], event["q"], event["m"]
     ('trade', 'BTCUSDT', 5, '61800.30', '0.006', False)
     """
     if tick.kind != TRADE:
         raise FeedParseError(f"render_trade needs a trade tick, got a {tick.kind!r}")
-    symbol_id = venue_symbol(tick.symbol)
     price = decimal_text(tick.price, price_decimals)
-    size = decimal_text(tick.size, size_decimals)
+    size = decimal_text(market.contracts(tick.size, tick.price), size_decimals)
     maker = tick.side == -1
     pushed = tick.event_ms if push_ms is None else push_ms
     if not (agg or tick.trade_id.isdigit()):
@@ -62,7 +64,7 @@ def render_trade(
             "e": "aggTrade",
             "E": pushed,
             "a": agg_id,
-            "s": symbol_id,
+            "s": market.venue_id,
             "p": price,
             "q": size,
             "f": trade_id,
@@ -74,7 +76,7 @@ def render_trade(
         "e": "trade",
         "E": pushed,
         "T": tick.event_ms,
-        "s": symbol_id,
+        "s": market.venue_id,
         "t": trade_id,
         "p": price,
         "q": size,
@@ -84,9 +86,15 @@ def render_trade(
 
 
 def render_book_ticker(
-    tick: Tick, *, price_decimals: int = 2, size_decimals: int = 3, push_ms: int | None = None
+    tick: Tick,
+    market: MarketInfo,
+    *,
+    price_decimals: int = 2,
+    size_decimals: int = 3,
+    push_ms: int | None = None,
 ) -> dict[str, object]:
-    """The ``bookTicker`` event of a quote tick; options as in :func:`render_trade`.
+    """The ``bookTicker`` event of a quote tick on ``market``; options as in
+    :func:`render_trade`.
 
     Raises
     ------
@@ -98,11 +106,11 @@ def render_book_ticker(
     return {
         "e": "bookTicker",
         "u": tick.update_id,
-        "s": venue_symbol(tick.symbol),
+        "s": market.venue_id,
         "b": decimal_text(tick.bid, price_decimals),
-        "B": decimal_text(tick.bid_size, size_decimals),
+        "B": decimal_text(market.contracts(tick.bid_size, tick.bid), size_decimals),
         "a": decimal_text(tick.ask, price_decimals),
-        "A": decimal_text(tick.ask_size, size_decimals),
+        "A": decimal_text(market.contracts(tick.ask_size, tick.ask), size_decimals),
         "T": tick.event_ms,
         "E": tick.event_ms if push_ms is None else push_ms,
     }
