@@ -307,9 +307,10 @@ class SimExchange:
     async def _keepalive_ticker(self) -> None:
         """Send the dialect's own pings and cut clients whose keepalive is late."""
         keep = self.keepalive
-        if keep.server_ping is None and keep.client_silence_s is None:
+        if keep.server_ping is None and keep.client_silence_s is None and keep.idle_s is None:
             return
-        step = min(x for x in (keep.server_ping_s, keep.client_silence_s, 1.0) if x) / 4.0
+        limits = (keep.server_ping_s, keep.client_silence_s, keep.idle_s, 1.0)
+        step = min(x for x in limits if x) / 4.0
         ping = self.dialect.encode(keep.server_ping) if keep.server_ping is not None else None
         while True:
             await asyncio.sleep(step)
@@ -317,11 +318,14 @@ class SimExchange:
             for client in list(self._clients):
                 if client.frozen:
                     continue
-                silence = keep.client_silence_s
-                if silence is not None and now - client.last_keepalive > silence:
+                silence, idle = keep.client_silence_s, keep.idle_s
+                quiet = now - max(client.last_keepalive, client.last_sent)
+                if (silence is not None and now - client.last_keepalive > silence) or (
+                    idle is not None and quiet > idle
+                ):
                     self.stats.keepalive_cuts += 1
                     logger.debug("cutting %s: no keepalive", client.ws.remote_address)
-                    client.last_keepalive = math.inf
+                    client.last_keepalive = client.last_sent = math.inf
                     self._close(client, 1008, "keepalive timeout")
                 elif ping is not None and now - client.last_ping >= (keep.server_ping_s or 0.0):
                     client.last_ping = now

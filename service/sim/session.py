@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -50,8 +51,9 @@ class Session:
     """One connected client: where it came, what it wants, and its outgoing queue.
 
     ``last_keepalive`` is the monotonic time of its latest ping (or answer to the server's
-    ping), ``last_ping`` of the server's latest ping to it; ``binary`` frames go out as binary
-    websocket frames (compressed dialects), the others as text.
+    ping), ``last_ping`` of the server's latest ping to it, ``last_sent`` of the latest data
+    frames written to it; ``binary`` frames go out as binary websocket frames (compressed
+    dialects), the others as text.
     """
 
     ws: ServerConnection
@@ -66,9 +68,10 @@ class Session:
     frozen: bool = False
     last_keepalive: float = 0.0
     last_ping: float = 0.0
+    last_sent: float = 0.0
 
     def __post_init__(self) -> None:
-        self.last_keepalive = self.last_ping = self.opened
+        self.last_keepalive = self.last_ping = self.last_sent = self.opened
 
     def push(self, frame: bytes) -> None:
         """Queue one encoded frame."""
@@ -114,6 +117,7 @@ class Session:
                     return
                 if self._frame_batch(faults, stats, malformed):
                     ws.transport.write(b"".join(ws.protocol.data_to_send()))
+                    self.last_sent = time.monotonic()
                     await ws.drain()
                 if len(queue) < low_water:
                     self.drained.set()

@@ -240,6 +240,9 @@ class SimKeepalive:
     client_silence_s : float or None
         A client whose last ping (or answer to ``server_ping``) is older than this is cut, as
         the venue does; None: clients need not ping.
+    idle_s : float or None
+        A client that was sent nothing and sent no ping for this long is cut (OKX cuts
+        connections without traffic after 30 s); None: no such rule.
     """
 
     ws_ping_s: float | None = None
@@ -247,6 +250,7 @@ class SimKeepalive:
     server_ping: bytes | None = None
     server_ping_s: float | None = None
     client_silence_s: float | None = None
+    idle_s: float | None = None
 
 
 class Renderer(ABC):
