@@ -67,7 +67,8 @@ def venue_label(exchange: str | None) -> str | None:
     """The venue label an ``--exchange`` value names (``sim:bybit`` -> ``sim-bybit``)."""
     if exchange is None:
         return None
-    from tickcast.service.venues.registry import VenueError, source
+    from tickcast.service.venues.registry import source
+    from tickcast.service.venues.venue import VenueError
 
     try:
         return source(exchange, live=False).label

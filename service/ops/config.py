@@ -149,12 +149,16 @@ def nest_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _format_validation_error(exc: ValidationError) -> str:
-    """One line per error, location and message only (input values may hold secrets)."""
+    """The errors, location and message only (input values may hold secrets): one error on
+    the same line, several one per line."""
     lines = []
     for error in exc.errors(include_url=False, include_input=False):
         location = ".".join(str(part) for part in error["loc"]) or "(root)"
-        lines.append(f"  {location}: {error['msg']}")
-    return "\n".join(lines)
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"{location}: {message}")
+    if len(lines) == 1:
+        return " " + lines[0]
+    return "".join(f"\n  {line}" for line in lines)
 
 
 def _check_toml_file(path: Path) -> None:
@@ -197,7 +201,7 @@ def load_settings(
         return Settings(**init)
     except ValidationError as exc:
         raise ConfigError(
-            f"invalid settings ({origin}, {ENV_PREFIX}* environment, command line):\n"
+            f"invalid settings ({origin}, {ENV_PREFIX}* environment, command line):"
             + _format_validation_error(exc)
         ) from exc
     except SettingsError as exc:

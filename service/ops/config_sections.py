@@ -28,6 +28,7 @@ from pydantic_settings import NoDecode
 from tickcast.service.ops.redaction import SecretUrl, looks_like_url, redact, redact_url
 from tickcast.service.ticks import Instrument
 from tickcast.service.venues import registry
+from tickcast.service.venues.venue import VenueError
 
 DEFAULT_SYMBOLS = ("BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -147,7 +148,7 @@ class ExchangeSettings(_Section):
         names = [n.strip() for n in names]
         try:
             registry.sources(names, live=True)
-        except registry.VenueError as exc:
+        except VenueError as exc:
             raise ValueError(str(exc)) from exc
         return names
 

@@ -26,23 +26,19 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Final
 
-from tickcast.service import TickcastError
-from tickcast.service.venues.venue import Venue
+from tickcast.service.venues.venue import Venue, VenueError
 
 #: Venue name -> the module holding its ``VENUE``.
 VENUES: Final[dict[str, str]] = {
     "binanceusdm": "tickcast.service.venues.binance.usdm",
     "binancecoinm": "tickcast.service.venues.binance.coinm",
+    "bitmex": "tickcast.service.venues.bitmex",
 }
 
 SIM: Final = "sim"
 """The zero-setup source: the simulated market in Binance USDⓈ-M's dialect."""
 SIM_DIALECT: Final = "binanceusdm"
 CCXT: Final = "ccxt"
-
-
-class VenueError(TickcastError):
-    """An ``--exchange`` value that names no usable source."""
 
 
 @cache
@@ -61,7 +57,10 @@ def venue(name: str) -> Venue:
     """
     module = VENUES.get(name)
     if module is None:
-        raise VenueError(f"unknown venue {name!r}: use one of {', '.join(VENUES)}")
+        raise VenueError(
+            f"unknown venue {name!r}: use sim, sim:<venue>, ccxt:<id> or a venue: "
+            + ", ".join(n for n in VENUES if venue(n).retired is None)
+        )
     found: Venue = importlib.import_module(module).VENUE
     return found
 

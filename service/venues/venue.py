@@ -25,9 +25,14 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Final, NamedTuple
 
+from tickcast.service import TickcastError
 from tickcast.service.ticks import Tick
 from tickcast.service.venues.base import FeedParseError, Parser
 from tickcast.service.venues.markets import MarketError, MarketInfo, derived_market
+
+class VenueError(TickcastError):
+    """A venue cannot be used as asked (unknown, retired, not reachable through ccxt...)."""
+
 
 # What a frame that made no tick was, for the shell (see Venue.classify).
 DATA: Final = "data"
