@@ -3,11 +3,11 @@
 For each registered live venue, the frames are what a feed of the venue receives from its
 simulated dialect for the same synthetic market (trades and best bid/ask of three symbols: the
 venue's own topics, layouts, contract sizes and compression); Binance USDⓈ-M is also measured
-on the real 2024 recording, by frame type. Each figure is the best of ``--repeat`` runs; the reference is ``orjson.loads`` of the
-same frames in the same run (after gunzip for a compressing venue: decompression is in both),
-the floor any JSON parser pays. Target: parse <= 3x the reference for every venue. Then the
-cost of reading the whole gzipped recording through
-:func:`tickcast.service.offline.readers.read_ticks` and of the JSONL tick format.
+on the real 2024 recording, by frame type. Each figure is the best of ``--repeat`` runs; the
+reference is ``orjson.loads`` of the same frames in the same run (after gunzip for a
+compressing venue: decompression is in both), the floor any JSON parser pays. Target: parse
+<= 3x the reference for every venue. Then the cost of reading the whole gzipped recording
+through :func:`tickcast.service.offline.readers.read_ticks` and of the JSONL tick format.
 
     .venv/bin/python bench/parse.py [--repeat N] [--seconds S]
 """
