@@ -31,7 +31,7 @@ import numpy as np
 from tickcast.service.feed.reconnect import Backoff, is_retryable, reconnect_loop
 from tickcast.service.feed.shell import FeedConfig
 from tickcast.service.feed.stats import FeedStats, RouteState, Sink
-from tickcast.service.ticks import QUOTE, TRADE, Tick, quote_fault, trade_fault
+from tickcast.service.ticks import Tick
 from tickcast.service.venues.base import REJECT_MISSING, REJECT_NOT_NUMERIC, REJECT_SYMBOL
 from tickcast.service.venues.markets import MarketError, MarketInfo, ccxt_markets, from_ccxt
 from tickcast.service.venues.parser import VenueParser
@@ -42,7 +42,6 @@ logger = logging.getLogger(__name__)
 TRADES = "trades"
 QUOTES = "quotes"
 _SIDES = {"buy": 1, "sell": -1}
-_new_tick = tuple.__new__
 
 
 async def ccxt_markets_of(
@@ -81,7 +80,7 @@ class CcxtTicks(VenueParser):
         super().__init__(venue, markets, lambda _: None)
         self.by_symbol = {m.symbol: m for m in markets}
 
-    def trade(self, t: Mapping[str, Any], recv_ns: int) -> list[Tick]:
+    def from_trade(self, t: Mapping[str, Any], recv_ns: int) -> list[Tick]:
         """One ccxt trade structure -> a trade tick (sizes in base units)."""
         market = self.by_symbol.get(t.get("symbol"))  # type: ignore[arg-type]
         if market is None:
@@ -95,20 +94,10 @@ class CcxtTicks(VenueParser):
         except (TypeError, ValueError, OverflowError):
             return self.reject(REJECT_NOT_NUMERIC, t)
         size = market.base_size(amount, price) if price > 0.0 else amount
-        reason = trade_fault(price, size, side, event_ms)
-        if reason is not None:
-            return self.reject(reason, t)
-        self.stats.parsed_trades += 1
         trade_id = "" if t.get("id") is None else str(t["id"])
-        return [
-            _new_tick(
-                Tick,
-                (self.venue, market.symbol, TRADE, event_ms, recv_ns, price, size, side,
-                 trade_id, 0.0, 0.0, 0.0, 0.0, 0),
-            )
-        ]  # fmt: skip
+        return self.trade(market.symbol, event_ms, recv_ns, price, size, side, trade_id, t)
 
-    def quote(self, q: Mapping[str, Any], recv_ns: int) -> list[Tick]:
+    def from_quote(self, q: Mapping[str, Any], recv_ns: int) -> list[Tick]:
         """One ccxt bid/ask ticker or one-level order book -> a quote tick."""
         market = self.by_symbol.get(q.get("symbol"))  # type: ignore[arg-type]
         if market is None:
@@ -127,17 +116,7 @@ class CcxtTicks(VenueParser):
             return self.reject(REJECT_NOT_NUMERIC, q)
         if bid > 0.0 and ask > 0.0:
             bid_size, ask_size = market.base_size(bid_size, bid), market.base_size(ask_size, ask)
-        reason = quote_fault(bid, bid_size, ask, ask_size, event_ms)
-        if reason is not None:
-            return self.reject(reason, q)
-        self.stats.parsed_quotes += 1
-        return [
-            _new_tick(
-                Tick,
-                (self.venue, market.symbol, QUOTE, event_ms, recv_ns, 0.0, 0.0, 0, "",
-                 bid, bid_size, ask, ask_size, 0),
-            )
-        ]  # fmt: skip
+        return self.quote(market.symbol, event_ms, recv_ns, bid, bid_size, ask, ask_size, 0, q)
 
     def parse(self, raw: bytes | str, recv_ns: int) -> list[Tick]:
         """ccxt delivers structures, not frames: nothing to parse (the Parser protocol)."""
@@ -275,7 +254,7 @@ class CcxtFeed:
             recv_ns = time.time_ns()
             out: list[Tick] = []
             for t in trades:
-                out += self.parser.trade(t, recv_ns)
+                out += self.parser.from_trade(t, recv_ns)
             return out
 
         return watch
@@ -285,13 +264,13 @@ class CcxtFeed:
         recv_ns = time.time_ns()
         out: list[Tick] = []
         for ticker in tickers.values():
-            out += self.parser.quote(ticker, recv_ns)
+            out += self.parser.from_quote(ticker, recv_ns)
         return out
 
     def _book_of(self, symbol: str) -> Callable[[], Any]:
         async def watch() -> list[Tick]:
             book = await self.exchange.watch_order_book(symbol, 1)
-            return self.parser.quote(book, time.time_ns())
+            return self.parser.from_quote(book, time.time_ns())
 
         return watch
 

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Final
 
 import orjson
 
-from tickcast.service.ticks import TRADE, Tick, trade_fault
+from tickcast.service.ticks import Tick
 from tickcast.service.venues import base
 from tickcast.service.venues.markets import MarketInfo, derived_market, market_table
 from tickcast.service.venues.parser import VenueParser
@@ -50,7 +50,6 @@ MARKETS = """
 """
 
 _SIDES: Final = {"Buy": 1, "Sell": -1}
-_new_tick = tuple.__new__
 _loads = orjson.loads
 
 
@@ -140,17 +139,7 @@ class BitMexParser(VenueParser):
             return self.reject(base.REJECT_NOT_NUMERIC, d)
         if market is None:
             return self.unresolved(d.get("symbol"), d)
-        reason = trade_fault(price, size, side, when)
-        if reason is not None:
-            return self.reject(reason, d)
-        self.stats.parsed_trades += 1
-        return [
-            _new_tick(
-                Tick,
-                (self.venue, market.symbol, TRADE, when, recv_ns, price, size, side, trade_id,
-                 0.0, 0.0, 0.0, 0.0, 0),
-            )
-        ]  # fmt: skip
+        return self.trade(market.symbol, when, recv_ns, price, size, side, trade_id, d)
 
 
 class BitMex(Venue):

@@ -1,9 +1,10 @@
 """The bookkeeping every venue parser shares: counters, the id -> market lookup, validation.
 
-A venue's parser subclasses :class:`VenueParser` and implements ``parse(raw, recv_ns)``; it
-checks the values of each tick with the one tick validation
-(:func:`~tickcast.service.ticks.trade_fault`, :func:`~tickcast.service.ticks.quote_fault`)
-before it builds it, and counts what it made, skipped and rejected in :attr:`stats`.
+A venue's parser subclasses :class:`VenueParser` and implements ``parse(raw, recv_ns)``: it
+resolves the frame's id with :meth:`VenueParser.market`, reads the values, and makes each tick
+with :meth:`VenueParser.trade` / :meth:`VenueParser.quote`, which apply the one tick validation
+(:func:`~tickcast.service.ticks.trade_fault`, :func:`~tickcast.service.ticks.quote_fault`) and
+count what was made and rejected in :attr:`VenueParser.stats`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Final
 
-from tickcast.service.ticks import Tick
+from tickcast.service.ticks import QUOTE, TRADE, Tick, quote_fault, trade_fault
 from tickcast.service.venues.base import (
     REJECT_SYMBOL,
     SKIP_UNSUBSCRIBED,
@@ -23,6 +24,7 @@ from tickcast.service.venues.markets import MarketInfo
 logger = logging.getLogger(__name__)
 
 _CACHE_LIMIT: Final = 4096
+_new_tick = tuple.__new__
 
 Derive = Callable[[str], MarketInfo | None]
 """A venue's naming rule: the market of a venue id, or None when the id names none."""
@@ -85,3 +87,54 @@ class VenueParser:
         self.stats.reject(reason)
         logger.debug("rejected %s frame (%s): %.200r", self.venue, reason, what)
         return []
+
+    def trade(
+        self,
+        symbol: str,
+        event_ms: int,
+        recv_ns: int,
+        price: float,
+        size: float,
+        side: int,
+        trade_id: str,
+        what: object,
+    ) -> list[Tick]:
+        """The trade tick of these values, validated (:func:`~tickcast.service.ticks.trade_fault`)
+        and counted; none, counted as rejected, when they break the contract."""
+        reason = trade_fault(price, size, side, event_ms)
+        if reason is not None:
+            return self.reject(reason, what)
+        self.stats.parsed_trades += 1
+        return [
+            _new_tick(
+                Tick,
+                (self.venue, symbol, TRADE, event_ms, recv_ns, price, size, side, trade_id,
+                 0.0, 0.0, 0.0, 0.0, 0),
+            )
+        ]  # fmt: skip
+
+    def quote(
+        self,
+        symbol: str,
+        event_ms: int,
+        recv_ns: int,
+        bid: float,
+        bid_size: float,
+        ask: float,
+        ask_size: float,
+        update_id: int,
+        what: object,
+    ) -> list[Tick]:
+        """The quote tick of these values, validated (:func:`~tickcast.service.ticks.quote_fault`)
+        and counted; none, counted as rejected, when they break the contract."""
+        reason = quote_fault(bid, bid_size, ask, ask_size, event_ms)
+        if reason is not None:
+            return self.reject(reason, what)
+        self.stats.parsed_quotes += 1
+        return [
+            _new_tick(
+                Tick,
+                (self.venue, symbol, QUOTE, event_ms, recv_ns, 0.0, 0.0, 0, "",
+                 bid, bid_size, ask, ask_size, update_id),
+            )
+        ]  # fmt: skip

@@ -30,6 +30,7 @@ from tickcast.service.ticks import Tick
 from tickcast.service.venues.base import FeedParseError, Parser
 from tickcast.service.venues.markets import MarketError, MarketInfo, derived_market
 
+
 class VenueError(TickcastError):
     """A venue cannot be used as asked (unknown, retired, not reachable through ccxt...)."""
 

@@ -28,7 +28,7 @@ from typing import Any, Final
 
 import orjson
 
-from tickcast.service.ticks import QUOTE, REJECT_SIDE, TRADE, Tick, quote_fault, trade_fault
+from tickcast.service.ticks import REJECT_SIDE, Tick
 from tickcast.service.venues import base
 from tickcast.service.venues.markets import MarketInfo
 from tickcast.service.venues.parser import Derive, VenueParser
@@ -47,9 +47,6 @@ _SKIPPED_EVENTS: Final[dict[str, str]] = {
     base.SKIP_OTHER_EVENT,
 )  # fmt: skip
 
-_new_tick = tuple.__new__
-_trade_fault = trade_fault
-_quote_fault = quote_fault
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
 
@@ -171,17 +168,7 @@ class BinanceParser(VenueParser):
             return self.reject(REJECT_SIDE, d)
         if not market.in_base_units and price > 0.0:
             size = market.base_size(size, price)
-        reason = _trade_fault(price, size, side, event_ms)
-        if reason is not None:
-            return self.reject(reason, d)
-        self.stats.parsed_trades += 1
-        return [
-            _new_tick(
-                Tick,
-                (self.venue, market.symbol, TRADE, event_ms, recv_ns, price, size, side,
-                 trade_id, 0.0, 0.0, 0.0, 0.0, 0),
-            )
-        ]  # fmt: skip
+        return self.trade(market.symbol, event_ms, recv_ns, price, size, side, trade_id, d)
 
     def _book_ticker(self, d: dict[str, Any], recv_ns: int) -> list[Tick]:
         try:
@@ -201,14 +188,6 @@ class BinanceParser(VenueParser):
         if not market.in_base_units and bid > 0.0 and ask > 0.0:
             bid_size = market.base_size(bid_size, bid)
             ask_size = market.base_size(ask_size, ask)
-        reason = _quote_fault(bid, bid_size, ask, ask_size, event_ms)
-        if reason is not None:
-            return self.reject(reason, d)
-        self.stats.parsed_quotes += 1
-        return [
-            _new_tick(
-                Tick,
-                (self.venue, market.symbol, QUOTE, event_ms, recv_ns, 0.0, 0.0, 0, "",
-                 bid, bid_size, ask, ask_size, update_id),
-            )
-        ]  # fmt: skip
+        return self.quote(
+            market.symbol, event_ms, recv_ns, bid, bid_size, ask, ask_size, update_id, d
+        )

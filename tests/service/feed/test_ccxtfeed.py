@@ -94,14 +94,14 @@ def test_bad_ccxt_structures_are_counted_never_raised() -> None:
     convert = CcxtTicks("kraken", [USDM.market("BTC/USDT:USDT")])
     good = {"symbol": "BTC/USDT:USDT", "price": 100.0, "amount": 2.0, "timestamp": 5,
             "side": "sell", "id": None}  # fmt: skip
-    assert convert.trade(good, 1) == [
+    assert convert.from_trade(good, 1) == [
         Tick("kraken", "BTC/USDT:USDT", TRADE, 5, 1, 100.0, 2.0, -1, "")
     ]
-    assert convert.trade({**good, "symbol": "XRP/USDT:USDT"}, 1) == []
-    assert convert.trade({**good, "side": None}, 1) == []
-    assert convert.trade({**good, "price": float("nan")}, 1) == []
+    assert convert.from_trade({**good, "symbol": "XRP/USDT:USDT"}, 1) == []
+    assert convert.from_trade({**good, "side": None}, 1) == []
+    assert convert.from_trade({**good, "price": float("nan")}, 1) == []
     book = {"symbol": "BTC/USDT:USDT", "bids": [[99.0, 1.0]], "asks": [], "timestamp": 5}
-    assert convert.quote(book, 1) == []
+    assert convert.from_quote(book, 1) == []
     assert convert.stats.rejected == {
         base.REJECT_SYMBOL: 1, base.REJECT_MISSING: 2, "non-finite value": 1,
     }  # fmt: skip
