@@ -211,7 +211,7 @@ class Feed:
         )
         stats.connects += 1
         self.routes[connection.route].connected = True
-        logger.info("connected to %s", url.partition("?")[0])
+        logger.info("%s: connected to %s", self.label, url.partition("?")[0])
         return ws
 
     async def _subscribe(self, ws: ClientConnection, connection: Connection) -> None:

@@ -151,7 +151,12 @@ class SimExchange:
             loop.create_task(self._fault_ticker(), name="sim-faults"),
             loop.create_task(self._keepalive_ticker(), name="sim-keepalive"),
         ]
-        logger.info("simulated exchange listening on %s (speed %s)", self.url, self.speed)
+        logger.info(
+            "simulated %s listening on %s (speed %s)",
+            self.dialect.venue.title,
+            self.url,
+            self.speed,
+        )
 
     async def stop(self) -> None:
         """Stop producing, close every connection and the listener."""
