@@ -62,7 +62,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from tickcast.service.ticks import QUOTE, TRADE, Tick, quote_fault, trade_fault
+from tickcast.service.ticks import QUOTE, TRADE, Tick
 from tickcast.service.venues import base
 from tickcast.service.venues.base import FeedParseError, decimal_text, split_unified
 from tickcast.service.venues.markets import MarketInfo, derived_market, market_table
@@ -159,9 +159,6 @@ _SKIPPED_CHANNELS: Final[dict[str, str]] = dict.fromkeys(
 _V2_TRADE: Final = ("price", "size", "ts", "tradeId", "side")
 _V3_TRADE: Final = ("p", "v", "T", "i", "S")
 
-_new_tick = tuple.__new__
-_trade_fault = trade_fault
-_quote_fault = quote_fault
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
 
@@ -321,8 +318,8 @@ class BitgetParser(VenueParser):
         if not data:
             return self.reject(base.REJECT_MISSING, msg)
         k_price, k_size, k_time, k_id, k_side = _V3_TRADE if v3 else _V2_TRADE
-        venue, symbol = self.venue, market.symbol
-        out: list[Tick] = []
+        symbol, make = market.symbol, self.trade
+        out: list[Tick] | None = None  # the first entry's list, extended by the others
         for d in reversed(data):  # newest first on the wire
             if type(d) is not dict:
                 self.reject(base.REJECT_NOT_OBJECT, d)
@@ -340,19 +337,12 @@ class BitgetParser(VenueParser):
                 self.reject(base.REJECT_NOT_NUMERIC, d)
                 continue
             side = 1 if taker == "buy" else -1 if taker == "sell" else 0
-            reason = _trade_fault(price, size, side, event_ms)
-            if reason is not None:
-                self.reject(reason, d)
-                continue
-            out.append(
-                _new_tick(
-                    Tick,
-                    (venue, symbol, TRADE, event_ms, recv_ns, price, size, side, trade_id,
-                     0.0, 0.0, 0.0, 0.0, 0),
-                )
-            )  # fmt: skip
-        self.stats.parsed_trades += len(out)
-        return out
+            made = make(symbol, event_ms, recv_ns, price, size, side, trade_id, d)
+            if out is None:
+                out = made
+            else:
+                out += made
+        return [] if out is None else out
 
     def _books1(
         self,
@@ -393,17 +383,9 @@ class BitgetParser(VenueParser):
             return self.reject(base.REJECT_MISSING, msg)
         except (TypeError, ValueError, OverflowError):
             return self.reject(base.REJECT_NOT_NUMERIC, msg)
-        reason = _quote_fault(bid, bid_size, ask, ask_size, event_ms)
-        if reason is not None:
-            return self.reject(reason, msg)
-        self.stats.parsed_quotes += 1
-        return [
-            _new_tick(
-                Tick,
-                (self.venue, market.symbol, QUOTE, event_ms, recv_ns, 0.0, 0.0, 0, "",
-                 bid, bid_size, ask, ask_size, update_id),
-            )
-        ]  # fmt: skip
+        return self.quote(
+            market.symbol, event_ms, recv_ns, bid, bid_size, ask, ask_size, update_id, msg
+        )
 
 
 # -- the venue ---------------------------------------------------------------------------------
