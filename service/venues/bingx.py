@@ -46,9 +46,9 @@ recorded frame become 8).
 The simulated dialect (:class:`BingxDialect`) serves ``/swap-market`` with gzip binary frames,
 the venue's acks, errors and ``Ping``/``Pong`` rule, and renders a few trades of one symbol into
 one push (newest first) when they share a millisecond. Besides ``@trade`` and
-``@bookTicker`` it serves ``@depth<N>`` as a one-level book built from the best bid/ask (ccxt.pro
-watches BingX's best bid/ask only through that channel); the other channels are acknowledged
-and stay silent.
+``@bookTicker`` it serves ``@depth<N>`` as a one-level book built from the best bid/ask:
+ccxt.pro has no best-bid/ask watcher for BingX, and its order-book watcher subscribes
+``<id>@depth100``. The other channels are acknowledged and stay silent.
 """
 
 from __future__ import annotations
