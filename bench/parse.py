@@ -81,12 +81,13 @@ def rendered(target: Venue, seconds: float) -> Frames:
         for message in connection.subscribe:
             topics.update(dialect.on_message(message, ()).subscribe)
         plans.append((endpoint, topics))
+    wanted = set().union(*(topics for _, topics in plans))
     market = SyntheticMarket(specs_for(SYMBOLS), seed=1, oracle_memory_s=None)
     frames: Frames = []
     for tick in market.ticks(seconds):
-        for endpoint, topics in plans:
-            for topic, event in render(tick, topics):
-                if dialect.served(topic, endpoint):
+        for topic, event in render(tick, wanted):
+            for endpoint, topics in plans:
+                if topic in topics and dialect.served(topic, endpoint):
                     framed = dialect.frame(topic, event, endpoint)
                     frames.append((tick.recv_ns, dialect.encode(framed)))
     return frames

@@ -214,12 +214,17 @@ class Feed:
         logger.info("%s: connected to %s", self.label, url.partition("?")[0])
         return ws
 
-    async def _subscribe(self, ws: ClientConnection, connection: Connection) -> None:
+    async def _subscribe(
+        self, ws: ClientConnection, connection: Connection, state: _SessionState
+    ) -> None:
+        """Send the subscription messages, no faster than the venue takes them (frames are
+        read meanwhile: the first topics' data flows and the venue's pings are answered)."""
         pause = 1.0 / self.venue.subscribe_per_s
         for i, message in enumerate(connection.subscribe):
             if i:
                 await asyncio.sleep(pause)
             await ws.send(message, text=True)
+        state.subscribed = True
 
     async def _session(
         self,
@@ -232,9 +237,10 @@ class Feed:
         ws = await self._open(connection)
         route = self.routes[connection.route]
         state = _SessionState()
-        guard = asyncio.get_running_loop().create_task(self._guard(ws, state))
+        loop = asyncio.get_running_loop()
+        guard = loop.create_task(self._guard(ws, state))
+        subscriber = loop.create_task(self._subscribe(ws, connection, state))
         try:
-            await self._subscribe(ws, connection)
             await self._pump(ws, sink, sequence, policy, state, route)
         except ConnectionClosed as exc:
             if state.reason is None:
@@ -244,9 +250,10 @@ class Feed:
                 raise
         finally:
             route.connected = False
-            guard.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await guard
+            for task in (subscriber, guard):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                    await task
             if state.reason is None:
                 ws.transport.abort()
         return state.reason == "age"
@@ -330,8 +337,8 @@ class Feed:
         while True:
             await asyncio.sleep(step)
             now = loop.time()
-            if state.frames != seen:
-                seen, quiet_since = state.frames, now
+            if state.frames != seen or not state.subscribed:
+                seen, quiet_since = state.frames, now  # the watchdog starts once subscribed
             elif now - quiet_since >= cfg.watchdog_s:
                 self.stats.watchdog_trips += 1
                 logger.warning(
@@ -374,6 +381,7 @@ class Feed:
 class _SessionState:
     frames: int = 0
     data: bool = False
+    subscribed: bool = False
     reason: str | None = None
     ping_sent: float = 0.0
     """Loop time of the oldest ping not answered yet (0: none outstanding)."""

@@ -394,6 +394,8 @@ class SimExchange:
             self.stats.events += 1
             for stream, event in render(tick, self._subs):
                 self._emit(stream, event)
+        for stream, event in self._renderer.flush(self._subs):
+            self._emit(stream, event)
 
     async def _produce_replay(self, path: Path) -> None:
         origin: list[float] = []

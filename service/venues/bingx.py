@@ -717,8 +717,8 @@ class BingxRenderer(Renderer):
     A quote becomes ``<id>@bookTicker`` (and ``<id>@depth<N>...`` pushes for the depth topics
     wanted). Trades are held until the next tick shows whether it shares their symbol and
     millisecond: consecutive trades of one symbol in one millisecond go out together as one
-    ``<id>@trade`` push, newest first, as the venue batches them. A market that ends on a
-    trade keeps its last push held (nothing follows to release it).
+    ``<id>@trade`` push, newest first, as the venue batches them; :meth:`flush` sends the
+    last push of a market that ends on a trade.
 
     Parameters
     ----------
@@ -784,6 +784,10 @@ class BingxRenderer(Renderer):
                 event = render_depth(tick, names.market, topic, names.price_decimals)
                 out.append((topic, orjson.dumps(event)))
         return out
+
+    def flush(self, wanted: Collection[str]) -> list[tuple[str, bytes]]:
+        """The push of the trades still held when the market ends."""
+        return self._release(wanted) if self._held else []
 
     def _release(self, wanted: Collection[str]) -> list[tuple[str, bytes]]:
         """The push of the held trades, if its topic is wanted; the hold is emptied."""

@@ -270,6 +270,11 @@ class Renderer(ABC):
         """Frames a new subscriber of ``topic`` gets first (snapshots); none by default."""
         return []
 
+    def flush(self, wanted: Collection[str]) -> list[tuple[str, bytes]]:
+        """Frames still held when the market ends (a renderer that batches ticks into one
+        push sends what it holds); none by default."""
+        return []
+
 
 class Dialect(ABC):
     """The server side of a venue's protocol: what the simulated exchange needs to speak it."""

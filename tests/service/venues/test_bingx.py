@@ -406,6 +406,17 @@ def test_trades_are_released_by_the_next_tick_and_only_for_wanted_topics() -> No
     assert render.events(q, {"BTC-USDT@trade"}) == [], "t2 was released once, not held again"
 
 
+def test_a_market_that_ends_on_a_trade_still_sends_its_last_push() -> None:
+    render = VENUE.dialect().renderer()
+    wanted = {"BTC-USDT@trade"}
+    last = trade(LABEL, BTC, 5, 0, 60000.0, 0.25, -1)
+    assert render.events(last, wanted) == [], "held: the next tick may join its push"
+    ((topic, frame),) = render.flush(wanted)
+    assert topic == "BTC-USDT@trade"
+    assert [t._replace(recv_ns=0) for t in VENUE.parser(label=LABEL).parse(frame, 0)] == [last]
+    assert render.flush(wanted) == [], "sent once"
+
+
 def test_rendering_refuses_what_the_venue_cannot_send() -> None:
     market = VENUE.market(BTC)
     t = trade(LABEL, BTC, 1, 0, 100.0, 1.0, 1)
