@@ -13,13 +13,12 @@ Rules"; ccxt.pro 4.5.90 ``bingx``):
 - Subscribe: one text message per topic, ``{"id":"<uuid>","reqType":"sub",
   "dataType":"BTC-USDT@trade"}`` (``"reqType":"unsub"`` to leave); at most 200 topics per
   connection (the 201st is refused with code 80403 ``your topic num over max 200``), and the
-  venue asks for fewer than 10 subscriptions a second. A feed subscribes 5 a second and 20
-  topics per connection (:data:`TOPICS_PER_CONNECTION`: the pings that arrive meanwhile are
-  answered only once the subscriptions are sent). Ack ``{"id":..,"code":0,"msg":""}``
-  (recorded in 2026 with ``"dataType":"","data":null`` appended; both are read). A refused
-  topic answers a non-zero code: ``{"id":..,"code":80015,"msg":"dataType not support",
-  "dataType":"","data":null}``; errors without an id (``{"code":100400,"msg":..,
-  "timestamp":..}``) exist too.
+  venue asks for fewer than 10 subscriptions a second. A feed subscribes 5 a second, up to the
+  venue's 200 topics per connection (the shell answers the pings that arrive meanwhile). Ack
+  ``{"id":..,"code":0,"msg":""}`` (recorded in 2026 with ``"dataType":"","data":null``
+  appended; both are read). A refused topic answers a non-zero code: ``{"id":..,"code":80015,
+  "msg":"dataType not support","dataType":"","data":null}``; errors without an id
+  (``{"code":100400,"msg":..,"timestamp":..}``) exist too.
 - Keepalive: the server sends ``Ping`` (gzipped, binary) every 5 s and expects the text frame
   ``Pong``; the client sends no pings of its own, and the server sends no websocket pings. A
   client that does not answer is cut: a 2026 probe saw the socket close after about 30.5 s
@@ -110,11 +109,6 @@ MAX_TOPICS: Final = 200
 """The venue's topic limit per connection (error 80403 beyond it)."""
 SUBSCRIBE_PER_S: Final = 5.0
 """Subscription messages per second (the venue asks for fewer than 10)."""
-TOPICS_PER_CONNECTION: Final = 20
-"""Topics (10 markets) a feed subscribes on one connection. The shell sends a connection's
-subscriptions before it reads any frame, while its silence watchdog (10 s by default) and the
-venue's pong deadline (about 30 s) run: at :data:`SUBSCRIBE_PER_S` 20 topics take 3.8 s, the
-venue's 200 would take 40 s (the watchdog, then the venue, would cut the connection first)."""
 QUOTE_ASSETS: Final = ("USDT", "USDC")
 """Quote (and settlement) assets of the perpetuals served on the swap URL."""
 
@@ -484,7 +478,7 @@ class BingxSwap(Venue):
     def connections(
         self, markets: Sequence[MarketInfo], urls: Mapping[str, str]
     ) -> list[Connection]:
-        """One connection per :data:`TOPICS_PER_CONNECTION` topics (10 markets), each sending
+        """One connection per :data:`MAX_TOPICS` topics (10 markets), each sending
         one ``sub`` message per topic.
 
         Examples
@@ -496,9 +490,9 @@ class BingxSwap(Venue):
         topics = [f"{m.venue_id}@{channel}" for m in markets for channel in CHANNELS]
         url = urls[PUBLIC]
         out: list[Connection] = []
-        for i in range(0, len(topics), TOPICS_PER_CONNECTION):
-            chunk = topics[i : i + TOPICS_PER_CONNECTION]
-            label = PUBLIC if i == 0 else f"{PUBLIC}-{i // TOPICS_PER_CONNECTION + 1}"
+        for i in range(0, len(topics), MAX_TOPICS):
+            chunk = topics[i : i + MAX_TOPICS]
+            label = PUBLIC if i == 0 else f"{PUBLIC}-{i // MAX_TOPICS + 1}"
             out.append(Connection(label, url, tuple(map(subscribe_request, chunk))))
         return out
 
