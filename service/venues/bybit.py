@@ -5,8 +5,9 @@ Wire format (see ``../shared/exchange-samples/bybit-linear``):
 - URL ``wss://stream.bybit.com/v5/public/linear`` (one public route; nothing in the URL
   subscribes). Subscribe by message: ``{"req_id":"1","op":"subscribe","args":[
   "publicTrade.BTCUSDT","orderbook.1.BTCUSDT"]}`` — at most :data:`ARGS_PER_MESSAGE` topics per
-  message here, and no more than 21,000 characters of topics per connection (Bybit's documented
-  limit; further connections take the rest, :data:`ARGS_CHARS_PER_CONNECTION`). The answer is
+  message (Bybit's limit for spot; none is documented for linear, ten keeps requests short), and
+  no more than 21,000 characters of topics per connection (Bybit's documented limit; further
+  connections take the rest, :data:`ARGS_CHARS_PER_CONNECTION`). The answer is
   ``{"success":true,"ret_msg":"","conn_id":"...","req_id":"1","op":"subscribe"}``; a refused
   topic answers ``success:false`` with the reason in ``ret_msg``
   (``"error:handler not found,topic:dcp.future"``), which the shell logs as an error.
@@ -69,15 +70,12 @@ from urllib.parse import urlsplit
 import orjson
 
 from tickcast.service.ticks import (
-    QUOTE,
     REJECT_NON_FINITE,
     REJECT_PRICE,
     REJECT_SIDE,
     REJECT_SIZE,
     TRADE,
     Tick,
-    quote_fault,
-    trade_fault,
 )
 from tickcast.service.venues import base
 from tickcast.service.venues.base import FeedParseError, decimal_text, split_unified
@@ -108,7 +106,9 @@ __all__ = [
     "render_book",
     "render_trade",
     "subscribe_message",
+    "tick_direction",
     "trades_frame",
+    "unified_symbol",
 ]
 
 logger = logging.getLogger(__name__)
@@ -176,11 +176,8 @@ _INF: Final = float("inf")
 _BOOK_LIMIT: Final = 4096
 _SIDES: Final = {"Buy": 1, "Sell": -1}
 _EVENT_MS = itemgetter(3)
-_new_tick = tuple.__new__
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
-_trade_fault = trade_fault
-_quote_fault = quote_fault
 
 
 def unified_symbol(venue_id: str) -> str | None:
@@ -235,8 +232,8 @@ def _side(levels: Any, top: Level, bids: bool) -> Level:
 
     A depth-1 book keeps no level below its top: the result is the best of the old top (unless
     removed or replaced) and the levels added. The levels of one frame have distinct prices, as
-    Bybit sends them; the old top's removal is recognised by its text, so that it costs no
-    conversion.
+    Bybit sends them; a removal's price is only compared with the top's (by its text first, so
+    that the usual removal of the old top costs no conversion).
 
     Raises
     ------
@@ -253,6 +250,30 @@ def _side(levels: Any, top: Level, bids: bool) -> Level:
     (100.5, 3.0, '100.5')
     """
     price, _, text = top
+    # The usual frames first: a new top and the old one's removal, the top's new size, a
+    # snapshot's level.
+    n = len(levels)
+    if n == 2:
+        (p_text, s_text), (q_text, t_text) = levels
+        if t_text == "0" and q_text == text:
+            p, s = float(p_text), float(s_text)
+        elif s_text == "0" and p_text == text:
+            p_text, p, s = q_text, float(q_text), float(t_text)
+        else:
+            p = s = 0.0
+        if 0.0 < p < _INF and 0.0 < s < _INF:
+            return p, s, p_text
+    elif n == 1:
+        p_text, s_text = levels[0]
+        if s_text != "0":
+            if not price:  # a snapshot's level, or the first of a one-sided book
+                p, s = float(p_text), float(s_text)
+                if 0.0 < p < _INF and 0.0 < s < _INF:
+                    return p, s, p_text
+            elif p_text == text:
+                s = float(s_text)
+                if 0.0 < s < _INF:
+                    return price, s, text
     kept = price != 0.0
     best: Level | None = None
     for p_text, s_text in levels:
@@ -324,10 +345,10 @@ class BybitParser(VenueParser):
         topic = msg.get("topic")
         if type(topic) is str:
             head = topic[:12]
+            if head == "orderbook.1.":  # the most frequent: pushed every 10 ms per symbol
+                return self._book(msg, recv_ns)
             if head == "publicTrade.":
                 return self._trades(msg, recv_ns)
-            if head == "orderbook.1.":
-                return self._book(msg, recv_ns)
             reason = _SKIPPED_CHANNELS.get(topic.partition(".")[0])
             if reason is None:
                 logger.debug("unknown Bybit topic %r", topic)
@@ -357,24 +378,22 @@ class BybitParser(VenueParser):
         data = msg.get("data")
         if type(data) is not list:
             return self.reject(base.REJECT_MISSING if data is None else base.REJECT_NOT_OBJECT, msg)
+        if len(data) == 1:
+            return self._trade(data[0], recv_ns)
         if not data:
             return self.reject(base.REJECT_MISSING, msg)
         out: list[Tick] = []
         for item in data:
-            tick = self._trade(item, recv_ns)
-            if tick is not None:
-                out.append(tick)
-        if len(out) > 1:
-            for earlier, later in pairwise(out):
-                if later[3] < earlier[3]:
-                    out.sort(key=_EVENT_MS)
-                    break
+            out += self._trade(item, recv_ns)
+        for earlier, later in pairwise(out):
+            if later[3] < earlier[3]:
+                out.sort(key=_EVENT_MS)
+                break
         return out
 
-    def _trade(self, d: Any, recv_ns: int) -> Tick | None:
+    def _trade(self, d: Any, recv_ns: int) -> list[Tick]:
         if type(d) is not dict:
-            self.reject(base.REJECT_NOT_OBJECT, d)
-            return None
+            return self.reject(base.REJECT_NOT_OBJECT, d)
         try:
             market = self.market(d["s"])
             price = float(d["p"])
@@ -383,30 +402,19 @@ class BybitParser(VenueParser):
             trade_id = d["i"]
             taker = d["S"]
         except KeyError:
-            self.reject(base.REJECT_MISSING, d)
-            return None
+            return self.reject(base.REJECT_MISSING, d)
         except (TypeError, ValueError, OverflowError):
-            self.reject(base.REJECT_NOT_NUMERIC, d)
-            return None
+            return self.reject(base.REJECT_NOT_NUMERIC, d)
         if market is None:
-            self.unresolved(d.get("s"), d)
-            return None
+            return self.unresolved(d.get("s"), d)
         side = _SIDES.get(taker, 0) if type(taker) is str else 0
         if not side:
-            self.reject(REJECT_SIDE, d)
-            return None
+            return self.reject(REJECT_SIDE, d)
         if not market.in_base_units and price > 0.0:
             size = market.base_size(size, price)
-        reason = _trade_fault(price, size, side, event_ms)
-        if reason is not None:
-            self.reject(reason, d)
-            return None
-        self.stats.parsed_trades += 1
-        return _new_tick(
-            Tick,
-            (self.venue, market.symbol, TRADE, event_ms, recv_ns, price, size, side,
-             trade_id if type(trade_id) is str else str(trade_id), 0.0, 0.0, 0.0, 0.0, 0),
-        )  # fmt: skip
+        if type(trade_id) is not str:
+            trade_id = str(trade_id)
+        return self.trade(market.symbol, event_ms, recv_ns, price, size, side, trade_id, d)
 
     def _book(self, msg: dict[str, Any], recv_ns: int) -> list[Tick]:
         data = msg.get("data")
@@ -459,19 +467,12 @@ class BybitParser(VenueParser):
             bid_base, ask_base = bid_size, ask_size
         else:
             bid_base, ask_base = market.base_size(bid_size, bid), market.base_size(ask_size, ask)
-        reason = _quote_fault(bid, bid_base, ask, ask_base, event_ms)
-        if reason is not None:
-            return self.reject(reason, msg)
-        if book is not _EMPTY or venue_id in books or len(books) < _BOOK_LIMIT:
-            books[venue_id] = (bid_top, ask_top)
-        self.stats.parsed_quotes += 1
-        return [
-            _new_tick(
-                Tick,
-                (self.venue, market.symbol, QUOTE, event_ms, recv_ns, 0.0, 0.0, 0, "",
-                 bid, bid_base, ask, ask_base, update_id),
-            )
-        ]  # fmt: skip
+        out = self.quote(
+            market.symbol, event_ms, recv_ns, bid, bid_base, ask, ask_base, update_id, msg
+        )
+        if out and (book is not _EMPTY or venue_id in books or len(books) < _BOOK_LIMIT):
+            books[venue_id] = (bid_top, ask_top)  # a rejected frame leaves the book as it was
+        return out
 
 
 # -- the venue ----------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from tickcast.service.venues.venue import Venue, VenueError
 VENUES: Final[dict[str, str]] = {
     "binanceusdm": "tickcast.service.venues.binance.usdm",
     "binancecoinm": "tickcast.service.venues.binance.coinm",
+    "bybit": "tickcast.service.venues.bybit",
     "bingx": "tickcast.service.venues.bingx",
     "bitget": "tickcast.service.venues.bitget",
     "okx": "tickcast.service.venues.okx",
