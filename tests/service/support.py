@@ -4,14 +4,17 @@ subprocesses."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from tickcast.service.ops.config import Settings, load_settings
 
@@ -77,3 +80,24 @@ def http(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
     except OSError as exc:
         return 0, str(exc)
+
+
+@contextlib.asynccontextmanager
+async def running(feed: Any) -> AsyncIterator[list[Any]]:
+    """Run a feed (anything with ``async run(sink)``) into a list for the duration of the
+    block; cancel it after."""
+    got: list[Any] = []
+    task = asyncio.get_running_loop().create_task(feed.run(got.extend))
+    try:
+        yield got
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def until(condition: Callable[[], object], timeout: float = 15.0) -> None:
+    """Poll ``condition`` every 10 ms until it holds; ``TimeoutError`` after ``timeout`` s."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)

@@ -3,10 +3,7 @@ pointed at the simulated exchange, whose ticks are known."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
-from collections.abc import AsyncIterator
 from typing import Any
 
 import ccxt.pro as ccxtpro
@@ -24,25 +21,9 @@ from tickcast.service.venues.binance.usdm import VENUE as USDM
 from tickcast.service.venues.markets import MarketError
 from tickcast.service.venues.registry import source
 
+from support import running, until
+
 SYMBOLS = ["BTC/USDT:USDT", "ETH/USDT:USDT"]
-
-
-@contextlib.asynccontextmanager
-async def running(feed: CcxtFeed) -> AsyncIterator[list[Tick]]:
-    got: list[Tick] = []
-    task = asyncio.get_running_loop().create_task(feed.run(got.extend))
-    try:
-        yield got
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def until(condition: Any, timeout: float = 15.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 def fields(tick: Tick) -> tuple[Any, ...]:

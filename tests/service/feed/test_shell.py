@@ -4,9 +4,8 @@ subscriptions, reconnects, watchdog, keepalive, gaps and renewal."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -27,6 +26,8 @@ from tickcast.service.venues.markets import (
     load_markets,
 )
 from tickcast.service.venues.venue import SimKeepalive
+
+from support import running, until
 
 SYMBOLS = ["BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT"]
 MARKETS = [VENUE.market(s) for s in SYMBOLS]
@@ -57,25 +58,6 @@ def feed_for(
         label="sim",
         rng=np.random.default_rng(0),
     )
-
-
-@contextlib.asynccontextmanager
-async def running(feed: Feed) -> AsyncIterator[list[Tick]]:
-    """Run ``feed`` into a list for the duration of the block."""
-    got: list[Tick] = []
-    task = asyncio.get_running_loop().create_task(feed.run(got.extend))
-    try:
-        yield got
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 def key(tick: Tick) -> Tick:

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,8 @@ from tickcast.service.sim.market import SyntheticMarket
 from tickcast.service.sim.server import SimExchange
 from tickcast.service.ticks import Tick
 from tickcast.service.venues.binance.usdm import VENUE
+
+from support import until
 
 SYMBOLS = ["BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT"]
 
@@ -53,12 +55,6 @@ async def ingesting(ingester: Ingester) -> AsyncIterator[asyncio.Task[None]]:
     finally:
         ingester.stop()
         await asyncio.wait_for(task, 10.0)
-
-
-async def until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 def stored(client: redis.Redis, symbol: str) -> list[Tick]:

@@ -4,11 +4,9 @@ dialect (unrouted), recordings that backtests read, and ccxt.pro's client agains
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import json
 import math
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import ccxt.pro as ccxtpro
@@ -29,6 +27,8 @@ from tickcast.service.venues.binance.dialect import MarketRenderer, combined_fra
 from tickcast.service.venues.binance.streams import coinm_id, coinm_unified
 from tickcast.service.venues.binance.usdm import VENUE as USDM
 from tickcast.service.venues.markets import ccxt_markets
+
+from support import running, until
 
 BTC, ETH = "BTC/USD:BTC", "ETH/USD:ETH"
 SYMBOLS = [BTC, ETH]
@@ -162,24 +162,6 @@ def test_tickcast_backtest_reads_a_coin_m_recording_like_a_usd_m_one(
 
 
 # -- the feed and ccxt.pro against the simulated COIN-M ---------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def running(feed: Feed) -> AsyncIterator[list[Tick]]:
-    got: list[Tick] = []
-    task = asyncio.get_running_loop().create_task(feed.run(got.extend))
-    try:
-        yield got
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def until(condition: object, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():  # type: ignore[operator]
-            await asyncio.sleep(0.01)
 
 
 async def test_the_feed_reads_every_tick_from_the_unrouted_simulated_coin_m() -> None:

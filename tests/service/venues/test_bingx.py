@@ -5,10 +5,8 @@ and ccxt.pro's own client against it (with its de-duplication pitfall pinned).""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import zlib
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +37,8 @@ from tickcast.service.venues.bingx import (
 )
 from tickcast.service.venues.markets import MarketError, ccxt_markets
 from tickcast.service.venues.venue import ACK, DATA, ERROR, PING, Endpoint, Reply, SimKeepalive
+
+from support import running, until
 
 BTC, ETH = "BTC/USDT:USDT", "ETH/USDT:USDT"
 SYMBOLS = [BTC, ETH]
@@ -589,24 +589,6 @@ def test_pong_is_the_clients_keepalive_and_every_frame_goes_out_gzipped() -> Non
 
 
 # -- the feed against the simulated venue ----------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def running(feed: Feed) -> AsyncIterator[list[Tick]]:
-    got: list[Tick] = []
-    task = asyncio.get_running_loop().create_task(feed.run(got.extend))
-    try:
-        yield got
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 def feed_for(sim: SimExchange, **config: Any) -> Feed:

@@ -5,9 +5,7 @@ and ccxt.pro's own Bitget client against the simulator."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,8 @@ from tickcast.service.venues.bitget import (
 )
 from tickcast.service.venues.markets import MarketInfo, ccxt_markets
 from tickcast.service.venues.venue import ACK, DATA, ERROR, PONG, Reply, SimKeepalive
+
+from support import running, until
 
 NAME = VENUE.name
 LABEL = f"sim-{NAME}"
@@ -574,24 +574,6 @@ def feed_for(sim: SimExchange, **config: Any) -> Feed:
         label=LABEL,
         rng=np.random.default_rng(0),
     )
-
-
-@contextlib.asynccontextmanager
-async def running(feed: Feed) -> AsyncIterator[list[Tick]]:
-    got: list[Tick] = []
-    task = asyncio.get_running_loop().create_task(feed.run(got.extend))
-    try:
-        yield got
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 def as_received(ticks: list[Tick]) -> list[Tick]:

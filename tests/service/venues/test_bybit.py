@@ -5,9 +5,7 @@ against it, and ccxt.pro's own client against it."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +39,8 @@ from tickcast.service.venues.bybit import (
 )
 from tickcast.service.venues.markets import MarketError, MarketInfo, ccxt_markets
 from tickcast.service.venues.venue import ACK, DATA, ERROR, PONG, SimKeepalive
+
+from support import running, until
 
 BTC, ETH, SOL = "BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT"
 SYMBOLS = [BTC, ETH, SOL]
@@ -746,24 +746,6 @@ def feed_for(sim: SimExchange, **config: Any) -> Feed:
         VENUE, MARKETS, sim.urls_for(VENUE), FeedConfig(**settings), label=LABEL,
         rng=np.random.default_rng(0),
     )  # fmt: skip
-
-
-@contextlib.asynccontextmanager
-async def running(feed: Feed) -> AsyncIterator[list[Tick]]:
-    got: list[Tick] = []
-    task = asyncio.get_running_loop().create_task(feed.run(got.extend))
-    try:
-        yield got
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 def control_skips(feed: Feed) -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,8 @@ from tickcast.service.venues.okx import (
     render_trade,
 )
 from tickcast.service.venues.venue import ACK, DATA, ERROR, PONG, Keepalive, SimKeepalive
+
+from support import running, until
 
 BTC, ETH, SOL = "BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT"
 SYMBOLS = [BTC, ETH, SOL]
@@ -524,24 +525,6 @@ def feed_for(sim: SimExchange, **config: Any) -> Feed:
         label=LABEL,
         rng=np.random.default_rng(0),
     )
-
-
-@contextlib.asynccontextmanager
-async def running(feed: Feed) -> AsyncIterator[list[Tick]]:
-    got: list[Tick] = []
-    task = asyncio.get_running_loop().create_task(feed.run(got.extend))
-    try:
-        yield got
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 def endless_market(seed: int) -> Any:
