@@ -170,6 +170,8 @@ class CcxtFeed:
         self.routes = {route: RouteState() for route in self.watches}
         self.rng = rng if rng is not None else np.random.default_rng()
         self._tried: set[str] = set()
+        self._since = time.monotonic()
+        """When the connections were last (re)opened: a loop silent since then is stale."""
 
     @property
     def symbols(self) -> list[str]:
@@ -197,8 +199,28 @@ class CcxtFeed:
             async with asyncio.TaskGroup() as group:
                 for route, watch in self.watches.items():
                     group.create_task(self._loop(route, watch, sink))
+                group.create_task(self._watchdog())
         finally:
             await self.exchange.close()
+
+    async def _watchdog(self) -> None:
+        """Reopen ccxt's connections when a loop receives nothing for ``watchdog_s`` (a venue
+        that acknowledged a subscription and then stays silent included)."""
+        limit = self.config.watchdog_s
+        while True:
+            await asyncio.sleep(min(limit / 4.0, 1.0))
+            now = time.monotonic()
+            silent = [
+                route
+                for route, state in self.routes.items()
+                if now - max(state.last_frame_monotonic, self._since) >= limit
+            ]
+            if silent:
+                self.stats.watchdog_trips += 1
+                logger.warning("%s: no data for %.1f s on %s; reconnecting", self.label,
+                               limit, ", ".join(silent))  # fmt: skip
+                self._since = now
+                await self.exchange.close_ws_clients()
 
     async def _loop(self, route: str, watch: Callable[[], Any], sink: Sink) -> None:
         policy = Backoff(self.config.backoff_base_s, self.config.backoff_cap_s, self.rng)
@@ -223,17 +245,21 @@ class CcxtFeed:
     async def _pump(
         self, route: str, watch: Callable[[], Any], sink: Sink, policy: Backoff
     ) -> None:
-        """Call ``watch`` until it fails or stays silent for ``watchdog_s``."""
+        """Call ``watch`` until it fails.
+
+        ``watch`` is awaited as it is (not under a timeout that would cancel ccxt's shared
+        futures): :meth:`_watchdog` closes ccxt's connections instead, which cancels the
+        awaited future and ends the session like a dropped connection.
+        """
         state = self.routes[route]
+        task = asyncio.current_task()
         while True:
             try:
-                ticks = await asyncio.wait_for(watch(), self.config.watchdog_s)
-            except TimeoutError:
-                self.stats.watchdog_trips += 1
-                logger.warning(
-                    "%s %s: no data for %.1f s", self.label, route, self.config.watchdog_s
-                )
-                return
+                ticks = await watch()
+            except asyncio.CancelledError:
+                if task is not None and task.cancelling() == 0:
+                    raise ConnectionError(f"{self.label} {route}: connection closed") from None
+                raise
             if not state.connected:
                 state.connected = True
                 self.stats.connects += 1
