@@ -168,3 +168,22 @@ def test_ingest_reads_its_flags_into_the_settings(monkeypatch: pytest.MonkeyPatc
     assert settings.redis.url is not None
     assert settings.redis.url.get_secret_value() == "redis://127.0.0.1:1/0"
     assert args.offline and args.seconds == 3.0
+
+
+def test_ingest_reads_several_simulated_venues_at_once_into_their_own_streams(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    env = environment(tmp_path, TICKCAST__REDIS__URL=redis_url)
+    args = ["ingest", "--exchange", "sim:bybit,sim:bingx", "--symbols", SYMBOLS[0], "--speed",
+            "4", "--seconds", "3", "--metrics-port", "0", "--stats-every", "0"]  # fmt: skip
+    out = subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert_clean(out.stderr)
+    lengths = {
+        venue: int(redis_client.xlen(keys.ticks_key("tickcast", venue, SYMBOLS[0])))
+        for venue in ("sim-bybit", "sim-bingx")
+    }
+    assert all(n > 0 for n in lengths.values()), lengths
+    assert final_written(out.stderr) == sum(lengths.values())
+    assert "sim-bybit: connected to ws://127.0.0.1:" in out.stderr
+    assert "/v5/public/linear" in out.stderr and "/swap-market" in out.stderr

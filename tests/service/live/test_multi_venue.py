@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tickcast.service.bus import keys
 from tickcast.service.live.service import Service
-from tickcast.service.ops.config import load_settings
+from tickcast.service.ops.config import Settings, load_settings
 from tickcast.service.ticks import Instrument
 from tickcast.service.venues.markets import MarketError
 
@@ -20,32 +20,44 @@ USDM = ["BTC/USDT:USDT", "ETH/USDT:USDT"]
 COINM = ["BTC/USD:BTC"]
 
 
-def two_venue_settings(**extra: object) -> object:
+def two_venue_settings(exchanges: str, own: dict[str, list[str]]) -> Settings:
     return load_settings(
         None,
         {
-            "exchange.name": "sim,sim:binancecoinm",
+            "exchange.name": exchanges,
             "exchange.symbols": USDM,
-            "exchange.venue_symbols": {"sim:binancecoinm": COINM},
+            "exchange.venue_symbols": own,
             "metrics.enabled": False,
             "sim.speed": 8.0,
-            **extra,
         },
     )
 
 
+@pytest.mark.parametrize(
+    ("exchanges", "own", "venues"),
+    [
+        ("sim,sim:binancecoinm", {"sim:binancecoinm": COINM}, ("sim", "sim-binancecoinm")),
+        ("sim:bybit,sim:okx", {}, ("sim-bybit", "sim-okx")),
+        ("sim:bitget,sim:bingx", {}, ("sim-bitget", "sim-bingx")),
+    ],
+)
 async def test_two_simulated_venues_fill_their_streams_and_publish_signals_for_both(
-    redis_url: str, redis_client: redis.Redis
+    redis_url: str,
+    redis_client: redis.Redis,
+    exchanges: str,
+    own: dict[str, list[str]],
+    venues: tuple[str, str],
 ) -> None:
-    service = Service(two_venue_settings(), redis_url)  # type: ignore[arg-type]
+    service = Service(two_venue_settings(exchanges, own), redis_url)
     run = asyncio.create_task(service.run(handle_signals=False))
     await asyncio.wait_for(service.ready.wait(), 15.0)
+    first, second = venues
     expected = [
-        *(Instrument("sim", s) for s in USDM),
-        *(Instrument("sim-binancecoinm", s) for s in COINM),
+        *(Instrument(first, s) for s in USDM),
+        *(Instrument(second, s) for s in (COINM if own else USDM)),
     ]
     assert list(service.instruments) == expected
-    assert set(service.ingesters) == {"sim", "sim-binancecoinm"}
+    assert set(service.ingesters) == set(venues)
 
     def signals(i: Instrument) -> int:
         return int(redis_client.xlen(keys.signals_key("tickcast", i.venue, i.symbol)))
@@ -70,7 +82,7 @@ async def test_two_simulated_venues_fill_their_streams_and_publish_signals_for_b
             if sample.name == "tickcast_feed_connected":
                 connected[labels["venue"], labels["route"]] = sample.value
     assert all(written[i] > 0 for i in expected), written
-    assert connected == {("sim", "public"): 1.0, ("sim-binancecoinm", "public"): 1.0}
+    assert connected == {(first, "public"): 1.0, (second, "public"): 1.0}
     assert service.worker is not None and service.worker.handed_off > 0
 
 
