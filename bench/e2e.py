@@ -128,14 +128,14 @@ async def child_worker(args: argparse.Namespace, ingest: bool = False) -> None:
     def totals() -> tuple[float, int, int, int, int, int, int]:
         ru = resource.getrusage(resource.RUSAGE_SELF)
         stats = service.metrics.symbol_stats.values()
-        worker, ingester = service.worker, service.ingester
+        worker = service.worker
         return (
             ru.ru_utime + ru.ru_stime,
             sum(s.ticks for s in stats),
             sum(s.signals for s in stats),
             worker.reads if worker is not None else 0,
             worker.publishes if worker is not None else 0,
-            ingester.stats.batches if ingester is not None else 0,
+            sum(i.stats.batches for i in service.ingesters.values()),
             worker.handed_off if worker is not None else 0,
         )
 
