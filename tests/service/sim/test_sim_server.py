@@ -334,3 +334,28 @@ async def test_the_sim_command_serves_a_market_until_it_is_told_to_stop() -> Non
         proc.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(proc.wait(), 30.0)
     assert code == 0
+
+
+async def test_the_sim_command_speaks_the_dialect_it_is_asked_for_and_prints_the_plan() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tickcast.service.cli", "sim", "--dialect", "okx",
+        "--symbols", "BTC/USDT:USDT", "--speed", "20", "--seconds", "20",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        lines = [(await asyncio.wait_for(proc.stdout.readline(), 30.0)).decode() for _ in range(3)]
+        assert lines[0].startswith("simulated OKX swap on ws://127.0.0.1:")
+        route, url = lines[1].split()
+        assert route == "public:" and url.endswith("/ws/v5/public")
+        request = lines[2].split("subscribe: ", 1)[1]
+        async with open_ws(url) as ws:
+            await ws.send(request)
+            answers = [await recv_json(ws, 10.0) for _ in range(3)]
+        assert {"event": "subscribe"}.items() <= answers[0].items()  # type: ignore[union-attr]
+        trades = [a for a in answers if a.get("arg", {}).get("channel") == "trades" and "data" in a]  # type: ignore[union-attr]
+        assert all(t["data"][0]["instId"] == "BTC-USDT-SWAP" for t in trades)  # type: ignore[index]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), 30.0)
+    assert code == 0
