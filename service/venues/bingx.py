@@ -445,7 +445,7 @@ class BingxSwap(Venue):
     ccxt_id = "bingx"
     routes: ClassVar[Mapping[str, str]] = {PUBLIC: "wss://open-api-swap.bingx.com/swap-market"}
     channels = "`<symbol>@trade`, `<symbol>@bookTicker`"
-    keepalive = Keepalive(ping=None, ws_ping=False, server_pings=True)
+    keepalive = Keepalive(ping=None, ws_ping=False)
     max_connection_s = None
     sequential_trade_ids = False
     subscribe_per_s = SUBSCRIBE_PER_S

@@ -72,14 +72,14 @@ class Keepalive:
         Interval of the client's pings, websocket frames or ``ping`` messages (s).
     ws_ping : bool
         Send websocket ping frames (the protocol's own keepalive) every ``ping_every_s``.
-    server_pings : bool
-        The server sends application-level pings the client must answer (BingX's ``Ping``).
+
+    A server's own application-level pings (BingX's ``Ping``) are answered whatever these say:
+    :meth:`Venue.classify` names them with the answer to send.
     """
 
     ping: bytes | None = None
     ping_every_s: float = 20.0
     ws_ping: bool = True
-    server_pings: bool = False
 
 
 @dataclass(frozen=True)

@@ -468,7 +468,7 @@ def test_the_venue_describes_the_swap_socket_and_its_keepalive() -> None:
     assert (VENUE.name, VENUE.title, VENUE.ccxt_id) == ("bingx", "BingX perpetual swap", "bingx")
     assert VENUE.routes == {"public": "wss://open-api-swap.bingx.com/swap-market"}
     keepalive = VENUE.keepalive
-    assert (keepalive.ping, keepalive.ws_ping, keepalive.server_pings) == (None, False, True)
+    assert (keepalive.ping, keepalive.ws_ping) == (None, False)
     assert not VENUE.sequential_trade_ids and 0.0 < VENUE.subscribe_per_s < 10.0
     assert VENUE.max_connection_s is None and VENUE.retired is None
     dialect = VENUE.dialect()

@@ -657,11 +657,7 @@ def test_the_client_pings_every_twenty_seconds_with_its_own_message(
     bybit_samples: Path,
 ) -> None:
     keepalive = VENUE.keepalive
-    assert (keepalive.ping_every_s, keepalive.ws_ping, keepalive.server_pings) == (
-        20.0,
-        False,
-        False,
-    )
+    assert (keepalive.ping_every_s, keepalive.ws_ping) == (20.0, False)
     assert keepalive.ping is not None
     assert list(orjson.loads(keepalive.ping)) == list(
         orjson.loads(sample(bybit_samples, "ping.request.json"))
