@@ -15,6 +15,7 @@ symbol stops the service before anything starts:
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,7 @@ from tickcast.service.feed.shell import Feed, FeedConfig
 from tickcast.service.feed.stats import is_loopback
 from tickcast.service.ops.config import Settings
 from tickcast.service.venues.markets import MarketInfo, load_markets
-from tickcast.service.venues.registry import Source
+from tickcast.service.venues.registry import SIM, Source
 
 
 @dataclass
@@ -86,7 +87,8 @@ async def start_simulator(
     source: Source, symbols: Sequence[str], settings: Settings, rate_scale: float = 1.0
 ) -> Any:
     """The built-in synthetic market (event time from now, no oracle history) served on
-    loopback in ``source``'s dialect; started."""
+    loopback in ``source``'s dialect; started. Each simulated venue has its own market: the
+    seed of ``sim-<venue>`` is ``sim.seed`` mixed with the venue's name."""
     from tickcast.service.sim.market import SyntheticMarket
     from tickcast.service.sim.server import SimExchange
     from tickcast.service.sim.symbols import specs_for
@@ -95,7 +97,7 @@ async def start_simulator(
     cfg = settings.sim
     market = SyntheticMarket(
         specs_for(symbols, rate_scale),
-        seed=cfg.seed,
+        seed=cfg.seed if source.label == SIM else cfg.seed ^ zlib.crc32(source.label.encode()),
         start_ms=time.time_ns() // 1_000_000,
         venue=source.label,
         oracle_memory_s=None,
