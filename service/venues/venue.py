@@ -111,7 +111,7 @@ class Venue(ABC):
     routes: ClassVar[Mapping[str, str]]
     """Route label -> default websocket URL (``exchange.urls.<name>.<route>`` overrides it)."""
     channels: ClassVar[str]
-    """The channels a feed subscribes, as the README lists them."""
+    """The channels a feed subscribes, as `tickcast venues` and the README list them."""
     keepalive: ClassVar[Keepalive] = Keepalive()
     max_connection_s: ClassVar[float | None] = None
     """The venue's connection age limit (s); the shell renews a connection before it."""

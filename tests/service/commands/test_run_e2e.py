@@ -320,3 +320,32 @@ def test_a_sigkilled_run_catches_up_and_ends_as_a_backtest_of_its_streams(
         fields = redis_client.hgetall(keys.ckpt_key("tickcast", "sim", symbol))
         assert fields[b"last_id"] == entries[-1][0]
         assert fields[b"model"] == snapshot, "bit-identical weights and learner state"
+
+
+def test_a_two_venue_run_fills_both_venues_and_subscribe_and_status_show_both(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    env = environment(tmp_path)
+    args = ["run", "--exchange", "sim:bybit,sim:okx", "--no-view", "--speed", "4",
+            "--symbols", SYMBOLS[0], "--metrics-port", str(port)]  # fmt: skip
+    proc = start(args, env, tmp_path / "run.log")
+    live = Live(proc, tmp_path, f"http://127.0.0.1:{port}", env, tmp_path / "run.log")
+    try:
+        wait_until("readiness", live.ready)
+        out = cli(live, "subscribe", "--json", "--count", "20")
+        assert out.returncode == 0, out.stderr
+        venues = {Signal.model_validate_json(line).venue for line in out.stdout.splitlines()}
+        assert venues == {"sim-bybit", "sim-okx"}
+        status = json.loads(cli(live, "status", "--json").stdout)["symbols"]
+        assert {(row["venue"], row["symbol"]) for row in status} == {
+            ("sim-bybit", SYMBOLS[0]),
+            ("sim-okx", SYMBOLS[0]),
+        }
+        only_okx = cli(live, "subscribe", "--json", "--count", "3", "--exchange", "sim:okx")
+        assert {Signal.model_validate_json(x).venue for x in only_okx.stdout.splitlines()} == {
+            "sim-okx"
+        }
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
