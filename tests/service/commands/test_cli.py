@@ -12,7 +12,7 @@ import pytest
 from tickcast.service import __version__
 from tickcast.service.bus.embedded import free_port
 from tickcast.service.cli import main
-from tickcast.service.venues.registry import VENUES
+from tickcast.service.venues.registry import VENUES, venue
 
 from support import CLI, environment
 
@@ -47,7 +47,7 @@ def test_venues_lists_every_registered_venue_and_what_it_is_given(
     assert main(["venues", "--json"]) == 0
     rows = {row["exchange"]: row for row in map(json.loads, capsys.readouterr().out.splitlines())}
     assert set(rows) == set(VENUES)
-    assert rows["okx"]["urls"] == {"public": "wss://ws.okx.com:8443/ws/v5/public"}
+    assert rows["okx"]["urls"] == dict(venue("okx").routes)
     assert rows["okx"]["keepalive"] == "sends ping every 20 s"
     assert rows["bingx"]["keepalive"] == "answers the venue's pings"
     assert rows["bitmex"]["retired"] and not rows["bybit"]["retired"]
