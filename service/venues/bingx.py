@@ -66,6 +66,7 @@ import orjson
 from tickcast.service.ticks import QUOTE, REJECT_SIDE, TRADE, Tick, trade_fault
 from tickcast.service.venues import base
 from tickcast.service.venues.base import FeedParseError, decimal_text, join_unified, split_unified
+from tickcast.service.venues.binance.parse import book_ticker
 from tickcast.service.venues.markets import MarketInfo, derived_market, market_table
 from tickcast.service.venues.parser import VenueParser
 from tickcast.service.venues.venue import (
@@ -412,26 +413,10 @@ class BingxParser(VenueParser):
     def _book_ticker(self, d: Any, recv_ns: int, msg: dict[str, Any]) -> list[Tick]:
         if type(d) is not dict:
             return self.reject(base.REJECT_MISSING if d is None else base.REJECT_NOT_OBJECT, msg)
-        try:
-            market = self.market(d["s"])
-            bid = float(d["b"])
-            bid_size = float(d["B"])
-            ask = float(d["a"])
-            ask_size = float(d["A"])
-            event_ms = int(d.get("T") or d["E"])
-            update_id = int(d["u"])
-        except KeyError:
-            return self.reject(base.REJECT_MISSING, d)
-        except (TypeError, ValueError, OverflowError):
-            return self.reject(base.REJECT_NOT_NUMERIC, d)
-        if market is None:
-            return self.unresolved(d.get("s"), d)
-        if not market.in_base_units and bid > 0.0 and ask > 0.0:
-            bid_size = market.base_size(bid_size, bid)
-            ask_size = market.base_size(ask_size, ask)
-        return self.quote(
-            market.symbol, event_ms, recv_ns, bid, bid_size, ask, ask_size, update_id, d
-        )
+        return self._binance_book_ticker(d, recv_ns)
+
+    _binance_book_ticker = book_ticker
+    """Binance's reading of the same ``bookTicker`` layout."""
 
 
 # -- the venue --------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from tickcast.service.venues import base
 from tickcast.service.venues.markets import MarketInfo
 from tickcast.service.venues.parser import Derive, VenueParser
 
-__all__ = ["BinanceParser", "classify_reply"]
+__all__ = ["BinanceParser", "book_ticker", "classify_reply"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,33 @@ def classify_reply(d: dict[str, Any]) -> str | None:
     if "error" in d or ("code" in d and "msg" in d):
         return base.SKIP_ERROR_REPLY
     return None
+
+
+def book_ticker(self: VenueParser, d: dict[str, Any], recv_ns: int) -> list[Tick]:
+    """The quote tick of a ``bookTicker`` event ``{e, u, E, T, s, b, B, a, A}``: bid/ask and
+    their sizes, update id ``u``, event time ``T`` (transaction time), else ``E``.
+
+    A method of :class:`BinanceParser`, and of BingX's parser, whose book ticker has the same
+    layout.
+    """
+    try:
+        market = self.market(d["s"])
+        bid = float(d["b"])
+        bid_size = float(d["B"])
+        ask = float(d["a"])
+        ask_size = float(d["A"])
+        event_ms = int(d.get("T") or d["E"])
+        update_id = int(d["u"])
+    except KeyError:
+        return self.reject(base.REJECT_MISSING, d)
+    except (TypeError, ValueError, OverflowError):
+        return self.reject(base.REJECT_NOT_NUMERIC, d)
+    if market is None:
+        return self.unresolved(d.get("s"), d)
+    if not market.in_base_units and bid > 0.0 and ask > 0.0:
+        bid_size = market.base_size(bid_size, bid)
+        ask_size = market.base_size(ask_size, ask)
+    return self.quote(market.symbol, event_ms, recv_ns, bid, bid_size, ask, ask_size, update_id, d)
 
 
 class BinanceParser(VenueParser):
@@ -170,24 +197,4 @@ class BinanceParser(VenueParser):
             size = market.base_size(size, price)
         return self.trade(market.symbol, event_ms, recv_ns, price, size, side, trade_id, d)
 
-    def _book_ticker(self, d: dict[str, Any], recv_ns: int) -> list[Tick]:
-        try:
-            market = self.market(d["s"])
-            bid = float(d["b"])
-            bid_size = float(d["B"])
-            ask = float(d["a"])
-            ask_size = float(d["A"])
-            event_ms = int(d.get("T") or d["E"])
-            update_id = int(d["u"])
-        except KeyError:
-            return self.reject(base.REJECT_MISSING, d)
-        except (TypeError, ValueError, OverflowError):
-            return self.reject(base.REJECT_NOT_NUMERIC, d)
-        if market is None:
-            return self.unresolved(d.get("s"), d)
-        if not market.in_base_units and bid > 0.0 and ask > 0.0:
-            bid_size = market.base_size(bid_size, bid)
-            ask_size = market.base_size(ask_size, ask)
-        return self.quote(
-            market.symbol, event_ms, recv_ns, bid, bid_size, ask, ask_size, update_id, d
-        )
+    _book_ticker = book_ticker
