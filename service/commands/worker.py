@@ -1,7 +1,8 @@
 """``tickcast worker``: the worker alone (tick streams -> learners -> signals) with metrics.
 
 It reads the tick streams an ingester (``tickcast ingest`` or ``tickcast run``) writes, from
-each symbol's checkpoint on; several workers may split the symbols between them.
+each symbol's checkpoint on; give it the same ``--exchange`` and ``--symbols`` as the ingester
+(one learner per venue and symbol). Several workers may split the symbols between them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--exchange", help="venue of the tick streams (default: configured)")
+    parser.add_argument(
+        "--exchange",
+        help="the sources whose tick streams it reads, as for run and ingest "
+        "(binanceusdm,bybit; default: configured)",
+    )
     add_service_arguments(parser)
     parser.set_defaults(func=run)
 
