@@ -76,14 +76,13 @@ async def symbol_status(
 
 async def collect(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Status rows of every requested or discovered (venue, symbol)."""
-    import redis.asyncio
-
+    from tickcast.service.bus.connection import connect
     from tickcast.service.commands.subscribe import resolve_streams, settings_for, venue_label
 
     settings = settings_for(args)
     venue = venue_label(args.exchange)
     streams = await resolve_streams(url, settings, venue, bool(args.symbols))
-    client = redis.asyncio.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+    client = connect(url, settings)
     try:
         prefix = settings.redis.prefix
         return [

@@ -91,14 +91,13 @@ async def resolve_streams(
 ) -> dict[str, list[str]]:
     """Which venues and symbols to show, by venue label: the ``--symbols`` given, else every
     tick stream found in Redis (of ``venue`` when given), else the configured ones."""
-    import redis.asyncio
-
+    from tickcast.service.bus.connection import connect
     from tickcast.service.client import list_streams
 
     configured = configured_streams(settings, venue)
     if symbols_given:
         return configured
-    client = redis.asyncio.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+    client = connect(url, settings)
     try:
         found = await list_streams(client, settings.redis.prefix)
     finally:
@@ -211,13 +210,17 @@ class Merged:
     """The signals of several venues' streams (one subscription per venue), as they come."""
 
     def __init__(self, url: str, settings: Settings, streams: dict[str, list[str]], from_id: str):
+        from tickcast.service.bus.connection import connect
         from tickcast.service.client import Subscription
 
         self.queue: asyncio.Queue[Signal] = asyncio.Queue(maxsize=10_000)
         prefix = settings.redis.prefix
+        self.clients = [connect(url, settings) for _ in streams]
         self.subs = [
-            Subscription(url, s, venue=v, prefix=prefix, from_id=from_id, block_ms=BLOCK_MS)
-            for v, s in streams.items()
+            Subscription(
+                url, s, venue=v, prefix=prefix, from_id=from_id, block_ms=BLOCK_MS, client=c
+            )
+            for (v, s), c in zip(streams.items(), self.clients, strict=True)
         ]
         loop = asyncio.get_running_loop()
         self.tasks = [loop.create_task(self._pump(sub)) for sub in self.subs]
@@ -249,6 +252,8 @@ class Merged:
         for task in waiting:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        for client in self.clients:
+            await client.aclose()
 
 
 async def follow(

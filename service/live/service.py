@@ -259,7 +259,7 @@ class Service:
         cfg = self.settings.metrics
         if not cfg.enabled:
             return None
-        readiness = Readiness(self.redis_url, self.tick_clock, self.stale_s)
+        readiness = Readiness(self.redis_url, self.tick_clock, self.stale_s, self.settings)
         self.metrics_server = MetricsServer(self.metrics, cfg.host, cfg.port, readiness=readiness)
         self.metrics_server.start()
         return readiness

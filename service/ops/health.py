@@ -17,6 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import redis
 
 from tickcast.service import TickcastError
+from tickcast.service.bus.connection import probe
+from tickcast.service.ops.config import Settings
 from tickcast.service.ops.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -35,8 +37,14 @@ class Readiness:
     ``stale_s`` seconds. Thread-safe: the probe only reads a float and pings with timeouts.
     """
 
-    def __init__(self, url: str, tick_clock: Callable[[], float], stale_s: float) -> None:
-        self.client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    def __init__(
+        self,
+        url: str,
+        tick_clock: Callable[[], float],
+        stale_s: float,
+        settings: Settings | None = None,
+    ) -> None:
+        self.client = probe(url, settings if settings is not None else Settings(), 0.5)
         self.tick_clock = tick_clock
         self.stale_s = stale_s
         self._lock = threading.Lock()
