@@ -101,19 +101,30 @@ def quote(
 #: Why a tick breaks the contract: short fixed strings, counted as parse rejections by reason.
 REJECT_NON_FINITE: Final = "non-finite value"
 REJECT_PRICE: Final = "price not positive"
+REJECT_PRICE_RANGE: Final = "price out of range"
 REJECT_SIZE: Final = "size negative"
+REJECT_SIZE_RANGE: Final = "size out of range"
 REJECT_CROSSED: Final = "bid above ask"
 REJECT_TIME: Final = "event time not positive"
+REJECT_TIME_RANGE: Final = "event time out of range"
 REJECT_SIDE: Final = "bad side flag"
 REJECT_KIND: Final = "unknown tick kind"
+
+#: The sane ranges of the contract, whatever the market: no listed contract trades outside
+#: them, and every value inside keeps the features' arithmetic (logs, products, squares) finite.
+MIN_PRICE: Final = 1e-12
+MAX_PRICE: Final = 1e9
+MAX_SIZE: Final = 1e12
+MAX_EVENT_MS: Final = 4_102_444_800_000
+"""2100-01-01 (exclusive); a live feed also bounds event times by the local clock."""
 
 _isfinite = math.isfinite
 
 
 def trade_fault(price: float, size: float, side: int, event_ms: int) -> str | None:
     """Why a trade with these values would break the contract (a ``REJECT_*`` reason), or
-    None: a finite positive price, a finite non-negative size, side +1/-1, a positive event
-    time.
+    None: a finite price in [:data:`MIN_PRICE`, :data:`MAX_PRICE`], a finite size in
+    [0, :data:`MAX_SIZE`], side +1/-1, an event time in (0, :data:`MAX_EVENT_MS`).
 
     Together with :func:`quote_fault`, the one validation of the tick contract: every parser
     and file reader calls it on the values of each tick it builds (parsers call it before
@@ -123,39 +134,45 @@ def trade_fault(price: float, size: float, side: int, event_ms: int) -> str | No
     --------
     >>> trade_fault(100.0, 0.5, 1, 1), trade_fault(float("nan"), 0.5, 1, 1)
     (None, 'non-finite value')
+    >>> trade_fault(1e308, 0.5, 1, 1), trade_fault(100.0, 0.5, 1, 10**300)
+    ('price out of range', 'event time out of range')
     """
     if not (_isfinite(price) and _isfinite(size)):
         return REJECT_NON_FINITE
-    if price <= 0.0:
-        return REJECT_PRICE
-    if size < 0.0:
-        return REJECT_SIZE
+    if not MIN_PRICE <= price <= MAX_PRICE:
+        return REJECT_PRICE if price <= 0.0 else REJECT_PRICE_RANGE
+    if not 0.0 <= size <= MAX_SIZE:
+        return REJECT_SIZE if size < 0.0 else REJECT_SIZE_RANGE
     if side != 1 and side != -1:
         return REJECT_SIDE
-    return REJECT_TIME if event_ms <= 0 else None
+    if not 0 < event_ms < MAX_EVENT_MS:
+        return REJECT_TIME if event_ms <= 0 else REJECT_TIME_RANGE
+    return None
 
 
 def quote_fault(
     bid: float, bid_size: float, ask: float, ask_size: float, event_ms: int
 ) -> str | None:
-    """Why a quote with these values would break the contract, or None: finite positive bid
-    and ask with bid <= ask, finite non-negative sizes, a positive event time (see
-    :func:`trade_fault`).
+    """Why a quote with these values would break the contract, or None: finite bid and ask in
+    the price range with bid <= ask, finite sizes in the size range, an event time in range
+    (see :func:`trade_fault`).
 
     Examples
     --------
-    >>> quote_fault(101.0, 1.0, 100.0, 1.0, 1)
-    'bid above ask'
+    >>> quote_fault(101.0, 1.0, 100.0, 1.0, 1), quote_fault(1.7e308, 1.0, 1.7e308, 1.0, 1)
+    ('bid above ask', 'price out of range')
     """
     if not (_isfinite(bid) and _isfinite(ask) and _isfinite(bid_size) and _isfinite(ask_size)):
         return REJECT_NON_FINITE
-    if bid <= 0.0 or ask <= 0.0:
-        return REJECT_PRICE
-    if bid_size < 0.0 or ask_size < 0.0:
-        return REJECT_SIZE
+    if not (MIN_PRICE <= bid <= MAX_PRICE and MIN_PRICE <= ask <= MAX_PRICE):
+        return REJECT_PRICE if bid <= 0.0 or ask <= 0.0 else REJECT_PRICE_RANGE
+    if not (0.0 <= bid_size <= MAX_SIZE and 0.0 <= ask_size <= MAX_SIZE):
+        return REJECT_SIZE if bid_size < 0.0 or ask_size < 0.0 else REJECT_SIZE_RANGE
     if bid > ask:
         return REJECT_CROSSED
-    return REJECT_TIME if event_ms <= 0 else None
+    if not 0 < event_ms < MAX_EVENT_MS:
+        return REJECT_TIME if event_ms <= 0 else REJECT_TIME_RANGE
+    return None
 
 
 def invalid_reason(tick: Tick) -> str | None:

@@ -57,9 +57,13 @@ def encode_tick(tick: Tick) -> bytes:
     Raises
     ------
     BusEncodeError
-        When a float field is NaN or infinite (the parser rejects those; JSON has no form).
+        When a float field is NaN or infinite, or an integer does not fit in 64 bits (the
+        parsers reject those; JSON, as orjson writes it, has no form for them).
     """
-    blob = orjson.dumps(tuple(tick))
+    try:
+        blob = orjson.dumps(tuple(tick))
+    except TypeError as exc:  # orjson.JSONEncodeError is one
+        raise BusEncodeError(f"cannot encode {tick!r}: {exc}") from exc
     if JSON_NULL in blob and not all(
         map(
             math.isfinite, (tick.price, tick.size, tick.bid, tick.bid_size, tick.ask, tick.ask_size)

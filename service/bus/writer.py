@@ -105,15 +105,15 @@ class TickWriter:
         heads, parts = self._heads, []
         dumps = orjson.dumps
         for tick in ticks:
-            blob = dumps(tuple(tick))
-            if JSON_NULL in blob:
-                try:
+            try:
+                blob = dumps(tuple(tick))
+                if JSON_NULL in blob:
                     blob = encode_tick(tick)
-                except BusEncodeError:
-                    self.stats.rejected += 1
-                    rejected.append(tick)
-                    log.debug("skipping unencodable tick %r", tick)
-                    continue
+            except (BusEncodeError, TypeError):  # TypeError: orjson (an int over 64 bits)
+                self.stats.rejected += 1
+                rejected.append(tick)
+                log.debug("skipping unencodable tick %r", tick)
+                continue
             head = heads.get((tick.venue, tick.symbol)) or self._head(tick.venue, tick.symbol)
             parts.append(b"%b$%d\r\n%b\r\n" % (head, len(blob), blob))
         if not parts:

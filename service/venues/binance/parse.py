@@ -78,15 +78,18 @@ def book_ticker(self: VenueParser, d: dict[str, Any], recv_ns: int) -> list[Tick
     """
     try:
         market = self.market(d["s"])
-        bid = float(d["b"])
-        bid_size = float(d["B"])
-        ask = float(d["a"])
-        ask_size = float(d["A"])
-        event_ms = int(d.get("T") or d["E"])
-        update_id = int(d["u"])
+        b, bq, a, aq = d["b"], d["B"], d["a"], d["A"]
+        event_ms = d.get("T") or d["E"]
+        update_id = d["u"]
+        if (
+            type(b) is not str or type(bq) is not str or type(a) is not str
+            or type(aq) is not str or type(event_ms) is not int or type(update_id) is not int
+        ):  # fmt: skip
+            return self.reject(base.REJECT_TYPE, d)  # decimal strings, integer ms and ids
+        bid, bid_size, ask, ask_size = float(b), float(bq), float(a), float(aq)
     except KeyError:
         return self.reject(base.REJECT_MISSING, d)
-    except (TypeError, ValueError, OverflowError):
+    except ValueError:
         return self.reject(base.REJECT_NOT_NUMERIC, d)
     if market is None:
         return self.unresolved(d.get("s"), d)
@@ -176,14 +179,16 @@ class BinanceParser(VenueParser):
     def _trade(self, d: dict[str, Any], recv_ns: int, id_key: str) -> list[Tick]:
         try:
             market = self.market(d["s"])
-            price = float(d["p"])
-            size = float(d["q"])
-            event_ms = int(d["T"])
+            p, q, event_ms = d["p"], d["q"], d["T"]
             trade_id = str(d[id_key])
             maker = d["m"]
+            if type(p) is not str or type(q) is not str or type(event_ms) is not int:
+                return self.reject(base.REJECT_TYPE, d)  # decimal strings, integer ms
+            price = float(p)
+            size = float(q)
         except KeyError:
             return self.reject(base.REJECT_MISSING, d)
-        except (TypeError, ValueError, OverflowError):
+        except ValueError:
             return self.reject(base.REJECT_NOT_NUMERIC, d)
         if market is None:
             return self.unresolved(d.get("s"), d)

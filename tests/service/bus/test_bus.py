@@ -238,6 +238,10 @@ async def test_an_unencodable_tick_is_counted_and_the_rest_are_written(
     await writer.write([bad])
     assert (writer.stats.written, writer.stats.rejected, writer.stats.batches) == (20, 2, 1)
     assert sum(redis_client.xlen(ticks_key("tickcast", "sim", s)) for s in SYMBOLS) == 20
+    # an integer orjson cannot write (a time of 1e300 once reached the writer): counted too
+    huge = bad._replace(price=1.0, event_ms=10**300)
+    assert await writer.write([huge, good[0]]) == [huge]
+    assert (writer.stats.written, writer.stats.rejected) == (21, 3)
 
 
 async def test_redis_errors_reach_the_caller(
