@@ -165,6 +165,7 @@ class CcxtFeed:
         self.config = config if config is not None else FeedConfig()
         self.exchange = exchange or ccxt_client(source.ccxt_id or source.label, self.markets)
         self.parser = CcxtTicks(self.label, self.markets)
+        self.guard = self.config.guard(self.parser.stats)
         self.stats = FeedStats()
         self.watches = self._watches()
         self.routes = {route: RouteState() for route in self.watches}
@@ -266,6 +267,8 @@ class CcxtFeed:
                 policy.reset()
             state.last_frame_monotonic = time.monotonic()
             self.stats.frames += 1
+            if ticks:
+                ticks = self.guard.admit(ticks)
             if ticks:
                 self.stats.ticks += len(ticks)
                 sink(ticks)

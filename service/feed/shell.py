@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,10 +38,12 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from tickcast.service.feed.guard import EdgeGuard
 from tickcast.service.feed.reconnect import Backoff, reconnect_loop
 from tickcast.service.feed.sequence import TradeSequence
 from tickcast.service.feed.stats import FeedStats, RouteState, Sink, is_loopback
 from tickcast.service.ticks import TRADE
+from tickcast.service.venues.base import ParseStats
 from tickcast.service.venues.markets import MarketInfo
 from tickcast.service.venues.venue import ACK, DATA, ERROR, PING, PONG, Connection, Venue
 
@@ -75,6 +78,12 @@ class FeedConfig:
         venue's own limit.
     gap_window : int
         Largest gap whose missing ids are remembered (to tell late trades from duplicates).
+    event_time_window_s : float or None
+        Refuse ticks whose event time is further than this from the local receive time
+        (:class:`~tickcast.service.feed.guard.EdgeGuard`); None: no check.
+    max_price_jump : float or None
+        Refuse ticks whose price moves more than this fraction from the symbol's last
+        accepted one (see the guard for the rule); None: no check.
     """
 
     watchdog_s: float = 10.0
@@ -86,12 +95,18 @@ class FeedConfig:
     backoff_cap_s: float = 30.0
     max_connection_age_s: float = 23.5 * 3600.0
     gap_window: int = 1024
+    event_time_window_s: float | None = None
+    max_price_jump: float | None = None
 
     def __post_init__(self) -> None:
         if not self.watchdog_s > 0.0:
             raise ValueError("watchdog_s must be positive")
         if self.ping_every_s is not None and not self.ping_every_s > 0.0:
             raise ValueError("ping_every_s must be positive")
+        for name in ("event_time_window_s", "max_price_jump"):
+            limit = getattr(self, name)
+            if limit is not None and not 0.0 < limit < math.inf:
+                raise ValueError(f"{name} must be positive and finite (None: no check)")
 
     @classmethod
     def from_settings(cls, exchange: ExchangeSettings) -> FeedConfig:
@@ -103,7 +118,15 @@ class FeedConfig:
             backoff_base_s=exchange.reconnect_base_s,
             backoff_cap_s=exchange.reconnect_cap_s,
             max_connection_age_s=exchange.max_connection_s,
+            event_time_window_s=exchange.event_time_window_s or None,
+            max_price_jump=exchange.max_price_jump or None,
         )
+
+    def guard(self, stats: ParseStats) -> EdgeGuard:
+        """The :class:`EdgeGuard` of these limits, counting into ``stats``."""
+        window = self.event_time_window_s
+        window_ms = None if window is None else int(window * 1000.0)
+        return EdgeGuard(stats, window_ms, self.max_price_jump)
 
 
 class Feed:
@@ -154,6 +177,7 @@ class Feed:
         self.urls = dict(urls) if urls is not None else dict(venue.routes)
         self.plan = venue.connections(self.markets, self.urls)
         self.parser = venue.parser(self.markets, self.label)
+        self.guard = self.config.guard(self.parser.stats)
         self.stats = FeedStats()
         self.routes = {c.route: RouteState() for c in self.plan}
         self.rng = rng if rng is not None else np.random.default_rng()
@@ -269,6 +293,7 @@ class Feed:
     ) -> None:
         """Receive frames until the connection closes; parse, sequence and sink them."""
         parse = self.parser.parse
+        admit = self.guard.admit
         classify = self.venue.classify
         stats = self.stats
         accept = sequence.accept if sequence is not None else None
@@ -295,6 +320,8 @@ class Feed:
                         ticks = [t for t in ticks if t is not tick]
             stats.frames += 1
             state.frames += 1
+            if ticks:
+                ticks = admit(ticks)
             if ticks:
                 stats.ticks += len(ticks)
                 sink(ticks)

@@ -31,6 +31,7 @@ import numpy as np
 from tickcast.service.feed.reconnect import Backoff, is_retryable
 from tickcast.service.ops.metrics import BATCH_BUCKETS, Histogram
 from tickcast.service.ticks import Tick
+from tickcast.service.venues.base import REJECT_UNENCODABLE
 
 logger = logging.getLogger(__name__)
 
@@ -213,6 +214,17 @@ class Ingester:
         out["rejected"] = rejected
         out["queue_depth"] = self.depth
         return out
+
+    def reasons(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Ticks rejected and frames skipped so far, each by reason: the feed's parser's
+        (and edge guard's) counts, plus the writer's unencodable ticks."""
+        stats = getattr(getattr(self.feed, "parser", None), "stats", None)
+        rejected = dict(getattr(stats, "rejected", {}))
+        skipped = dict(getattr(stats, "skipped", {}))
+        unencodable = int(getattr(getattr(self.writer, "stats", None), "rejected", 0))
+        if unencodable:
+            rejected[REJECT_UNENCODABLE] = rejected.get(REJECT_UNENCODABLE, 0) + unencodable
+        return rejected, skipped
 
     # -- the Redis side ------------------------------------------------------------------------
 

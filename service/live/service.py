@@ -53,7 +53,7 @@ from tickcast.service.live.sources import OpenSource, open_source, resolve_marke
 from tickcast.service.live.worker import Worker
 from tickcast.service.ops.config import Settings
 from tickcast.service.ops.health import MetricsServer, Readiness
-from tickcast.service.ops.metrics import OTHER, IngestSnapshot, Metrics
+from tickcast.service.ops.metrics import IngestSnapshot, Metrics
 from tickcast.service.ticks import Instrument
 from tickcast.service.venues.markets import MarketInfo
 from tickcast.service.venues.registry import Source
@@ -77,12 +77,14 @@ def ingest_snapshot(venue: str, ingester: Ingester, started_monotonic: float) ->
     st = ingester.stats
     now = time.monotonic()
     routes = getattr(ingester.feed, "routes", {})
+    rejected, skipped = ingester.reasons()
     return IngestSnapshot(
         venue=venue,
         received=dict(st.received_by),
         written=dict(st.written_by),
-        rejected={(OTHER, OTHER): int(c.get("rejected", 0))},
         dropped=dict(st.dropped_by),
+        rejected=rejected,
+        skipped=skipped,
         reconnects=int(c.get("reconnects", 0)),
         connect_errors=int(c.get("errors", 0)),
         gaps=int(c.get("gaps", 0)),

@@ -10,6 +10,8 @@ symbol stops the service before anything starts:
 2. :func:`open_source` — start the simulated exchange on loopback in the venue's dialect (for
    ``sim`` sources) and build the feed: the one websocket shell on the venue (pointed at the
    simulator, or at the configured URLs), or ccxt.pro's client for ``ccxt:<id>`` sources.
+   A simulator running faster or slower than real time stamps its ticks away from the wall
+   clock, so its feed skips the clock check (``exchange.event_time_window_s``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tickcast.service.feed.shell import Feed, FeedConfig
@@ -77,6 +79,8 @@ async def open_source(
     if not source.simulated:
         urls = settings.exchange.urls[venue.name]
         return OpenSource(source, Feed(venue, markets, urls, config, label=source.label))
+    if settings.sim.speed != 1.0:
+        config = replace(config, event_time_window_s=None)  # its clock is not the wall's
     sim = await start_simulator(source, [m.symbol for m in markets], settings, rate_scale)
     urls = sim.urls_for(venue)
     feed = Feed(venue, markets, urls, config, label=source.label)

@@ -136,6 +136,20 @@ class ExchangeSettings(_Section):
     max_connection_s: float = Field(
         default=23.5 * 3600, gt=0, description="proactive reconnect before the venue's 24 h cut"
     )
+    event_time_window_s: float = Field(
+        default=600.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="refuse ticks stamped further than this from the local clock (0: no check, "
+        "for replays of old recordings); keep the host's clock synchronised",
+    )
+    max_price_jump: float = Field(
+        default=0.5,
+        ge=0,
+        allow_inf_nan=False,
+        description="refuse prices moving more than this fraction from the last accepted one, "
+        "until 5 in a row confirm the move (0: no check)",
+    )
 
     @field_validator("name", "symbols", mode="before")
     @classmethod

@@ -147,15 +147,18 @@ class IngestSnapshot:
     """Counters of one venue's feed + ingester, as :class:`Metrics` exports them.
 
     The per-(symbol, kind) mappings use unified symbols and kinds ``"trade"`` / ``"quote"``;
-    the ingest side fills this from its own counter objects (see ``live.service``). ``routes``
-    maps each of the feed's connections to ``(connected, seconds since its last frame)``.
+    ``rejected`` (ticks) and ``skipped`` (frames that carry no tick) are keyed by reason, the
+    parsers' constants (:mod:`tickcast.service.venues.base`). The ingest side fills this from
+    its own counter objects (see ``live.service``). ``routes`` maps each of the feed's
+    connections to ``(connected, seconds since its last frame)``.
     """
 
     venue: str
     received: Mapping[tuple[str, str], int]
     written: Mapping[tuple[str, str], int]
-    rejected: Mapping[tuple[str, str], int]
     dropped: Mapping[tuple[str, str], int]
+    rejected: Mapping[str, int] = field(default_factory=dict)
+    skipped: Mapping[str, int] = field(default_factory=dict)
     reconnects: int = 0
     connect_errors: int = 0
     gaps: int = 0
@@ -232,7 +235,6 @@ class _Collector(Collector):
         for name, attr, doc in (
             ("ticks_received", "received", "Ticks received from the feed."),
             ("ticks_written", "written", "Ticks written to Redis."),
-            ("ticks_rejected", "rejected", "Ticks rejected as invalid."),
             ("ticks_dropped", "dropped", "Ticks dropped (queue full or Redis away too long)."),
         ):
             fam = CounterMetricFamily(f"tickcast_{name}", doc, labels=sym_kind)
@@ -248,6 +250,20 @@ class _Collector(Collector):
                 fam.add_metric(list(labels), n)
             yield fam
         venues = list(dict.fromkeys([*m.venues, *(s.venue for s in snaps)]))
+        for name, attr, doc in (
+            ("ticks_rejected", "rejected", "Ticks (or frames meant to carry ticks) refused, by "
+             "reason: invalid, implausible or unencodable."),
+            ("feed_frames_skipped", "skipped", "Feed frames understood but carrying no tick "
+             "(acks, keepalives, other events, unsubscribed symbols), by reason."),
+        ):  # fmt: skip
+            by_reason = CounterMetricFamily(f"tickcast_{name}", doc, labels=["venue", "reason"])
+            counted: dict[tuple[str, str], int] = {}
+            for snap in snaps:
+                for reason, n in getattr(snap, attr).items():
+                    counted[snap.venue, reason] = counted.get((snap.venue, reason), 0) + n
+            for (venue, reason), n in sorted(counted.items()):
+                by_reason.add_metric([venue, reason], n)
+            yield by_reason
         for name, attr, doc in (
             ("feed_reconnects", "reconnects", "Feed connection attempts after each connection's "
              "first one, successful or not."),

@@ -23,7 +23,6 @@ INGEST_METRICS = frozenset(
     {
         "tickcast_ticks_received_total",
         "tickcast_ticks_written_total",
-        "tickcast_ticks_rejected_total",
         "tickcast_ticks_dropped_total",
         "tickcast_feed_reconnects_total",
         "tickcast_feed_connect_errors_total",

@@ -188,6 +188,31 @@ async def test_cancelling_the_ingester_also_flushes_then_propagates(
     assert sum(len(stored(redis_client, s)) for s in SYMBOLS) == len(ticks)
 
 
+async def test_refused_ticks_are_counted_by_reason_and_never_stored(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    ticks = list(SyntheticMarket(seed=37).ticks(10.0))
+    trade = next(i for i, t in enumerate(ticks) if t.kind == "trade" and i > 10)
+    spiked = ticks[trade]._replace(price=ticks[trade].price * 10.0)
+    ticks[trade] = spiked
+    huge_id = ticks[-1]._replace(update_id=2**70, kind="quote")  # more than the bus encodes
+    settings = settings_for(redis_url)
+    client = connect(redis_url, settings)
+    async with SimExchange(iter(ticks), speed=0) as sim:
+        feed = feed_for(sim, max_price_jump=0.5)
+        ingester = Ingester.from_settings(feed, TickWriter(client, settings), settings)
+        async with ingesting(ingester):
+            await until(lambda: ingester.stats.received >= len(ticks) - 1)
+            ingester.sink([huge_id])  # as a feed would hand it over
+            await until(lambda: ingester.depth == 0)
+    await client.aclose()
+    rejected, _ = ingester.reasons()
+    assert rejected == {"price jump": 1, "unencodable value": 1}
+    kept = [key(t) for s in SYMBOLS for t in stored(redis_client, s)]
+    assert len(kept) == len(ticks) - 1
+    assert key(spiked) not in kept and key(huge_id) not in kept
+
+
 async def test_a_redis_that_refuses_the_credentials_stops_the_ingester(redis_url: str) -> None:
     settings = settings_for(redis_url)
     client = redis.asyncio.Redis.from_url(redis_url.replace("redis://", "redis://who:wrong@"))

@@ -88,8 +88,9 @@ def test_ingest_counters_are_summed_and_unknown_symbols_fold_into_other() -> Non
             venue="binanceusdm",
             received={("BTC/USDT:USDT", "trade"): 10, ("DOGE/USDT:USDT", "quote"): 4},
             written={("BTC/USDT:USDT", "trade"): 9},
-            rejected={("ETH/USDT:USDT", "quote"): 1},
             dropped={("XRP/USDT:USDT", "quote"): 2},
+            rejected={"price jump": 1, "invalid json": 2},
+            skipped={"subscription ack": 3},
             reconnects=3,
             gaps=1,
             missed_trades=5,
@@ -101,7 +102,7 @@ def test_ingest_counters_are_summed_and_unknown_symbols_fold_into_other() -> Non
 
     def bybit() -> IngestSnapshot:
         received = {("BTC/USDT:USDT", "trade"): 1, ("ETH/USDT:USDT", "trade"): 2}
-        return IngestSnapshot("bybit", received, {}, {}, {}, reconnects=1)
+        return IngestSnapshot("bybit", received, {}, {}, {"price jump": 5}, reconnects=1)
 
     m.add_ingest_source(source)
     m.add_ingest_source(source)
@@ -126,6 +127,12 @@ def test_ingest_counters_are_summed_and_unknown_symbols_fold_into_other() -> Non
     assert rec[labels(venue=by, symbol="other", kind="trade")] == 2, "ETH is not bybit's"
     assert rec[labels(venue=v, symbol="ETH/USDT:USDT", kind="trade")] == 0
     assert got["tickcast_feed_reconnects_total"][labels(venue=by)] == 1
+    rejected = got["tickcast_ticks_rejected_total"]
+    assert rejected[labels(venue=v, reason="price jump")] == 2
+    assert rejected[labels(venue=v, reason="invalid json")] == 4
+    assert rejected[labels(venue=by, reason="price jump")] == 5
+    skipped = got["tickcast_feed_frames_skipped_total"]
+    assert skipped[labels(venue=v, reason="subscription ack")] == 6
 
 
 def test_a_failing_source_does_not_break_the_scrape(caplog: pytest.LogCaptureFixture) -> None:
