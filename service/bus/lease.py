@@ -12,7 +12,10 @@ to live, holding an owner token ``<host>:<pid>:<pid namespace>:<random>``.
   other waits for its owner to release it or for its time to live to run out.
 - :meth:`SymbolLeases.renew` extends the keys still holding this owner's token and returns the
   symbols lost (expired while Redis was out of reach, or taken): the worker must stop at once,
-  without checkpointing them.
+  without checkpointing them. With ``retake`` (the ingester), a key that expired while Redis was
+  out of reach and that nobody took since is taken back instead of lost
+  (:attr:`SymbolLeases.retaken`): a Redis outage longer than the time to live then costs no
+  restart, and no tick.
 - :meth:`SymbolLeases.release` deletes the keys still holding this owner's token, after the
   final checkpoint, so that the next owner restores it.
 """
@@ -34,8 +37,13 @@ import redis.asyncio
 log = logging.getLogger(__name__)
 
 _RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+if holder == false and ARGV[3] == '1' then
+  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
 end
 return 0
 """
@@ -121,6 +129,8 @@ class SymbolLeases:
         self.ttl_ms = max(1, int(ttl_s * 1000))
         self.token = token or owner_token()
         self.held = False
+        self.retaken: list[str] = []
+        """Symbols whose expired key the last :meth:`renew` took back."""
         self._renewed = 0.0
 
     @property
@@ -186,13 +196,23 @@ class SymbolLeases:
         """Whether :meth:`renew` should run now (every :attr:`renew_every_s`)."""
         return self.held and time.monotonic() - self._renewed >= self.renew_every_s
 
-    async def renew(self) -> list[str]:
-        """Extend every lease; return the symbols whose key no longer holds this token."""
+    async def renew(self, *, retake: bool = False) -> list[str]:
+        """Extend every lease; return the symbols whose key no longer holds this token.
+
+        With ``retake``, a key that no longer exists (it expired while Redis was out of reach)
+        is set again with this token: listed in :attr:`retaken`, not lost.
+        """
         pipe = self.client.pipeline(transaction=False)  # one round trip for every symbol
         for key in self.keys.values():
-            pipe.eval(_RENEW, 1, key, self.token, self.ttl_ms)
+            pipe.eval(_RENEW, 1, key, self.token, self.ttl_ms, "1" if retake else "0")
         kept = await pipe.execute()
         self._renewed = time.monotonic()
+        self.retaken = [symbol for symbol, ok in zip(self.keys, kept, strict=True) if ok == 2]
+        if self.retaken:
+            log.warning(
+                "%s: lease expired while Redis was out of reach and nobody took it; taken back",
+                ", ".join(self.retaken),
+            )
         return [symbol for symbol, ok in zip(self.keys, kept, strict=True) if not ok]
 
     async def release(self) -> None:

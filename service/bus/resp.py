@@ -142,18 +142,27 @@ class Lane:
         if conn is None:
             conn = self._conn = await self.client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
             self._parser = hiredis.Reader()
-        elif not conn.is_connected:
+        elif not self._owed and conn.is_connected and conn._reader.at_eof():
+            await conn.disconnect(nowait=True)  # closed by Redis while idle (a restart)
+        if not conn.is_connected:
             self._parser = hiredis.Reader()
             await conn.connect()
         return conn
 
     async def call(
-        self, data: bytes, n: int, extra_s: float = 0.0, *, owed: bool = False
+        self,
+        data: bytes,
+        n: int,
+        extra_s: float = 0.0,
+        *,
+        owed: bool = False,
+        check: bool = True,
     ) -> list[Any]:
         """Send ``data`` (``n`` packed commands) and return their ``n`` replies in order.
 
         The replies owed to earlier :meth:`send` calls are read (and checked) first, and
-        returned too with ``owed``. ``extra_s`` lengthens the timeout (a ``BLOCK``).
+        returned too with ``owed``. ``extra_s`` lengthens the timeout (a ``BLOCK``). Without
+        ``check``, error replies are returned (as ``hiredis.ReplyError``), not raised.
 
         Raises
         ------
@@ -179,7 +188,8 @@ class Lane:
         except BaseException:
             await conn.disconnect(nowait=True)
             raise
-        self._check(replies)
+        if check:
+            self._check(replies)
         if not owed:
             del self.times_ns[:before]
             return replies[before:]

@@ -1,29 +1,42 @@
-"""The tick writer: ticks -> their per-symbol Redis streams, one pipelined batch per call."""
+"""The tick writer: ticks -> their per-symbol Redis streams, one pipelined batch per call,
+idempotent when re-sent."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Final, Protocol
 
+import hiredis
 import orjson
+import redis
 import redis.asyncio
+from redis._parsers.base import BaseParser
 
 from tickcast.service.bus.codec import (
     JSON_NULL,
     T_FIELD,
     V_FIELD,
     V_VALUE,
+    BusDecodeError,
     BusEncodeError,
+    decode,
     encode_tick,
 )
-from tickcast.service.bus.keys import ticks_key
+from tickcast.service.bus.keys import id_key, ticks_key
 from tickcast.service.bus.resp import Lane, bulk
 from tickcast.service.ops.config import Settings
-from tickcast.service.ticks import Tick
+from tickcast.service.ticks import TRADE, Tick
 
 log = logging.getLogger(__name__)
+
+FIELDS: Final = bulk(V_FIELD) + bulk(V_VALUE) + bulk(T_FIELD)
+"""``v 1 t`` packed: the fields between an entry's ID and its blob."""
+TRADE_SCAN: Final = 1000
+"""Entries :meth:`TickWriter.last_trade_ids` looks back through for a stream's latest trade."""
+DUPLICATE_ID: Final = "equal or smaller than the target stream top item"
+"""Redis's refusal of an XADD whose ID it already has (or a smaller one)."""
 
 
 @dataclass
@@ -31,18 +44,20 @@ class WriterStats:
     """Counters of a :class:`TickWriter`."""
 
     written: int = 0
-    """Ticks sent in pipelines that Redis executed."""
+    """Ticks Redis stored."""
     rejected: int = 0
-    """Ticks that could not be encoded (non-finite floats), skipped."""
+    """Ticks that could not be encoded (non-finite floats, integers over 64 bits), skipped."""
     batches: int = 0
-    """Pipelines executed."""
+    """Batches sent that Redis executed."""
+    duplicates: int = 0
+    """Entries of a re-sent batch that Redis had already stored (not stored twice)."""
 
 
 class WriteTap(Protocol):
     """What a :class:`TickWriter` tells of its batches (see :attr:`TickWriter.tap`)."""
 
     def written(self, ticks: Sequence[Tick], ids: Sequence[bytes]) -> None:
-        """Redis acknowledged ``ticks``, in order, as the stream entries ``ids``."""
+        """Redis stored ``ticks``, in order, as the stream entries ``ids``."""
         ...
 
     def failed(self) -> None:
@@ -50,10 +65,35 @@ class WriteTap(Protocol):
         ...
 
 
-class TickWriter:
-    """Write ticks to their per-symbol streams, one batch of commands (no MULTI) per call.
+@dataclass
+class Batch:
+    """Ticks packed for Redis by :meth:`TickWriter.prepare`: their XADDs, with the entry IDs
+    fixed once, so that sending the batch again stores nothing twice."""
 
-    The XADDs are packed by hand (their constant head cached per stream) and sent on a
+    ticks: list[Tick]
+    """The ticks to store, in order (without ``rejected``)."""
+    ids: list[bytes]
+    """The stream entry ID of each tick, ``b"<ms>-<seq>"``."""
+    payload: bytes
+    """The packed XADD commands, one per tick."""
+    rejected: list[Tick] = field(default_factory=list)
+    """Ticks that cannot be encoded: counted, never sent."""
+
+
+class TickWriter:
+    """Write ticks to their per-symbol streams, one batch of commands (no MULTI) at a time.
+
+    Every entry gets an explicit ID, fixed when the batch is prepared: ``<ms>-0`` with ``ms`` the
+    tick's receive time in milliseconds when that is past the stream's last ID, else the last
+    ID's millisecond with the next sequence number (IDs strictly increase per stream, whatever
+    the clock does). A batch re-sent after a
+    failure (a timeout after which Redis executed the first attempt anyway) is therefore
+    idempotent: Redis refuses the entries it already has ("equal or smaller than the target
+    stream top item"), which are counted in ``stats.duplicates`` and not stored twice. The last
+    ID of a stream is read from Redis (``XINFO STREAM``) before the first write to it, and again
+    after :meth:`forget_tops` (another writer may have written since).
+
+    The XADDs are packed by hand (their constant parts cached per stream) and sent on a
     :class:`~tickcast.service.bus.resp.Lane` of the client: one buffer out, the replies parsed by
     hiredis.
 
@@ -72,6 +112,7 @@ class TickWriter:
         self.stats = WriterStats()
         self._keys: dict[tuple[str, str], str] = {}
         self._heads: dict[tuple[str, str], bytes] = {}
+        self._tops: dict[tuple[str, str], tuple[int, int]] = {}
         self._lane = Lane(redis)
         self.tap: WriteTap | None = None
         """Told of every batch Redis acknowledged, with its entry IDs, and of every failure
@@ -86,23 +127,66 @@ class TickWriter:
             return key
 
     def _head(self, venue: str, symbol: str) -> bytes:
-        """``XADD <key> MAXLEN ~ <maxlen> * v 1 t`` packed, without the blob."""
+        """``XADD <key> MAXLEN ~ <maxlen>`` packed: what precedes an entry's ID."""
         key = self.key(venue, symbol).encode()
-        fields = (b"XADD", key, b"MAXLEN", b"~", b"%d" % self.maxlen, b"*", V_FIELD, V_VALUE)
-        head = self._heads[venue, symbol] = b"*10\r\n" + b"".join(map(bulk, (*fields, T_FIELD)))
+        fields = (b"XADD", key, b"MAXLEN", b"~", b"%d" % self.maxlen)
+        head = self._heads[venue, symbol] = b"*10\r\n" + b"".join(map(bulk, fields))
         return head
 
-    async def write(self, ticks: Sequence[Tick]) -> list[Tick]:
-        """XADD every tick (``MAXLEN ~``) in one batch; Redis errors propagate unchanged.
+    def forget_tops(self) -> None:
+        """Read each stream's last ID from Redis again before writing to it (after a lease
+        was lost and taken back: another writer may have added entries)."""
+        self._tops.clear()
 
-        Ticks that cannot be encoded are skipped, counted in ``stats.rejected`` and returned
-        (the list is empty when every tick was written). When an error is raised, some of the
-        batch may have been written (no transaction).
+    async def _load_tops(self, streams: set[tuple[str, str]]) -> None:
+        """Read the last entry ID of ``streams`` not known yet (0-0 for a new stream)."""
+        unknown = [s for s in streams if s not in self._tops]
+        if not unknown:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for venue, symbol in unknown:
+            pipe.xinfo_stream(self.key(venue, symbol))
+        replies = await pipe.execute(raise_on_error=False)
+        for stream, reply in zip(unknown, replies, strict=True):
+            if isinstance(reply, dict):
+                self._tops[stream] = id_key(reply["last-generated-id"])
+            elif isinstance(reply, redis.ResponseError) and "no such key" in str(reply).lower():
+                self._tops[stream] = (0, 0)
+            else:
+                raise reply if isinstance(reply, Exception) else redis.ResponseError(repr(reply))
+
+    async def last_trade_ids(self, venue: str, symbols: Sequence[str]) -> dict[str, int]:
+        """The numeric id of the latest trade stored for each of ``symbols`` on ``venue``,
+        among each stream's last :data:`TRADE_SCAN` entries (symbols with none are left out):
+        where a restarted feed's trade-id sequence resumes, so that the trades nobody received
+        in between are counted as a gap."""
+        pipe = self.redis.pipeline(transaction=False)
+        for symbol in symbols:
+            pipe.xrevrange(self.key(venue, symbol), count=TRADE_SCAN)
+        found: dict[str, int] = {}
+        for symbol, entries in zip(symbols, await pipe.execute(), strict=True):
+            for _, fields in entries or ():
+                try:
+                    tick = decode(fields)
+                except BusDecodeError:
+                    continue
+                if tick.kind == TRADE:
+                    if tick.trade_id.isdigit():
+                        found[symbol] = int(tick.trade_id)
+                    break
+        return found
+
+    async def prepare(self, ticks: Sequence[Tick]) -> Batch:
+        """Encode ``ticks`` and fix their entry IDs (reading unknown streams' last IDs first).
+
+        Raises
+        ------
+        redis.RedisError
+            Reading a stream's last ID failed (nothing is fixed; prepare again).
         """
-        rejected: list[Tick] = []
-        if not ticks:
-            return rejected
-        heads, parts = self._heads, []
+        await self._load_tops({(t.venue, t.symbol) for t in ticks})
+        batch = Batch([], [], b"")
+        heads, tops, parts, ids = self._heads, self._tops, [], batch.ids
         dumps = orjson.dumps
         for tick in ticks:
             try:
@@ -111,25 +195,59 @@ class TickWriter:
                     blob = encode_tick(tick)
             except (BusEncodeError, TypeError):  # TypeError: orjson (an int over 64 bits)
                 self.stats.rejected += 1
-                rejected.append(tick)
+                batch.rejected.append(tick)
                 log.debug("skipping unencodable tick %r", tick)
                 continue
-            head = heads.get((tick.venue, tick.symbol)) or self._head(tick.venue, tick.symbol)
-            parts.append(b"%b$%d\r\n%b\r\n" % (head, len(blob), blob))
-        if not parts:
-            return rejected
+            stream = (tick.venue, tick.symbol)
+            ms, seq = tops[stream]
+            recv_ms = tick.recv_ns // 1_000_000
+            if recv_ms > ms:
+                ms, seq = recv_ms, 0
+            else:
+                seq += 1
+            tops[stream] = (ms, seq)
+            entry_id = b"%d-%d" % (ms, seq)
+            head = heads.get(stream) or self._head(*stream)
+            parts.append(
+                b"%b$%d\r\n%b\r\n%b$%d\r\n%b\r\n"
+                % (head, len(entry_id), entry_id, FIELDS, len(blob), blob)
+            )
+            ids.append(entry_id)
+            batch.ticks.append(tick)
+        batch.payload = b"".join(parts)
+        return batch
+
+    async def send(self, batch: Batch) -> None:
+        """XADD every tick of ``batch``; the entries Redis already has are counted as
+        ``duplicates``. Redis errors propagate unchanged (some of the batch may have been
+        stored: send the same batch again)."""
+        if not batch.ticks:
+            return
         tap = self.tap
         try:
-            ids = await self._lane.call(b"".join(parts), len(parts))
+            replies = await self._lane.call(batch.payload, len(batch.ticks), check=False)
+            stored = [not isinstance(r, hiredis.ReplyError) for r in replies]
+            for reply in replies:
+                if isinstance(reply, hiredis.ReplyError) and DUPLICATE_ID not in str(reply):
+                    raise BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
         except BaseException:
             if tap is not None:
                 tap.failed()
             raise
-        self.stats.written += len(parts)
+        new = sum(stored)
+        self.stats.written += new
+        self.stats.duplicates += len(stored) - new
         self.stats.batches += 1
         if tap is not None:
-            if rejected:
-                refused = {id(t) for t in rejected}
-                ticks = [t for t in ticks if id(t) not in refused]
-            tap.written(ticks, ids)
-        return rejected
+            if new == len(stored):
+                tap.written(batch.ticks, batch.ids)
+            else:
+                kept = [i for i, ok in enumerate(stored) if ok]
+                tap.written([batch.ticks[i] for i in kept], [batch.ids[i] for i in kept])
+
+    async def write(self, ticks: Sequence[Tick]) -> list[Tick]:
+        """:meth:`prepare` and :meth:`send` ``ticks`` once; return those that cannot be encoded
+        (to retry a failed write without storing anything twice, send the prepared batch)."""
+        batch = await self.prepare(ticks)
+        await self.send(batch)
+        return batch.rejected

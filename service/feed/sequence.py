@@ -36,6 +36,20 @@ class TradeSequence:
         self._seen: dict[str, tuple[set[int], deque[int]]] = {}
         self._missing: dict[str, dict[int, None]] = {}
 
+    def resume(self, last_ids: dict[str, int]) -> None:
+        """Continue from trade ids seen before (by a previous process: the latest stored),
+        so that the first new trade of a symbol counts the trades missed in between.
+
+        Examples
+        --------
+        >>> seq = TradeSequence(FeedStats())
+        >>> seq.resume({"X": 100})
+        >>> seq.accept("X", 105), seq.stats.gaps, seq.stats.missed_trades
+        (True, 1, 4)
+        """
+        for symbol, trade_id in last_ids.items():
+            self._last.setdefault(symbol, trade_id)
+
     def accept(self, symbol: str, trade_id: int) -> bool:
         """Record ``trade_id`` of ``symbol``; False when it is a duplicate."""
         try:

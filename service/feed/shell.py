@@ -178,6 +178,8 @@ class Feed:
         self.plan = venue.connections(self.markets, self.urls)
         self.parser = venue.parser(self.markets, self.label)
         self.guard = self.config.guard(self.parser.stats)
+        self.last_trade_ids: dict[str, int] = {}
+        """Trade id each symbol's sequence resumes after (the latest stored, at a restart)."""
         self.stats = FeedStats()
         self.routes = {c.route: RouteState() for c in self.plan}
         self.rng = rng if rng is not None else np.random.default_rng()
@@ -204,6 +206,8 @@ class Feed:
         policy = Backoff(self.config.backoff_base_s, self.config.backoff_cap_s, self.rng)
         window = self.config.gap_window
         sequence = TradeSequence(self.stats, window) if self.venue.sequential_trade_ids else None
+        if sequence is not None:
+            sequence.resume(self.last_trade_ids)
 
         async def session(policy: Backoff) -> bool:
             return await self._session(connection, sink, sequence, policy)

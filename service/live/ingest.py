@@ -7,12 +7,14 @@ batch to a :class:`~tickcast.service.bus.writer.TickWriter` (one pipeline of ``X
 Bounded: at most ``queue_max`` ticks wait (counting the batch being written). While Redis is
 unreachable the writer retries the same batch with a capped, jittered backoff and the buffer
 fills; ticks arriving at a full buffer are dropped and counted (``dropped``), never silently.
-Delivery is at-least-once: a pipeline cut off by a failure may have been partly applied before
-it is retried.
+A batch is retried as it was prepared (same entry IDs): entries a failed attempt stored are
+refused by Redis the second time, so a tick is stored once (see
+:class:`~tickcast.service.bus.writer.TickWriter`).
 
 :meth:`Ingester.run` is a composable asyncio task: it runs until cancelled or :meth:`stop`, then
-stops the feed, flushes what is buffered (for at most ``drain_timeout_s``; what remains is
-counted in ``dropped_at_stop``) and returns.
+stops the feed, flushes what is buffered (for at most ``drain_timeout_s``) and returns; after
+:meth:`Ingester.abandon` it writes nothing more. Whatever it could not write is counted in
+``dropped_at_stop`` (and ``dropped_by``) and logged as an error before it returns or raises.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from tickcast.service.bus.writer import Batch
 from tickcast.service.feed.reconnect import Backoff, is_retryable
 from tickcast.service.ops.metrics import BATCH_BUCKETS, Histogram
 from tickcast.service.ticks import Tick
@@ -47,8 +50,12 @@ class Feed(Protocol):
 class Writer(Protocol):
     """What the ingester needs from Redis (:class:`~tickcast.service.bus.writer.TickWriter`)."""
 
-    async def write(self, ticks: Sequence[Tick]) -> Sequence[Tick]:
-        """Write one batch; return the ticks refused as unwritable; raise on failure (retried)."""
+    async def prepare(self, ticks: Sequence[Tick]) -> Batch:
+        """Encode one batch and fix its entry IDs; raise on failure (retried)."""
+        ...
+
+    async def send(self, batch: Batch) -> None:
+        """Store a prepared batch, idempotently; raise on failure (the same batch is re-sent)."""
         ...
 
 
@@ -67,7 +74,9 @@ class IngestStats:
     dropped: int = 0
     """Ticks refused because the buffer was full."""
     dropped_at_stop: int = 0
-    """Ticks still buffered when the shutdown flush timed out."""
+    """Ticks still buffered or in flight when the ingester stopped without writing them (the
+    shutdown flush timed out, Redis refused them for good, or the lease was lost); also in
+    ``dropped_by``."""
     batches: int = 0
     """Batches written."""
     write_errors: int = 0
@@ -95,7 +104,8 @@ class Ingester:
         Anything with ``async run(sink)``; a ``stats`` dataclass and a ``parser.stats`` are
         folded into :meth:`counters` when present.
     writer : Writer
-        Anything with ``async write(ticks)``, usually a ``TickWriter``.
+        Anything with ``async prepare(ticks)`` and ``async send(batch)``, usually a
+        ``TickWriter``.
     queue_max : int
         Most ticks buffered (including the batch being written).
     batch_max : int
@@ -139,6 +149,8 @@ class Ingester:
         )
         self._buffer: deque[Tick] = deque()
         self._in_flight = 0
+        self._batch: list[Tick] = []
+        self._abandon = False
         self._wake = asyncio.Event()
         self._full = asyncio.Event()
         self._stop = asyncio.Event()
@@ -232,6 +244,13 @@ class Ingester:
         """Ask :meth:`run` to stop the feed, flush and return."""
         self._stop.set()
 
+    def abandon(self) -> None:
+        """Ask :meth:`run` to stop the feed and return without writing anything more (the
+        streams are no longer this process's to write: its lease was taken). What it still
+        holds is counted as dropped and logged."""
+        self._abandon = True
+        self._stop.set()
+
     async def run(self) -> None:
         """Run the feed and the writer until :meth:`stop` or cancellation, then flush."""
         loop = asyncio.get_running_loop()
@@ -250,11 +269,13 @@ class Ingester:
         with contextlib.suppress(asyncio.CancelledError):
             await feed_task
         try:
-            await self._drain(write_task)
+            if not self._abandon:
+                await self._drain(write_task)
         finally:
             write_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await write_task
+        self._count_unwritten()
         for task in done:
             error = None if task is stop_task or task.cancelled() else task.exception()
             if error is not None:
@@ -272,12 +293,29 @@ class Ingester:
                 while self.depth and not write_task.done():
                     await asyncio.sleep(0.005)
         except TimeoutError:
-            pass
-        left = self.depth
-        if left:
-            self.stats.dropped_at_stop += left
-            logger.warning("shutdown flush timed out; %d ticks not written", left)
+            logger.error("shutdown flush timed out after %.1f s", self.drain_timeout_s)
+
+    def _count_unwritten(self) -> None:
+        """Count what is still buffered or in flight (not confirmed written: a batch cut off
+        may be partly in Redis) as dropped at stop, and say so."""
+        left = [*(self._batch if self._in_flight else ()), *self._buffer]
+        self._buffer.clear()
+        self._batch, self._in_flight = [], 0
         self.stats.queue_depth = 0
+        if not left:
+            return
+        stats = self.stats
+        stats.dropped_at_stop += len(left)
+        per_key: dict[tuple[str, str], int] = defaultdict(int)
+        for t in left:
+            per_key[t.symbol, t.kind] += 1
+        for k, n in per_key.items():
+            stats.dropped_by[k] += n
+        logger.error(
+            "%d ticks not written to Redis, dropped (%s)",
+            len(left),
+            ", ".join(f"{symbol} {kind}: {n}" for (symbol, kind), n in sorted(per_key.items())),
+        )
 
     async def _write_loop(self) -> None:
         buffer = self._buffer
@@ -292,7 +330,7 @@ class Ingester:
                     await asyncio.wait_for(self._full.wait(), self.flush_interval_s)
             take = min(len(buffer), self.batch_max)
             popleft = buffer.popleft
-            batch = [popleft() for _ in range(take)]
+            batch = self._batch = [popleft() for _ in range(take)]
             self._in_flight = take
             depth = len(buffer) + take
             self.stats.queue_depth = depth
@@ -314,10 +352,14 @@ class Ingester:
             written_by[t.symbol, t.kind] -= 1
 
     async def _write(self, batch: list[Tick]) -> None:
-        """Write one batch, retrying retryable errors with backoff until it succeeds."""
+        """Write one batch, retrying retryable errors with backoff until it succeeds (the
+        prepared batch is re-sent as it is: what a failed attempt stored is not stored twice)."""
+        prepared: Batch | None = None
         while True:
             try:
-                rejected = await self.writer.write(batch)
+                if prepared is None:
+                    prepared = await self.writer.prepare(batch)
+                await self.writer.send(prepared)
             except Exception as exc:
                 if not is_retryable(exc):
                     raise
@@ -332,7 +374,7 @@ class Ingester:
                     )
                 await asyncio.sleep(delay)
                 continue
-            self._count_written(batch, rejected)
+            self._count_written(batch, prepared.rejected)
             if self._retry.attempts:
                 logger.info("Redis writes resumed after %d failures", self._retry.attempts)
                 self._retry.reset()

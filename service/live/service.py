@@ -47,6 +47,7 @@ from tickcast.service import TickcastError
 from tickcast.service.bus import connection, keys
 from tickcast.service.bus.lease import SymbolLeases
 from tickcast.service.bus.writer import TickWriter
+from tickcast.service.feed.shell import Feed
 from tickcast.service.live.handoff import Handoff
 from tickcast.service.live.ingest import Ingester
 from tickcast.service.live.sources import OpenSource, open_source, resolve_markets
@@ -98,6 +99,17 @@ def ingest_snapshot(venue: str, ingester: Ingester, started_monotonic: float) ->
             for name, rs in routes.items()
         },
     )
+
+
+async def resume_sequences(opened: OpenSource, writer: TickWriter) -> None:
+    """Let a live feed with consecutive trade ids continue from the latest trade stored
+    (before this process started), so that the trades nobody received while no process
+    ingested are counted as a gap. Simulated sources start a new market: not continued."""
+    feed = opened.feed
+    if opened.source.simulated or not isinstance(feed, Feed):
+        return
+    if feed.venue.sequential_trade_ids:
+        feed.last_trade_ids = await writer.last_trade_ids(opened.source.label, feed.symbols)
 
 
 def merged_counters(ingesters: Sequence[Ingester]) -> dict[str, int]:
@@ -175,6 +187,9 @@ class Service:
         """The ingester of each source, by venue label."""
         self.worker: Worker | None = None
         self.ingest_leases: SymbolLeases | None = None
+        self.ingest_lease_lost = False
+        """Another process took an ingest lease: the ingesters stop without writing more."""
+        self.writers: list[TickWriter] = []
         self.metrics_server: MetricsServer | None = None
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -199,17 +214,23 @@ class Service:
         return SymbolLeases(client, lease_keys, ttl_s=self.settings.worker.lease_ttl_s)
 
     async def _keep(self, leases: SymbolLeases) -> None:
-        """Renew the ingest leases until cancelled; raise when one is lost."""
+        """Renew the ingest leases until cancelled (taking back those that expired while Redis
+        was out of reach, if nobody took them); raise when one was taken."""
         while True:
             await asyncio.sleep(leases.renew_every_s)
             try:
-                lost = await leases.renew()
+                lost = await leases.renew(retake=True)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.warning("cannot renew the ingest leases, Redis unreachable (%s)", exc)
                 continue
+            if leases.retaken:
+                for writer in self.writers:
+                    writer.forget_tops()  # another writer may have added entries meanwhile
             if lost:
+                self.ingest_lease_lost = True
                 raise ServiceError(
-                    f"lost the ingest lease of {', '.join(lost)} (expired or taken): stopping"
+                    f"the ingest lease of {', '.join(lost)} was taken by another process: "
+                    "stopping without writing the ticks still buffered"
                 )
 
     def request_stop(self) -> None:
@@ -251,6 +272,8 @@ class Service:
             self.opened.append(opened)
             writer = TickWriter(client, self.settings)
             writer.tap = handoff
+            self.writers.append(writer)
+            await resume_sequences(opened, writer)
             ingester = Ingester.from_settings(opened.feed, writer, self.settings)
             self.ingesters[source.label] = ingester
             self.metrics.add_ingest_source(
@@ -358,7 +381,10 @@ class Service:
         try:
             async with asyncio.timeout(self.stop_timeout_s):
                 for ingester in self.ingesters.values():
-                    ingester.stop()
+                    if self.ingest_lease_lost:
+                        ingester.abandon()
+                    else:
+                        ingester.stop()
                 for label in self.ingesters:
                     with contextlib.suppress(Exception):
                         await tasks[f"ingest {label}"]

@@ -253,6 +253,39 @@ async def test_redis_errors_reach_the_caller(
         await TickWriter(async_redis_client, Settings()).write([tick])
 
 
+async def test_entry_ids_are_receive_times_kept_strictly_increasing_per_stream(
+    async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis
+) -> None:
+    ms = 1_722_000_000_000
+    ticks = [
+        trade("sim", "BTC/USDT:USDT", ms, recv_ms * 1_000_000, 60_000.0, 1.0, 1, str(i))
+        for i, recv_ms in enumerate((ms + 5, ms + 5, ms + 3, ms + 9))  # the clock stepped back
+    ]
+    writer = TickWriter(async_redis_client, Settings())
+    await writer.write(ticks)
+    key = ticks_key("tickcast", "sim", "BTC/USDT:USDT")
+    ids = [entry_id for entry_id, _ in redis_client.xrange(key)]
+    assert ids == [b"%d-0" % (ms + 5), b"%d-1" % (ms + 5), b"%d-2" % (ms + 5), b"%d-0" % (ms + 9)]
+    restarted = TickWriter(async_redis_client, Settings())  # a new process: reads the top first
+    await restarted.write([ticks[0]._replace(trade_id="4")])
+    assert redis_client.xrevrange(key, count=1)[0][0] == b"%d-1" % (ms + 9)
+
+
+async def test_a_prepared_batch_sent_twice_is_stored_once(
+    async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis
+) -> None:
+    ticks = make_ticks(300, np.random.default_rng(7))
+    writer = TickWriter(async_redis_client, Settings())
+    batch = await writer.prepare(ticks)
+    await writer.send(batch)
+    await writer.send(batch)  # as after a timeout whose first attempt Redis did execute
+    stored = [
+        t for s in SYMBOLS for _, t in read_range(redis_client, ticks_key("tickcast", "sim", s))
+    ]
+    assert sorted(stored) == sorted(ticks)
+    assert (writer.stats.written, writer.stats.duplicates) == (300, 300)
+
+
 async def test_a_write_while_redis_is_down_raises_and_a_later_one_succeeds(
     redis_server: EmbeddedRedis, redis_url: str
 ) -> None:

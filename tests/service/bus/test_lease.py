@@ -83,6 +83,21 @@ async def test_renew_reports_a_taken_lease_and_release_keeps_what_is_not_ours(
     assert redis_client.get(KEYS[SYMBOLS[1]]) == b"elsewhere:1:bb"
 
 
+async def test_an_expired_lease_nobody_took_is_taken_back_only_when_asked(
+    async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis
+) -> None:
+    mine = leases(async_redis_client, ttl_s=5.0)
+    assert await mine.acquire(asyncio.Event())
+    redis_client.delete(KEYS[SYMBOLS[0]])  # expired while Redis was out of reach
+    assert await mine.renew() == [SYMBOLS[0]] and mine.retaken == []
+    assert await mine.renew(retake=True) == [] and mine.retaken == [SYMBOLS[0]]
+    assert redis_client.get(KEYS[SYMBOLS[0]]) == mine.token.encode()
+    assert redis_client.pttl(KEYS[SYMBOLS[0]]) > 4000
+    redis_client.set(KEYS[SYMBOLS[1]], "elsewhere:1:dd")  # taken: never taken back
+    assert await mine.renew(retake=True) == [SYMBOLS[1]] and mine.retaken == []
+    assert redis_client.get(KEYS[SYMBOLS[1]]) == b"elsewhere:1:dd"
+
+
 async def test_a_worker_that_lost_a_symbol_stops_without_checkpointing(
     async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -186,6 +187,41 @@ async def test_cancelling_the_ingester_also_flushes_then_propagates(
     await client.aclose()
     assert ingester.stats.written == len(ticks)
     assert sum(len(stored(redis_client, s)) for s in SYMBOLS) == len(ticks)
+
+
+async def test_a_batch_resent_after_a_redis_stall_is_stored_once(
+    redis_server: EmbeddedRedis, redis_url: str, redis_client: redis.Redis
+) -> None:
+    """A stall longer than the socket timeout: the writer gives up on a batch that Redis
+    executes when it wakes, and sends it again; the second copy must not be stored."""
+    ticks = list(SyntheticMarket(seed=38).ticks(60.0))
+    settings = Settings(redis={"url": redis_url, "retry_attempts": 0, "socket_timeout_s": 0.3})
+    client = connect(redis_url, settings)
+    assert redis_server.pid is not None
+    async with SimExchange(iter(ticks), speed=20.0, start_on_subscribe=True) as sim:
+        feed = feed_for(sim)
+        writer = TickWriter(client, settings)
+        ingester = Ingester(feed, writer, batch_max=50, retry_base_s=0.05, retry_cap_s=0.2)
+        async with ingesting(ingester):
+            for _ in range(2):
+                await until(lambda: ingester.depth > 0)  # a batch is about to go out
+                os.kill(redis_server.pid, signal.SIGSTOP)
+                try:
+                    await until(
+                        lambda errors=ingester.stats.write_errors: (
+                            ingester.stats.write_errors > errors
+                        )
+                    )  # the batch timed out
+                finally:
+                    os.kill(redis_server.pid, signal.SIGCONT)
+            await until(lambda: ingester.stats.received >= len(ticks))
+            await until(lambda: ingester.depth == 0)
+    await client.aclose()
+    kept = [key(t) for s in SYMBOLS for t in stored(redis_client, s)]
+    assert len(kept) == len(set(kept)) == len(ticks)
+    assert sorted(kept) == sorted(key(t) for t in ticks)
+    assert writer.stats.duplicates > 0  # the stall did make Redis see a batch twice
+    assert writer.stats.written + writer.stats.duplicates == ingester.stats.written == len(ticks)
 
 
 async def test_refused_ticks_are_counted_by_reason_and_never_stored(
