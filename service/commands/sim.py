@@ -7,6 +7,16 @@ USDⓈ-M by default: ``/public/stream?streams=btcusdt@trade/...``, ``/public/ws/
 ``/ws/v5/public``...): the venue's own paths, subscription messages, keepalive, compression and
 contract sizes. Fault flags make it misbehave on purpose. Stops on SIGINT / SIGTERM (or
 ``--seconds``).
+
+The synthetic market starts at the wall clock and numbers each symbol's trades from its start
+time in ms x 1000 + 1, so a restarted simulator's trade ids continue upwards (a Binance client
+that resumes from its last stored id counts the restart as one gap). Event time runs ``--speed``
+times faster than the wall clock: a simulator restarted after running faster than real time
+starts again from the wall clock, behind the event times it had sent, and a worker that stored
+those publishes no new signal until the new market's clock catches up (restart such a
+simulator at speed 1, or clear the streams). A client whose clock check is on
+(``exchange.event_time_window_s``, 600 s) refuses ticks once ``--speed`` puts event time that
+far ahead of the wall clock.
 """
 
 from __future__ import annotations
@@ -85,7 +95,6 @@ async def serve(
     ``seconds``."""
     import asyncio
     import signal
-    import time
 
     from tickcast.service.sim.market import SyntheticMarket
     from tickcast.service.sim.server import SimExchange
@@ -95,12 +104,7 @@ async def serve(
     symbols = list(settings.exchange.symbols)
     market = None
     if replay is None:
-        market = SyntheticMarket(
-            specs_for(symbols),
-            seed=cfg.seed,
-            start_ms=time.time_ns() // 1_000_000,
-            oracle_memory_s=None,
-        ).ticks()
+        market = SyntheticMarket.live(specs_for(symbols), seed=cfg.seed).ticks()
     sim = SimExchange(
         market,
         dialect=venue.dialect(),

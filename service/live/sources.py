@@ -90,7 +90,8 @@ async def open_source(
 async def start_simulator(
     source: Source, symbols: Sequence[str], settings: Settings, rate_scale: float = 1.0
 ) -> Any:
-    """The built-in synthetic market (event time from now, no oracle history) served on
+    """The built-in synthetic market (live: event time and trade ids from now, no oracle
+    history; see :meth:`~tickcast.service.sim.market.SyntheticMarket.live`) served on
     loopback in ``source``'s dialect; started. Each simulated venue has its own market: the
     seed of ``sim-<venue>`` is ``sim.seed`` mixed with the venue's name."""
     from tickcast.service.sim.market import SyntheticMarket
@@ -99,12 +100,10 @@ async def start_simulator(
 
     assert source.venue is not None
     cfg = settings.sim
-    market = SyntheticMarket(
+    market = SyntheticMarket.live(
         specs_for(symbols, rate_scale),
         seed=cfg.seed if source.label == SIM else cfg.seed ^ zlib.crc32(source.label.encode()),
-        start_ms=time.time_ns() // 1_000_000,
         venue=source.label,
-        oracle_memory_s=None,
     )
     sim = SimExchange(
         market.ticks(),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from operator import itemgetter
@@ -34,6 +35,7 @@ from tickcast.service.ticks import Tick
 __all__ = [
     "BLOCK_MS",
     "DEFAULT_SYMBOLS",
+    "LIVE_IDS_PER_MS",
     "MarketError",
     "Oracle",
     "OracleError",
@@ -49,7 +51,25 @@ BLOCK_MS = 100
 thousands of ticks per second pauses for milliseconds, not tens of them. The ticks do not
 depend on it."""
 
+LIVE_IDS_PER_MS = 1000
+"""Trade ids a live simulator reserves per millisecond of its start time: one started at
+``start_ms`` numbers each symbol's trades from ``start_ms * LIVE_IDS_PER_MS + 1`` (about
+1.8e15 in 2026: exact in a JSON double, far from 2**63), so that a restarted simulator's ids are
+larger than any of an earlier run's, as long as that run made fewer than a million trades per
+second of its life."""
+
 _EVENT_MS = itemgetter(3)
+
+
+def live_first_trade_id(start_ms: int) -> int:
+    """The first trade id of each symbol of a simulator started live at ``start_ms``.
+
+    Examples
+    --------
+    >>> live_first_trade_id(1_767_225_600_000)
+    1767225600000001
+    """
+    return start_ms * LIVE_IDS_PER_MS + 1
 
 
 class SyntheticMarket:
@@ -68,6 +88,9 @@ class SyntheticMarket:
     oracle_memory_s : float or None
         How far back (market seconds) :attr:`oracle` can answer; ``None`` disables the oracle
         and keeps no history (for endless live runs).
+    first_trade_id : int
+        The id of each symbol's first trade (1: a seeded market's ids are the same on every
+        run; :meth:`live` starts from :func:`live_first_trade_id`).
 
     Examples
     --------
@@ -87,6 +110,7 @@ class SyntheticMarket:
         start_ms: int = 1_767_225_600_000,
         venue: str = "sim",
         oracle_memory_s: float | None = 3600.0,
+        first_trade_id: int = 1,
     ) -> None:
         self.symbols = tuple(symbols)
         names = [s.symbol for s in self.symbols]
@@ -98,6 +122,8 @@ class SyntheticMarket:
             raise MarketError(f"start_ms must be positive, got {start_ms}")
         if oracle_memory_s is not None and not oracle_memory_s > 0.0:
             raise MarketError(f"oracle_memory_s must be positive or None, got {oracle_memory_s}")
+        if not 1 <= first_trade_id < 2**53:
+            raise MarketError(f"first_trade_id must be in [1, 2**53), got {first_trade_id}")
         self.seed = seed
         self.start_ms = int(start_ms)
         self.venue = venue
@@ -108,7 +134,12 @@ class SyntheticMarket:
         )
         self._sims = [
             SymbolSim(
-                spec, venue, self.start_ms, seed, None if histories is None else histories[name]
+                spec,
+                venue,
+                self.start_ms,
+                seed,
+                None if histories is None else histories[name],
+                first_trade_id,
             )
             for spec, name in zip(self.symbols, names, strict=True)
         ]
@@ -131,6 +162,44 @@ class SyntheticMarket:
         )
         log.debug("synthetic market: %s, seed %d, start %d", ", ".join(names), seed, start_ms)
 
+    @classmethod
+    def live(
+        cls,
+        symbols: Sequence[SymbolSpec] = DEFAULT_SYMBOLS,
+        *,
+        seed: int = 0,
+        venue: str = "sim",
+        now_ms: int | None = None,
+    ) -> SyntheticMarket:
+        """The market of a live simulator: event time from ``now_ms`` (default: the wall
+        clock), no oracle history, and trade ids from :func:`live_first_trade_id`, so that the
+        ids of a restarted simulator continue upwards (a client that resumes from the last id
+        it stored counts the restart as a gap, never as old ids coming back).
+
+        Event time runs at the simulator's speed from ``now_ms``: a simulator run faster than
+        real time (``sim.speed`` > 1) and restarted starts again from the wall clock, earlier
+        than the event times it had reached, so a worker that stored those waits until the new
+        market's clock passes them (a learner's clock never goes back).
+
+        Examples
+        --------
+        >>> first = SyntheticMarket.live(now_ms=1_000)
+        >>> again = SyntheticMarket.live(now_ms=2_000)  # restarted a second later
+        >>> def first_id(market: SyntheticMarket) -> int:
+        ...     return int(next(t for t in market.ticks(60.0) if t.kind == "trade").trade_id)
+        >>> first_id(first), first_id(again)
+        (1000001, 2000001)
+        """
+        start_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        return cls(
+            symbols,
+            seed=seed,
+            start_ms=start_ms,
+            venue=venue,
+            oracle_memory_s=None,
+            first_trade_id=live_first_trade_id(start_ms),
+        )
+
     def _generate_block(self) -> None:
         end = self._generated_ms + BLOCK_MS
         block: list[Tick] = []
@@ -151,8 +220,8 @@ class SyntheticMarket:
         below the end of the window); ``None`` yields forever (and leaves the window where it
         was). Every tick is valid (:func:`tickcast.service.ticks.invalid_reason` is None);
         ``recv_ns`` is ``event_ms * 1_000_000`` plus a simulated network latency (0.3 ms plus
-        an exponential of mean 1.2 ms); trade ids run "1", "2", ... per symbol; update ids
-        increase per symbol.
+        an exponential of mean 1.2 ms); trade ids run consecutively per symbol from
+        ``first_trade_id`` ("1", "2", ... by default); update ids increase per symbol.
         """
         if seconds is None:
             return self._iterate(math.inf)

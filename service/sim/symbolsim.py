@@ -92,6 +92,8 @@ class SymbolSim:
         not depend on which other symbols are simulated.
     history : History or None
         Filled with the oracle's state rows after every event; ``None`` keeps none.
+    first_trade_id : int
+        The id of the symbol's first trade; the next ones follow consecutively.
 
     Examples
     --------
@@ -105,7 +107,13 @@ class SymbolSim:
     """
 
     def __init__(
-        self, spec: SymbolSpec, venue: str, start_ms: int, seed: int, history: History | None
+        self,
+        spec: SymbolSpec,
+        venue: str,
+        start_ms: int,
+        seed: int,
+        history: History | None,
+        first_trade_id: int = 1,
     ) -> None:
         self.spec = spec
         self.venue = venue
@@ -143,7 +151,7 @@ class SymbolSim:
         self.excess = 0.0
         self.last_trade_t = float(start_ms)
         self.next_trade = start_ms + 1000.0 * self._trade_gap_s()
-        self.trade_id = 0
+        self.trade_id = first_trade_id - 1
         self.update_id = 1000
 
     def _trade_gap_s(self) -> float:

@@ -359,3 +359,32 @@ async def test_the_sim_command_speaks_the_dialect_it_is_asked_for_and_prints_the
         proc.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(proc.wait(), 30.0)
     assert code == 0
+
+
+async def first_and_last_trade_ids(n: int) -> tuple[int, int]:
+    """Run ``tickcast sim`` (real time), read ``n`` ETH trades from it, stop it: the first and
+    the last trade id read."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tickcast.service.cli", "sim", "--symbols", "ETH/USDT:USDT",
+        "--seed", "3", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        base = (await asyncio.wait_for(proc.stdout.readline(), 30.0)).decode().split()[-1]
+        async with open_ws(base + "/public/stream?streams=ethusdt@trade") as ws:
+            frames = [await recv_json(ws, 10.0) for _ in range(n)]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30.0) == 0
+    ids = [f["data"]["t"] for f in frames]  # type: ignore[index]
+    assert ids == list(range(ids[0], ids[0] + n)), "consecutive within a run"
+    return ids[0], ids[-1]
+
+
+async def test_a_restarted_sim_command_numbers_its_trades_above_the_last_run() -> None:
+    """A client that resumes from the last trade id it stored (Binance) must see a restarted
+    simulator's ids continue upwards: ids starting again at 1 would read as old trades."""
+    _, last = await first_and_last_trade_ids(3)
+    first, _ = await first_and_last_trade_ids(3)
+    assert first > last
+    assert first < 2**53, "exact as a JSON number"
