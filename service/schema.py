@@ -6,17 +6,23 @@ it and the local tick->signal latency. Its JSON schema is published by ``tickcas
 signal``; ``v`` is the schema version, bumped on any change a reader could trip over (new
 optional fields do not bump it: readers ignore unknown keys).
 
-A stream entry holds one field, ``b"s"``, with the signal as a compact JSON object. Publishers
-build it from a plain dict with :func:`encode_signal` (no validation: the worker's values are
-typed at the source); subscribers validate it with :func:`decode_signal`
-(``Signal.model_validate_json``). Rolling scores are ``null`` until there is something to score.
+A stream entry holds one field, ``b"s"``, with the signal as a compact JSON object. The
+publisher builds it with :func:`signal_fields` once :func:`signal_fault` found nothing wrong
+(a prediction with a non-finite return, a P(up) outside [0, 1] or a reference price that is
+not a positive number is never published: the worker counts and skips it), and
+:func:`encode_signal`; subscribers validate it with :func:`decode_signal`
+(``Signal.model_validate_json``), which refuses NaN and infinities anywhere.
+
+No published value is ever ``null``: a rolling score that is undefined (the hit rate before any
+scored label, the IC of a constant prediction) is left out of the object, and reads back as
+``None``. Signals written by earlier versions carried ``null`` there; they still decode.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeGuard
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -28,6 +34,9 @@ FIELD: Final = b"s"
 SCHEMA_ID: Final = "urn:tickcast:schema:signal:v1"
 
 
+_UNDEFINED = "absent while undefined (nothing scored yet), never null (older publishers wrote null)"
+
+
 class SignalDecodeError(TickcastError):
     """A signals stream entry could not be decoded into a :class:`Signal`."""
 
@@ -36,7 +45,11 @@ class Signal(BaseModel):
     """One published prediction (see the module docstring for the stream layout)."""
 
     model_config = ConfigDict(
-        frozen=True, extra="ignore", title="tickcast signal", protected_namespaces=()
+        frozen=True,
+        extra="ignore",
+        allow_inf_nan=False,
+        title="tickcast signal",
+        protected_namespaces=(),
     )
 
     v: Literal[1] = Field(default=1, description="schema version")
@@ -51,13 +64,20 @@ class Signal(BaseModel):
     ref_price: float = Field(gt=0.0, description="reference price at t_ms (mid, else last trade)")
     model_version: int = Field(ge=0, description="model version: weight updates so far")
     hit_rate: float | None = Field(
-        default=None, ge=0.0, le=1.0, description="rolling hit rate on nonzero labels"
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description=f"rolling hit rate on nonzero labels; {_UNDEFINED}",
     )
     ic: float | None = Field(
-        default=None, ge=-1.0, le=1.0, description="rolling Pearson IC (prediction vs label)"
+        default=None,
+        ge=-1.0,
+        le=1.0,
+        description=f"rolling Pearson IC (prediction vs label); {_UNDEFINED}",
     )
     skill_vs_zero: float | None = Field(
-        default=None, description="rolling skill vs the zero predictor: 1 - MSE / MSE_zero"
+        default=None,
+        description=f"rolling skill vs the zero predictor: 1 - MSE / MSE_zero; {_UNDEFINED}",
     )
     latency_us: int = Field(
         ge=0, description="tick->signal latency: local receive of the sampling tick to publish, us"
@@ -79,8 +99,35 @@ def signal_json_schema() -> dict[str, Any]:
     }
 
 
-def _finite_or_none(x: float | None) -> float | None:
-    return x if x is not None and math.isfinite(x) else None
+#: Why a prediction cannot be published (:func:`signal_fault`), short fixed strings.
+FAULT_RETURN: Final = "expected return not finite"
+FAULT_P_UP: Final = "P(up) not in [0, 1]"
+FAULT_PRICE: Final = "reference price not a positive finite number"
+
+
+def signal_fault(ret_bps: float, p_up: float, ref_price: float) -> str | None:
+    """Why a signal with these values would break the contract (a ``FAULT_*`` reason), or
+    None: a finite ``ret_bps``, a ``p_up`` in [0, 1], a finite ``ref_price`` > 0.
+
+    Examples
+    --------
+    >>> signal_fault(0.5, 0.6, 100.0), signal_fault(float("nan"), 0.6, 100.0)
+    (None, 'expected return not finite')
+    >>> signal_fault(0.5, float("nan"), 100.0), signal_fault(0.5, 0.6, float("inf"))
+    ('P(up) not in [0, 1]', 'reference price not a positive finite number')
+    """
+    if ret_bps - ret_bps != 0.0:  # NaN and +-inf give NaN
+        return FAULT_RETURN
+    if not 0.0 <= p_up <= 1.0:
+        return FAULT_P_UP
+    if not (ref_price > 0.0 and ref_price - ref_price == 0.0):
+        return FAULT_PRICE
+    return None
+
+
+def _defined(x: float | None, lo: float, hi: float) -> TypeGuard[float]:
+    """Whether a rolling score is defined: finite and in its range ``[lo, hi]``."""
+    return x is not None and x - x == 0.0 and lo <= x <= hi
 
 
 def signal_fields(
@@ -100,9 +147,19 @@ def signal_fields(
 ) -> dict[str, Any]:
     """Return the signal as a plain dict in schema order (the publisher's cheap path).
 
-    Non-finite rolling scores become ``None``; nothing else is checked.
+    An undefined rolling score (``None``, NaN, infinite, or outside its range) is left out;
+    the other values are not checked here: :func:`signal_fault` tells whether they may be
+    published.
+
+    Examples
+    --------
+    >>> f = signal_fields(venue="sim", symbol="BTC/USDT:USDT", t_ms=100, horizon_ms=1000,
+    ...                   ret_bps=0.5, p_up=0.6, ref_price=100.0, model_version=0,
+    ...                   hit_rate=float("nan"), ic=None, skill_vs_zero=-0.25, latency_us=0)
+    >>> [k for k in ("hit_rate", "ic", "skill_vs_zero") if k in f]
+    ['skill_vs_zero']
     """
-    return {
+    fields: dict[str, Any] = {
         "v": SCHEMA_VERSION,
         "venue": venue,
         "symbol": symbol,
@@ -112,11 +169,15 @@ def signal_fields(
         "p_up": float(p_up),
         "ref_price": float(ref_price),
         "model_version": int(model_version),
-        "hit_rate": _finite_or_none(hit_rate),
-        "ic": _finite_or_none(ic),
-        "skill_vs_zero": _finite_or_none(skill_vs_zero),
-        "latency_us": int(latency_us),
     }
+    if _defined(hit_rate, 0.0, 1.0):
+        fields["hit_rate"] = float(hit_rate)
+    if _defined(ic, -1.0, 1.0):
+        fields["ic"] = float(ic)
+    if _defined(skill_vs_zero, -math.inf, math.inf):
+        fields["skill_vs_zero"] = float(skill_vs_zero)
+    fields["latency_us"] = int(latency_us)
+    return fields
 
 
 def encode_signal(fields: dict[str, Any] | Signal) -> dict[bytes, bytes]:

@@ -6,6 +6,12 @@ to pack the XADDs (``MAXLEN ~ redis.signal_maxlen``) for a :class:`~tickcast.ser
 (or :meth:`Predictor.queue` to put them in a redis-py pipeline) and, once Redis acknowledged
 them, :meth:`Predictor.published` to count them and record the tick->signal latency.
 
+A prediction whose return, P(up) or reference price the signal contract forbids (a non-finite
+value: :func:`~tickcast.service.schema.signal_fault`) is not published: :meth:`Predictor.add`
+counts it (``stats.signals_suppressed``), logs the first ones and every
+:data:`LOG_EVERY`-th, and returns False. Undefined rolling scores are left out of the signal
+(:func:`~tickcast.service.schema.signal_fields`): no published value is ever null.
+
 Latency, from the local receive time (``recv_ns``) of the tick that closed the sample:
 ``Signal.latency_us`` runs to the signal's hand-off to Redis (it cannot include its own XADD);
 the ``tickcast_tick_to_signal_latency_seconds`` histogram runs to Redis acknowledging the XADD.
@@ -13,14 +19,32 @@ the ``tickcast_tick_to_signal_latency_seconds`` histogram runs to Redis acknowle
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import orjson
 
 from tickcast.service.bus.resp import bulk
 from tickcast.service.ops.metrics import SymbolStats
-from tickcast.service.schema import FIELD, SCHEMA_VERSION
+from tickcast.service.schema import FIELD, signal_fault, signal_fields
+
+log = logging.getLogger(__name__)
+
+LOG_FIRST: Final = 10
+LOG_EVERY: Final = 1000
+
+
+def worth_logging(count: int) -> bool:
+    """Whether the ``count``-th occurrence of a per-symbol problem is logged: the first
+    :data:`LOG_FIRST`, then every :data:`LOG_EVERY`-th (each is counted in a metric).
+
+    Examples
+    --------
+    >>> [n for n in range(1, 3001) if worth_logging(n)]
+    [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1000, 2000, 3000]
+    """
+    return count <= LOG_FIRST or count % LOG_EVERY == 0
 
 
 class PredictionLike(Protocol):
@@ -42,10 +66,6 @@ class PredictionLike(Protocol):
     def ic(self) -> float: ...
     @property
     def skill_vs_zero(self) -> float: ...
-
-
-def _finite(x: float) -> float | None:
-    return x if x - x == 0.0 else None  # NaN and +-inf give NaN
 
 
 class Predictor:
@@ -84,24 +104,46 @@ class Predictor:
         """Signals added and not yet counted as published (pending or sent)."""
         return len(self._pending) + len(self._inflight)
 
-    def add(self, p: PredictionLike, learner: Any, recv_ns: int) -> None:
-        """Build the signal of prediction ``p`` made on the tick received at ``recv_ns``."""
-        fields: dict[str, Any] = {
-            "v": SCHEMA_VERSION,
-            "venue": self.venue,
-            "symbol": self.symbol,
-            "t_ms": p.t_ms,
-            "horizon_ms": learner.horizon_ms,
-            "ret_bps": float(p.ret_bps),
-            "p_up": float(p.p_up),
-            "ref_price": float(p.ref_price),
-            "model_version": int(p.model_version),
-            "hit_rate": _finite(float(p.hit_rate)),
-            "ic": _finite(float(p.ic)),
-            "skill_vs_zero": _finite(float(p.skill_vs_zero)),
-            "latency_us": 0,
-        }
+    def add(self, p: PredictionLike, learner: Any, recv_ns: int) -> bool:
+        """Build the signal of prediction ``p`` made on the tick received at ``recv_ns``;
+        False (counted, not published) when a value breaks the signal contract."""
+        ret_bps, p_up, ref_price = float(p.ret_bps), float(p.p_up), float(p.ref_price)
+        fault = signal_fault(ret_bps, p_up, ref_price)
+        if fault is not None:
+            self._suppress(p, fault)
+            return False
+        fields = signal_fields(
+            venue=self.venue,
+            symbol=self.symbol,
+            t_ms=p.t_ms,
+            horizon_ms=learner.horizon_ms,
+            ret_bps=ret_bps,
+            p_up=p_up,
+            ref_price=ref_price,
+            model_version=p.model_version,
+            hit_rate=p.hit_rate,
+            ic=p.ic,
+            skill_vs_zero=p.skill_vs_zero,
+            latency_us=0,
+        )
         self._pending.append((fields, recv_ns))
+        return True
+
+    def _suppress(self, p: PredictionLike, fault: str) -> None:
+        self.stats.signals_suppressed += 1
+        if worth_logging(self.stats.signals_suppressed):
+            log.warning(
+                "%s %s: signal of sample t=%d not published: %s (ret_bps=%r, p_up=%r, "
+                "ref_price=%r); %d suppressed so far (tickcast_signals_suppressed_total)",
+                self.venue,
+                self.symbol,
+                p.t_ms,
+                fault,
+                p.ret_bps,
+                p.p_up,
+                p.ref_price,
+                self.stats.signals_suppressed,
+            )
 
     def queue(self, pipe: Any) -> int:
         """Append the pending signals' XADDs to ``pipe``; return how many."""

@@ -125,6 +125,8 @@ class SymbolStats:
     undecodable: int = 0
     samples: int = 0
     signals: int = 0
+    signals_suppressed: int = 0
+    """Predictions not published: a value the signal contract forbids (non-finite...)."""
     duplicates_skipped: int = 0
     trimmed: int = 0
     """Times the tick stream was found trimmed past the worker's position (ticks missed)."""
@@ -345,6 +347,12 @@ class _Collector(Collector):
         )
         yield counter("samples", "Samples taken (predictions made).", "samples")
         yield counter("signals_published", "Signals published.", "signals")
+        yield counter(
+            "signals_suppressed",
+            "Predictions not published because a value broke the signal contract (non-finite "
+            "return, P(up) or reference price).",
+            "signals_suppressed",
+        )
         yield counter(
             "signals_deduplicated",
             "Samples not published again because a restored checkpoint had published them.",

@@ -11,12 +11,16 @@ from typing import Any
 import pytest
 
 from tickcast.service.schema import (
+    FAULT_P_UP,
+    FAULT_PRICE,
+    FAULT_RETURN,
     FIELD,
     SCHEMA_VERSION,
     Signal,
     SignalDecodeError,
     decode_signal,
     encode_signal,
+    signal_fault,
     signal_fields,
     signal_json_schema,
 )
@@ -56,11 +60,56 @@ def test_floats_round_trip_exactly_through_the_stream_entry() -> None:
     assert sig.ret_bps == -1 / 3
 
 
-def test_non_finite_rolling_scores_are_published_as_null() -> None:
+def test_undefined_rolling_scores_are_left_out_never_null() -> None:
     data = fields(hit_rate=math.nan, ic=math.inf, skill_vs_zero=None)
     raw = json.loads(encode_signal(data)[FIELD])
-    assert raw["hit_rate"] is None and raw["ic"] is None and raw["skill_vs_zero"] is None
-    assert decode_signal(encode_signal(data)).hit_rate is None
+    assert not {"hit_rate", "ic", "skill_vs_zero"} & set(raw)
+    assert None not in raw.values()
+    sig = decode_signal(encode_signal(data))
+    assert sig.hit_rate is None and sig.ic is None and sig.skill_vs_zero is None
+
+
+def test_a_score_outside_its_range_is_left_out_and_a_defined_one_kept() -> None:
+    raw = json.loads(encode_signal(fields(hit_rate=1.5, ic=-0.5, skill_vs_zero=-3.0))[FIELD])
+    assert "hit_rate" not in raw and raw["ic"] == -0.5 and raw["skill_vs_zero"] == -3.0
+
+
+def test_null_scores_written_by_earlier_publishers_still_decode() -> None:
+    raw = json.loads(encode_signal(fields())[FIELD])
+    raw.update(hit_rate=None, ic=None, skill_vs_zero=None)
+    sig = decode_signal({FIELD: json.dumps(raw).encode()})
+    assert sig.hit_rate is None and sig.ic is None and sig.skill_vs_zero is None
+
+
+@pytest.mark.parametrize(
+    ("values", "fault"),
+    [
+        ((math.nan, 0.6, 100.0), FAULT_RETURN),
+        ((math.inf, 0.6, 100.0), FAULT_RETURN),
+        ((0.5, math.nan, 100.0), FAULT_P_UP),
+        ((0.5, 1.2, 100.0), FAULT_P_UP),
+        ((0.5, 0.6, math.nan), FAULT_PRICE),
+        ((0.5, 0.6, math.inf), FAULT_PRICE),
+        ((0.5, 0.6, 0.0), FAULT_PRICE),
+        ((0.5, 0.0, 1e-12), None),
+    ],
+)
+def test_signal_fault_names_what_may_not_be_published(
+    values: tuple[float, float, float], fault: str | None
+) -> None:
+    assert signal_fault(*values) == fault
+
+
+@pytest.mark.parametrize(
+    "text", [b'"ret_bps":1e999', b'"ret_bps":null', b'"skill_vs_zero":-1e999', b'"p_up":NaN']
+)
+def test_entries_with_a_non_finite_or_null_value_are_rejected(text: bytes) -> None:
+    raw = encode_signal(fields())[FIELD]
+    name = text.split(b":")[0]
+    head, _, tail = raw.partition(name + b":")
+    value_end = tail.index(b",")
+    with pytest.raises(SignalDecodeError):
+        decode_signal({FIELD: head + text + tail[value_end:]})
 
 
 def test_decoding_accepts_string_keys_from_a_decoding_client() -> None:

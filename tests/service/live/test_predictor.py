@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
+import pytest
 import redis
 import redis.asyncio
 
@@ -70,17 +72,44 @@ async def test_a_prediction_becomes_a_signal_with_its_values(
     assert stats.latency.sum >= sig.latency_us * 1e-6
 
 
-async def test_undefined_rolling_scores_are_published_as_null(
+async def test_undefined_rolling_scores_are_left_out_of_the_signal(
     async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis
 ) -> None:
     pred = Predictor("sim", "BTC/USDT:USDT", KEY, 1000, SymbolStats())
     nan = FakePrediction(100, hit_rate=math.nan, ic=math.nan, skill_vs_zero=-math.inf)
-    pred.add(nan, LearnerInfo(), time.time_ns())
+    assert pred.add(nan, LearnerInfo(), time.time_ns())
     pipe = async_redis_client.pipeline(transaction=False)
     pred.queue(pipe)
     await pipe.execute()
+    ((_, entry),) = redis_client.xrange(KEY)
+    raw = orjson.loads(entry[b"s"])
+    assert not {"hit_rate", "ic", "skill_vs_zero"} & set(raw) and None not in raw.values()
     (sig,) = signals(redis_client)
     assert sig.hit_rate is None and sig.ic is None and sig.skill_vs_zero is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"ret_bps": math.nan},
+        {"ret_bps": -math.inf},
+        {"p_up": math.nan},
+        {"ref_price": math.inf},
+        {"ref_price": np.float64("nan")},
+    ],
+)
+async def test_a_prediction_with_a_non_finite_value_is_counted_never_published(
+    async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis, bad: dict[str, float]
+) -> None:
+    stats = SymbolStats()
+    pred = Predictor("sim", "BTC/USDT:USDT", KEY, 1000, stats)
+    assert not pred.add(FakePrediction(100, **bad), LearnerInfo(), time.time_ns())
+    assert pred.add(FakePrediction(200), LearnerInfo(), time.time_ns())
+    assert pred.pending == 1 and stats.signals_suppressed == 1
+    pipe = async_redis_client.pipeline(transaction=False)
+    pred.queue(pipe)
+    await pipe.execute()
+    assert [s.t_ms for s in signals(redis_client)] == [200]
 
 
 async def test_signals_of_a_failed_pipeline_are_requeued_not_lost(
