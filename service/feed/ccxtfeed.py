@@ -32,9 +32,9 @@ from tickcast.service.feed.reconnect import Backoff, is_retryable, reconnect_loo
 from tickcast.service.feed.shell import FeedConfig
 from tickcast.service.feed.stats import FeedStats, RouteState, Sink
 from tickcast.service.ticks import Tick
-from tickcast.service.venues.base import REJECT_MISSING, REJECT_NOT_NUMERIC, REJECT_SYMBOL
+from tickcast.service.venues.base import REJECT_MISSING, REJECT_SYMBOL, REJECT_TYPE
 from tickcast.service.venues.markets import MarketError, MarketInfo, ccxt_markets, from_ccxt
-from tickcast.service.venues.parser import VenueParser
+from tickcast.service.venues.parser import VenueParser, wire_number
 from tickcast.service.venues.registry import Source
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,13 @@ async def ccxt_markets_of(
 
 
 class CcxtTicks(VenueParser):
-    """ccxt's unified trades and bid/ask tickers -> ticks (validated, counted like a parser)."""
+    """ccxt's unified trades and bid/ask tickers -> ticks (validated, counted like a parser).
+
+    ccxt gives prices and amounts as JSON-like numbers (floats, ``safe_number``), timestamps as
+    integers (``safe_integer``) and an absent value as None: a None is counted as a missing
+    field, any other value of another type (a bool, a string, a float timestamp) as a wrong
+    value type (:func:`~tickcast.service.venues.parser.wire_number`); nothing is coerced.
+    """
 
     def __init__(self, venue: str, markets: Sequence[MarketInfo]) -> None:
         super().__init__(venue, markets, lambda _: None)
@@ -86,13 +92,17 @@ class CcxtTicks(VenueParser):
         if market is None:
             return self.reject(REJECT_SYMBOL, t)
         try:
-            price, amount = float(t["price"]), float(t["amount"])
-            event_ms = int(t["timestamp"])
+            price, amount, event_ms = t["price"], t["amount"], t["timestamp"]
             side = _SIDES[t["side"]]
+            if price is None or amount is None or event_ms is None:
+                return self.reject(REJECT_MISSING, t)
+            if type(event_ms) is not int:
+                return self.reject(REJECT_TYPE, t)
+            price, amount = wire_number(price), wire_number(amount)
         except KeyError:
             return self.reject(REJECT_MISSING, t)
-        except (TypeError, ValueError, OverflowError):
-            return self.reject(REJECT_NOT_NUMERIC, t)
+        except TypeError:
+            return self.reject(REJECT_TYPE, t)
         size = market.base_size(amount, price) if price > 0.0 else amount
         trade_id = "" if t.get("id") is None else str(t["id"])
         return self.trade(market.symbol, event_ms, recv_ns, price, size, side, trade_id, t)
@@ -107,13 +117,17 @@ class CcxtTicks(VenueParser):
                 (bid, bid_size, *_), (ask, ask_size, *_) = q["bids"][0], q["asks"][0]
             else:
                 bid, bid_size, ask, ask_size = q["bid"], q["bidVolume"], q["ask"], q["askVolume"]
-            bid, ask = float(bid), float(ask)
-            bid_size, ask_size = float(bid_size), float(ask_size)
-            event_ms = int(q["timestamp"])
-        except (KeyError, IndexError):
+            event_ms = q["timestamp"]
+            if None in (bid, bid_size, ask, ask_size, event_ms):
+                return self.reject(REJECT_MISSING, q)
+            bid, ask = wire_number(bid), wire_number(ask)
+            bid_size, ask_size = wire_number(bid_size), wire_number(ask_size)
+            if type(event_ms) is not int:
+                return self.reject(REJECT_TYPE, q)
+        except (KeyError, IndexError, ValueError):  # ValueError: a level without a size
             return self.reject(REJECT_MISSING, q)
-        except (TypeError, ValueError, OverflowError):
-            return self.reject(REJECT_NOT_NUMERIC, q)
+        except TypeError:
+            return self.reject(REJECT_TYPE, q)
         if bid > 0.0 and ask > 0.0:
             bid_size, ask_size = market.base_size(bid_size, bid), market.base_size(ask_size, ask)
         return self.quote(market.symbol, event_ms, recv_ns, bid, bid_size, ask, ask_size, 0, q)

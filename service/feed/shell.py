@@ -43,7 +43,7 @@ from tickcast.service.feed.reconnect import Backoff, reconnect_loop
 from tickcast.service.feed.sequence import TradeSequence
 from tickcast.service.feed.stats import FeedStats, RouteState, Sink, is_loopback
 from tickcast.service.ticks import TRADE
-from tickcast.service.venues.base import ParseStats
+from tickcast.service.venues.base import REJECT_OVERSIZED, ParseStats
 from tickcast.service.venues.markets import MarketInfo
 from tickcast.service.venues.venue import ACK, DATA, ERROR, PING, PONG, Connection, Venue
 
@@ -54,6 +54,10 @@ logger = logging.getLogger(__name__)
 
 #: How long before the venue's connection age limit a connection is renewed (s).
 RENEW_MARGIN_S = 1800.0
+#: The websocket reads frames up to this many times ``max_frame_bytes`` (a hard memory bound):
+#: a frame between the two is rejected and counted, the connection staying open; a larger one
+#: closes it (1009, message too big) and the feed reconnects.
+FRAME_READ_FACTOR = 4
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,10 @@ class FeedConfig:
     max_price_jump : float or None
         Refuse ticks whose price moves more than this fraction from the symbol's last
         accepted one (see the guard for the rule); None: no check.
+    max_frame_bytes : int
+        Largest frame parsed (bytes, as received: compressed for a gzip venue); a larger one
+        is rejected unparsed as ``"oversized frame"`` (up to :data:`FRAME_READ_FACTOR` times
+        this, beyond which the connection closes).
     """
 
     watchdog_s: float = 10.0
@@ -97,10 +105,13 @@ class FeedConfig:
     gap_window: int = 1024
     event_time_window_s: float | None = None
     max_price_jump: float | None = None
+    max_frame_bytes: int = 4 * 2**20
 
     def __post_init__(self) -> None:
         if not self.watchdog_s > 0.0:
             raise ValueError("watchdog_s must be positive")
+        if not self.max_frame_bytes > 0:
+            raise ValueError("max_frame_bytes must be positive")
         if self.ping_every_s is not None and not self.ping_every_s > 0.0:
             raise ValueError("ping_every_s must be positive")
         for name in ("event_time_window_s", "max_price_jump"):
@@ -120,6 +131,7 @@ class FeedConfig:
             max_connection_age_s=exchange.max_connection_s,
             event_time_window_s=exchange.event_time_window_s or None,
             max_price_jump=exchange.max_price_jump or None,
+            max_frame_bytes=exchange.max_frame_bytes,
         )
 
     def guard(self, stats: ParseStats) -> EdgeGuard:
@@ -234,7 +246,7 @@ class Feed:
             ping_interval=ws_ping,
             ping_timeout=cfg.pong_timeout_s if ws_ping is not None else None,
             compression=None,
-            max_size=2**22,
+            max_size=cfg.max_frame_bytes * FRAME_READ_FACTOR,
             proxy=None if is_loopback(url) else True,
         )
         stats.connects += 1
@@ -304,10 +316,18 @@ class Feed:
         recv = ws.recv
         time_ns = time.time_ns
         monotonic = time.monotonic
+        max_frame = self.config.max_frame_bytes
         while True:
             raw = await recv(decode=False)
             recv_ns = time_ns()
             route.last_frame_monotonic = monotonic()
+            if len(raw) > max_frame:  # counted, never parsed; the connection stays open
+                self.parser.stats.reject(REJECT_OVERSIZED)
+                logger.warning("%s: rejected a frame of %d bytes (max_frame_bytes %d)",
+                               self.label, len(raw), max_frame)  # fmt: skip
+                stats.frames += 1
+                state.frames += 1
+                continue
             ticks = parse(raw, recv_ns)
             if not ticks:
                 control = classify(raw)

@@ -150,6 +150,13 @@ class ExchangeSettings(_Section):
         description="refuse prices moving more than this fraction from the last accepted one, "
         "until 5 in a row confirm the move (0: no check)",
     )
+    max_frame_bytes: int = Field(
+        default=4 * 2**20,
+        gt=0,
+        le=2**28,
+        description="reject (and count as 'oversized frame') websocket frames larger than this; "
+        "the connection reads up to 4x this before it must close",
+    )
 
     @field_validator("name", "symbols", mode="before")
     @classmethod

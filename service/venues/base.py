@@ -48,6 +48,8 @@ belongs, a number where a decimal string does): never coerced."""
 REJECT_SYMBOL: Final = "unrecognised symbol"
 REJECT_LINE: Final = "malformed line"
 REJECT_COMPRESSED: Final = "undecompressible frame"
+REJECT_OVERSIZED: Final = "oversized frame"
+"""A frame larger than the feed's ``max_frame_bytes``: counted by the feed, never parsed."""
 REJECT_UNENCODABLE: Final = "unencodable value"
 """A tick the bus cannot encode (an integer over 64 bits): counted by the writer."""
 

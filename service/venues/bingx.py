@@ -35,6 +35,9 @@ Rules"; ccxt.pro 4.5.90 ``bingx``):
   (falling back to ``E``). ``T`` can lag ``E`` by minutes on a quiet book (seen in 2026).
 - Other channels on the same socket are skipped and counted: ``@ticker`` (24 h statistics),
   ``@markPrice``, ``@lastPrice``, ``@kline_*``, ``@depth<N>[@<ms>ms]`` and ``@incrDepth``.
+- Value types are read as sent, never coerced: prices and sizes are decimal strings, times
+  (``T``, ``E``) and update ids (``u``) JSON integers; a value of another JSON type (a bool,
+  a float, a number for a price) is rejected as ``wrong value type``.
 - Ids: ``BTC-USDT`` is ``BTC/USDT:USDT``. Sizes are base coins (ccxt's ``contractSize`` 1 for
   every linear BingX swap).
 
@@ -371,14 +374,17 @@ class BingxParser(VenueParser):
                 continue
             try:
                 venue_id = d["s"]
-                price = float(d["p"])
-                size = float(d["q"])
-                event_ms = int(d["T"])
+                p, q, event_ms = d["p"], d["q"], d["T"]
                 maker = d["m"]
+                if type(p) is not str or type(q) is not str or type(event_ms) is not int:
+                    self.reject(base.REJECT_TYPE, d)  # decimal strings, integer ms
+                    continue
+                price = float(p)
+                size = float(q)
             except KeyError:
                 self.reject(base.REJECT_MISSING, d)
                 continue
-            except (TypeError, ValueError, OverflowError):
+            except ValueError:
                 self.reject(base.REJECT_NOT_NUMERIC, d)
                 continue
             if venue_id != last_id:

@@ -32,6 +32,10 @@ Wire format (``../shared/exchange-samples/bitget-futures``):
   symbol}``, trades ``publicTrade`` ``{i, p, v, S, T, L, isRPI}`` (trade id ``i``), book
   ``books1`` ``{a, b, checksum, seq, pseq, ts}`` (``update_id`` = ``seq``). The live feed and
   the simulator speak v2.
+- Value types are read as sent, never coerced: prices and sizes are decimal strings, times
+  (``ts``, v3 ``T``) strings of digits (``"1730332859962"``), v3's ``seq`` an integer; a
+  value of another JSON type is rejected as ``wrong value type``, a time string that is not all
+  digits (``"1e3"``, ``"-5"``) as ``non-numeric value``.
 
 Ids and sizes: ``BTCUSDT`` is ``BTC/USDT:USDT`` (USDT-FUTURES), ``BTCPERP`` is ``BTC/USDC:USDC``
 (USDC-FUTURES), ``DOGEUSD`` is the inverse ``DOGE/USD:DOGE`` (COIN-FUTURES). Every size on the
@@ -325,17 +329,24 @@ class BitgetParser(VenueParser):
                 self.reject(base.REJECT_NOT_OBJECT, d)
                 continue
             try:
-                price = float(d[k_price])
-                size = float(d[k_size])
-                event_ms = int(d[k_time])
+                p, q, ts = d[k_price], d[k_size], d[k_time]
                 trade_id = str(d[k_id])
                 taker = d[k_side]
+                if type(p) is not str or type(q) is not str or type(ts) is not str:
+                    self.reject(base.REJECT_TYPE, d)  # decimal strings, ms as digits
+                    continue
+                if not ts.isdecimal():
+                    self.reject(base.REJECT_NOT_NUMERIC, d)
+                    continue
+                price = float(p)
+                size = float(q)
             except KeyError:
                 self.reject(base.REJECT_MISSING, d)
                 continue
-            except (TypeError, ValueError, OverflowError):
+            except ValueError:
                 self.reject(base.REJECT_NOT_NUMERIC, d)
                 continue
+            event_ms = int(ts)
             side = 1 if taker == "buy" else -1 if taker == "sell" else 0
             made = make(symbol, event_ms, recv_ns, price, size, side, trade_id, d)
             if out is None:
@@ -367,22 +378,34 @@ class BitgetParser(VenueParser):
         try:
             asks = d["a"] if v3 else d["asks"]
             bids = d["b"] if v3 else d["bids"]
-            event_ms = int(d["ts"])
+            ts = d["ts"]
+            update_id = d.get("seq", 0)
+            if type(ts) is not str or type(update_id) is not int:
+                return self.reject(base.REJECT_TYPE, msg)  # ms as digits, an integer seq
+            if not ts.isdecimal():
+                return self.reject(base.REJECT_NOT_NUMERIC, msg)
             if not asks or not bids:
                 self.stats.skip(base.SKIP_ONE_SIDED)
                 return []
             ask_level = asks[0]
             bid_level = bids[0]
-            ask = float(ask_level[0])
-            ask_size = float(ask_level[1])
-            bid = float(bid_level[0])
-            bid_size = float(bid_level[1])
-            seq = d.get("seq")
-            update_id = 0 if seq is None else int(seq)
+            a, aq, b, bq = ask_level[0], ask_level[1], bid_level[0], bid_level[1]
+            if (
+                type(a) is not str or type(aq) is not str or type(b) is not str
+                or type(bq) is not str
+            ):  # fmt: skip
+                return self.reject(base.REJECT_TYPE, msg)  # decimal strings
+            ask = float(a)
+            ask_size = float(aq)
+            bid = float(b)
+            bid_size = float(bq)
         except (KeyError, IndexError):
             return self.reject(base.REJECT_MISSING, msg)
-        except (TypeError, ValueError, OverflowError):
+        except TypeError:  # sides or levels that are no lists
+            return self.reject(base.REJECT_TYPE, msg)
+        except ValueError:
             return self.reject(base.REJECT_NOT_NUMERIC, msg)
+        event_ms = int(ts)
         return self.quote(
             market.symbol, event_ms, recv_ns, bid, bid_size, ask, ask_size, update_id, msg
         )

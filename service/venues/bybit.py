@@ -33,6 +33,9 @@ Wire format (see ``../shared/exchange-samples/bybit-linear``):
   (non-numeric or non-positive prices, negative sizes, a crossed result) is rejected and leaves
   the book as it was. Event time: ``cts`` (the matching engine's time) when present, else
   ``ts``; update id ``u``.
+- Value types are read as sent, never coerced: prices and sizes (``p``, ``v``, book levels)
+  are decimal strings, times (``T``, ``ts``, ``cts``) and update ids (``u``) JSON integers; a
+  value of another JSON type is rejected as ``wrong value type``.
 - Skipped: ``tickers`` and other channels (``other event``), deeper books
   (``orderbook.50.<ID>``... : ``depth update``), subscription answers and requests
   (``subscription ack``), pings and pongs (``keepalive``), refusals (``error reply``).
@@ -243,8 +246,10 @@ def _side(levels: Any, top: Level, bids: bool) -> Level:
     ------
     _BadLevelError
         On a level with a bad value.
-    TypeError, ValueError, LookupError
-        On a level that is not a pair of decimal strings.
+    TypeError
+        On a level that is not a list, or holds other values than strings.
+    ValueError, LookupError
+        On a level that is not a pair, or a string that is no number.
 
     Examples
     --------
@@ -255,13 +260,15 @@ def _side(levels: Any, top: Level, bids: bool) -> Level:
     """
     price, _, text = top
     # The usual frames first: a new top and the old one's removal, the top's new size, a
-    # snapshot's level.
+    # snapshot's level. Values must be decimal strings, never coerced (the rule of
+    # tickcast.service.venues.parser): a level of other values falls through to the loop,
+    # which raises TypeError.
     n = len(levels)
     if n == 2:
         (p_text, s_text), (q_text, t_text) = levels
-        if t_text == "0" and q_text == text:
+        if t_text == "0" and q_text == text and type(p_text) is str and type(s_text) is str:
             p, s = float(p_text), float(s_text)
-        elif s_text == "0" and p_text == text:
+        elif s_text == "0" and p_text == text and type(q_text) is str and type(t_text) is str:
             p_text, p, s = q_text, float(q_text), float(t_text)
         else:
             p = s = 0.0
@@ -269,7 +276,7 @@ def _side(levels: Any, top: Level, bids: bool) -> Level:
             return p, s, p_text
     elif n == 1:
         p_text, s_text = levels[0]
-        if s_text != "0":
+        if type(p_text) is str and type(s_text) is str and s_text != "0":
             if not price:  # a snapshot's level, or the first of a one-sided book
                 p, s = float(p_text), float(s_text)
                 if 0.0 < p < _INF and 0.0 < s < _INF:
@@ -281,6 +288,8 @@ def _side(levels: Any, top: Level, bids: bool) -> Level:
     kept = price != 0.0
     best: Level | None = None
     for p_text, s_text in levels:
+        if type(p_text) is not str or type(s_text) is not str:
+            raise TypeError("a book level of other values than decimal strings")
         if s_text == "0":
             if kept and (p_text == text or float(p_text) == price):
                 kept = False
@@ -400,14 +409,16 @@ class BybitParser(VenueParser):
             return self.reject(base.REJECT_NOT_OBJECT, d)
         try:
             market = self.market(d["s"])
-            price = float(d["p"])
-            size = float(d["v"])
-            event_ms = int(d["T"])
+            p, v, event_ms = d["p"], d["v"], d["T"]
             trade_id = d["i"]
             taker = d["S"]
+            if type(p) is not str or type(v) is not str or type(event_ms) is not int:
+                return self.reject(base.REJECT_TYPE, d)  # decimal strings, integer ms
+            price = float(p)
+            size = float(v)
         except KeyError:
             return self.reject(base.REJECT_MISSING, d)
-        except (TypeError, ValueError, OverflowError):
+        except ValueError:
             return self.reject(base.REJECT_NOT_NUMERIC, d)
         if market is None:
             return self.unresolved(d.get("s"), d)
@@ -430,12 +441,12 @@ class BybitParser(VenueParser):
             kind = msg["type"]
             bids = data["b"]
             asks = data["a"]
-            event_ms = int(msg.get("cts") or msg["ts"])
-            update_id = int(data["u"])
+            event_ms = msg.get("cts") or msg["ts"]
+            update_id = data["u"]
         except KeyError:
             return self.reject(base.REJECT_MISSING, msg)
-        except (TypeError, ValueError, OverflowError):
-            return self.reject(base.REJECT_NOT_NUMERIC, msg)
+        if type(event_ms) is not int or type(update_id) is not int:
+            return self.reject(base.REJECT_TYPE, msg)  # integer ms and update ids
         if market is None:
             return self.unresolved(venue_id, msg)
         books = self._books
@@ -458,7 +469,9 @@ class BybitParser(VenueParser):
                 ask_top = _side(asks, ask_top, False)
         except _BadLevelError as bad:
             return self.reject(bad.reason, msg)
-        except (TypeError, ValueError, OverflowError, LookupError):
+        except TypeError:
+            return self.reject(base.REJECT_TYPE, msg)
+        except (ValueError, LookupError):
             return self.reject(base.REJECT_NOT_NUMERIC, msg)
         bid, bid_size, _ = bid_top
         ask, ask_size, _ = ask_top

@@ -24,6 +24,10 @@ Wire format (samples in ``../shared/exchange-samples/okx-swap``):
 - ``bbo-tbt``: ``{"arg":{"channel":"bbo-tbt","instId":..},"data":[{"asks":[[px,sz,"0",orders]],
   "bids":[[...]],"ts":"..","seqId":N}]}``, sizes in contracts; ``seqId`` (absent in older
   captures) becomes the update id, else 0.
+- Value types are read as sent, never coerced: ``px``, ``sz`` and book levels are decimal
+  strings, ``ts`` a string of digits (``"1640131236050"``; ``"1e3"`` or ``"-5"`` is
+  ``non-numeric value``), ``seqId`` a JSON integer; a value of another JSON type (a number
+  for ``ts`` or ``px``, a bool) is rejected as ``wrong value type``.
 - Skipped and counted: acks, ``pong``, error and other events (``notice``, ``login``...),
   ``tickers`` and the other channels (books -> depth update, ``mark-price`` -> mark price).
 
@@ -293,17 +297,27 @@ class OkxParser(VenueParser):
                 self.reject(base.REJECT_NOT_OBJECT, d)
                 continue
             try:
-                price = float(d["px"])
-                size = float(d["sz"]) * mult
-                event_ms = int(d["ts"])
+                px, sz, ts = d["px"], d["sz"], d["ts"]
                 trade_id = str(d["tradeId"])
                 side = _SIDES.get(d["side"], 0)
+                if type(px) is not str or type(sz) is not str or type(ts) is not str:
+                    self.reject(base.REJECT_TYPE, d)  # decimal strings, ms as digits
+                    continue
+                if not ts.isdecimal():
+                    self.reject(base.REJECT_NOT_NUMERIC, d)
+                    continue
+                price = float(px)
+                size = float(sz) * mult
             except KeyError:
                 self.reject(base.REJECT_MISSING, d)
                 continue
-            except (TypeError, ValueError, OverflowError):
+            except TypeError:  # an unhashable side
+                self.reject(base.REJECT_TYPE, d)
+                continue
+            except ValueError:
                 self.reject(base.REJECT_NOT_NUMERIC, d)
                 continue
+            event_ms = int(ts)
             size = size / div if not inverse else size / price if price > 0.0 else size
             reason = _trade_fault(price, size, side, event_ms)
             if reason is not None:
@@ -331,14 +345,18 @@ class OkxParser(VenueParser):
             try:
                 asks = d["asks"]
                 bids = d["bids"]
-                event_ms = int(d["ts"])
-                update_id = int(d.get("seqId") or 0)
+                ts = d["ts"]
             except KeyError:
                 self.reject(base.REJECT_MISSING, d)
                 continue
-            except (TypeError, ValueError, OverflowError):
+            update_id = d.get("seqId", 0)
+            if type(ts) is not str or type(update_id) is not int:
+                self.reject(base.REJECT_TYPE, d)  # ms as digits, an integer sequence id
+                continue
+            if not ts.isdecimal():
                 self.reject(base.REJECT_NOT_NUMERIC, d)
                 continue
+            event_ms = int(ts)
             if type(asks) is not list or type(bids) is not list:
                 self.reject(base.REJECT_NOT_OBJECT, d)
                 continue
@@ -347,14 +365,24 @@ class OkxParser(VenueParser):
                 continue
             try:
                 ask_level, bid_level = asks[0], bids[0]
-                ask = float(ask_level[0])
-                ask_size = float(ask_level[1]) * mult
-                bid = float(bid_level[0])
-                bid_size = float(bid_level[1]) * mult
+                a, aq, b, bq = ask_level[0], ask_level[1], bid_level[0], bid_level[1]
+                if (
+                    type(a) is not str or type(aq) is not str or type(b) is not str
+                    or type(bq) is not str
+                ):  # fmt: skip
+                    self.reject(base.REJECT_TYPE, d)  # decimal strings
+                    continue
+                ask = float(a)
+                ask_size = float(aq) * mult
+                bid = float(b)
+                bid_size = float(bq) * mult
             except IndexError:
                 self.reject(base.REJECT_MISSING, d)
                 continue
-            except (TypeError, ValueError, OverflowError, KeyError):
+            except (TypeError, KeyError):  # a level that is no list
+                self.reject(base.REJECT_TYPE, d)
+                continue
+            except ValueError:
                 self.reject(base.REJECT_NOT_NUMERIC, d)
                 continue
             if inverse:

@@ -24,7 +24,7 @@ from tickcast.service.sim.faults import FaultConfig
 from tickcast.service.sim.market import SyntheticMarket
 from tickcast.service.sim.server import SimExchange
 from tickcast.service.sim.symbols import specs_for
-from tickcast.service.ticks import QUOTE, TRADE, Tick, quote, trade
+from tickcast.service.ticks import QUOTE, TRADE, Tick, invalid_reason, quote, trade
 from tickcast.service.venues import base
 from tickcast.service.venues.base import FeedParseError, Parser
 from tickcast.service.venues.bingx import (
@@ -230,8 +230,8 @@ MALFORMED: list[tuple[str, bytes | str, str, str]] = [
     ("missing maker flag", trade_frame(one_trade(m=None)), "rejected", base.REJECT_MISSING),
     ("missing symbol", trade_frame(one_trade(s=None)), "rejected", base.REJECT_MISSING),
     ("text price", trade_frame(one_trade(p="abc")), "rejected", base.REJECT_NOT_NUMERIC),
-    ("object size", trade_frame(one_trade(q={"x": 1})), "rejected", base.REJECT_NOT_NUMERIC),
-    ("fractional time", trade_frame(one_trade(T="1.5")), "rejected", base.REJECT_NOT_NUMERIC),
+    ("object size", trade_frame(one_trade(q={"x": 1})), "rejected", base.REJECT_TYPE),
+    ("text time", trade_frame(one_trade(T="1.5")), "rejected", base.REJECT_TYPE),
     ("nan price", trade_frame(one_trade(p="NaN")), "rejected", contract.REJECT_NON_FINITE),
     ("infinite size", trade_frame(one_trade(q="inf")), "rejected", contract.REJECT_NON_FINITE),
     ("zero price", trade_frame(one_trade(p="0.0")), "rejected", contract.REJECT_PRICE),
@@ -272,6 +272,34 @@ MALFORMED: list[tuple[str, bytes | str, str, str]] = [
 ]  # fmt: skip
 
 
+#: The fault campaign's values (issue 10), one frame each (gzipped, as the venue sends them):
+#: BingX sends prices and sizes as decimal strings and times and update ids as JSON integers;
+#: nothing else is coerced, and what is a number still meets the tick contract's ranges.
+CAMPAIGN: list[tuple[str, bytes, str]] = [
+    (name, gzip_frame(frame), reason)
+    for name, frame, reason in [
+        ("bool price", trade_frame(one_trade(p=True)), base.REJECT_TYPE),
+        ("number price", trade_frame(one_trade(p=29023.5)), base.REJECT_TYPE),
+        ("number size", trade_frame(one_trade(q=1)), base.REJECT_TYPE),
+        ("float time", trade_frame(one_trade(T=1e300)), base.REJECT_TYPE),
+        ("bool time", trade_frame(one_trade(T=True)), base.REJECT_TYPE),
+        ("year 2100", trade_frame(one_trade(T=4102444800000)), contract.REJECT_TIME_RANGE),
+        ("absurd price", trade_frame(one_trade(p="1e308")), contract.REJECT_PRICE_RANGE),
+        ("NaN price", trade_frame(one_trade(p="NaN")), contract.REJECT_NON_FINITE),
+        ("Infinity size", trade_frame(one_trade(q="Infinity")), contract.REJECT_NON_FINITE),
+        ("negative size -1", trade_frame(one_trade(q="-1")), contract.REJECT_SIZE),
+        ("bool bid", book_frame(b=True), base.REJECT_TYPE),
+        ("number ask size", book_frame(A=0.5331), base.REJECT_TYPE),
+        ("float book time", book_frame(T=1.7e12), base.REJECT_TYPE),
+        ("bool update id", book_frame(u=True), base.REJECT_TYPE),
+        ("book in 2100", book_frame(T=4102444800000), contract.REJECT_TIME_RANGE),
+        ("absurd book", book_frame(b="1.7e308", a="1.7e308", B="1e308", A="1e308"),
+         contract.REJECT_PRICE_RANGE),
+    ]
+]  # fmt: skip
+MALFORMED += [(name, frame, "rejected", reason) for name, frame, reason in CAMPAIGN]
+
+
 @pytest.mark.parametrize(
     ("frame", "outcome", "reason"),
     [case[1:] for case in MALFORMED],
@@ -304,6 +332,22 @@ def test_a_bad_trade_in_a_push_is_rejected_alone_and_its_neighbours_are_kept() -
     ]
     assert parser.stats.rejected == {contract.REJECT_PRICE: 1, base.REJECT_NOT_OBJECT: 1}
     assert parser.stats.parsed_trades == 2
+
+
+def test_the_campaign_frames_are_counted_and_the_valid_frames_between_them_still_parse() -> None:
+    parser = VENUE.parser()
+    ticks: list[Tick] = []
+    for _, frame, _ in CAMPAIGN:
+        assert parser.parse(frame, 1) == []
+        ticks += parser.parse(gzip_frame(GOOD_TRADE), 1)
+    push = trade_frame(one_trade(), one_trade(p=True), one_trade(T=1.5), one_trade())
+    ticks += parser.parse(gzip_frame(push), 1)
+    assert len(ticks) == len(CAMPAIGN) + 2
+    assert all(invalid_reason(t) is None for t in ticks)
+    assert parser.stats.rejected == Counter(reason for *_, reason in CAMPAIGN) + Counter(
+        {base.REJECT_TYPE: 2}
+    )
+    assert parser.stats.skipped == {}
 
 
 def test_the_dialects_malformed_frames_are_each_counted_once_with_their_reason() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -214,7 +215,7 @@ MALFORMED: list[tuple[str, bytes | str, str, str]] = [
     ("missing side", _trade_frame(side=None), "rejected", base.REJECT_MISSING),
     ("missing trade id", _trade_frame(tradeId=None), "rejected", base.REJECT_MISSING),
     ("text price", _trade_frame(price="abc"), "rejected", base.REJECT_NOT_NUMERIC),
-    ("list size", _trade_frame(size=[1]), "rejected", base.REJECT_NOT_NUMERIC),
+    ("list size", _trade_frame(size=[1]), "rejected", base.REJECT_TYPE),
     ("fractional time", _trade_frame(ts="1.5"), "rejected", base.REJECT_NOT_NUMERIC),
     ("nan price", _trade_frame(price="NaN"), "rejected", contract.REJECT_NON_FINITE),
     ("infinite size", _trade_frame(size="inf"), "rejected", contract.REJECT_NON_FINITE),
@@ -235,7 +236,7 @@ MALFORMED: list[tuple[str, bytes | str, str, str]] = [
     ("zero bid", _book_frame(bids=[["0", "1"]]), "rejected", contract.REJECT_PRICE),
     ("level without size", _book_frame(asks=[["60000.5"]]), "rejected", base.REJECT_MISSING),
     ("level as text", _book_frame(asks=["abc"]), "rejected", base.REJECT_NOT_NUMERIC),
-    ("side as a number", _book_frame(bids=5), "rejected", base.REJECT_NOT_NUMERIC),
+    ("side as a number", _book_frame(bids=5), "rejected", base.REJECT_TYPE),
     ("book without time", _book_frame(ts=None), "rejected", base.REJECT_MISSING),
     ("book without bids", _book_frame(bids=None), "rejected", base.REJECT_MISSING),
     ("book data not a list", _frame(_arg("books1"), {"asks": []}), "rejected",
@@ -243,9 +244,9 @@ MALFORMED: list[tuple[str, bytes | str, str, str]] = [
     ("empty book data", _frame(_arg("books1"), []), "rejected", base.REJECT_MISSING),
     ("book entry not an object", _frame(_arg("books1"), ["x"]), "rejected",
      base.REJECT_NOT_OBJECT),
-    ("text seq", _book_frame(seq="x"), "rejected", base.REJECT_NOT_NUMERIC),
+    ("text seq", _book_frame(seq="x"), "rejected", base.REJECT_TYPE),
     ("v3 null price", _frame(V3_ARG, [{**V3_TRADE, "p": None}]), "rejected",
-     base.REJECT_NOT_NUMERIC),
+     base.REJECT_TYPE),
     ("v3 trade without size", _frame(V3_ARG, [{k: v for k, v in V3_TRADE.items() if k != "v"}]),
      "rejected", base.REJECT_MISSING),
     ("both sides empty", _book_frame(asks=[], bids=[]), "skipped", base.SKIP_ONE_SIDED),
@@ -259,6 +260,39 @@ MALFORMED: list[tuple[str, bytes | str, str, str]] = [
     ("candles", _frame(_arg("candle1m"), [[]]), "skipped", base.SKIP_OTHER_EVENT),
     ("v3 klines", _frame({**V3_ARG, "topic": "kline"}, [{}]), "skipped", base.SKIP_OTHER_EVENT),
 ]  # fmt: skip
+
+
+#: The fault campaign's values (issue 10), one frame each: Bitget sends prices and sizes as
+#: decimal strings, times as strings of digits (``"1730332859962"``) and v3's ``seq`` as a JSON
+#: integer; nothing else is coerced, and what is a number still meets the contract's ranges.
+CAMPAIGN: list[tuple[str, bytes, str]] = [
+    ("bool price", _trade_frame(price=True), base.REJECT_TYPE),
+    ("number price", _trade_frame(price=60000.5), base.REJECT_TYPE),
+    ("number size", _trade_frame(size=1), base.REJECT_TYPE),
+    ("number time", _trade_frame(ts=1730332859962), base.REJECT_TYPE),
+    ("float time", _trade_frame(ts=1.7e12), base.REJECT_TYPE),
+    ("bool time", _trade_frame(ts=True), base.REJECT_TYPE),
+    ("exponent time", _trade_frame(ts="1e3"), base.REJECT_NOT_NUMERIC),
+    ("negative time", _trade_frame(ts="-5"), base.REJECT_NOT_NUMERIC),
+    ("signed time", _trade_frame(ts="+1730332859962"), base.REJECT_NOT_NUMERIC),
+    ("spaced time", _trade_frame(ts=" 1730332859962"), base.REJECT_NOT_NUMERIC),
+    ("year 2100", _trade_frame(ts="4102444800000"), contract.REJECT_TIME_RANGE),
+    ("absurd price", _trade_frame(price="1e308"), contract.REJECT_PRICE_RANGE),
+    ("NaN price", _trade_frame(price="NaN"), contract.REJECT_NON_FINITE),
+    ("Infinity size", _trade_frame(size="Infinity"), contract.REJECT_NON_FINITE),
+    ("negative size -1", _trade_frame(size="-1"), contract.REJECT_SIZE),
+    ("v3 number time", _frame(V3_ARG, [{**V3_TRADE, "T": 1777358881008}]), base.REJECT_TYPE),
+    ("v3 bool price", _frame(V3_ARG, [{**V3_TRADE, "p": True}]), base.REJECT_TYPE),
+    ("bool ask", _book_frame(asks=[[True, "1.2"]]), base.REJECT_TYPE),
+    ("number bid size", _book_frame(bids=[["60000.4", 0.8]]), base.REJECT_TYPE),
+    ("number book time", _book_frame(ts=1730332859988), base.REJECT_TYPE),
+    ("exponent book time", _book_frame(ts="1e3"), base.REJECT_NOT_NUMERIC),
+    ("bool seq", _book_frame(seq=True), base.REJECT_TYPE),
+    ("book in 2100", _book_frame(ts="4102444800000"), contract.REJECT_TIME_RANGE),
+    ("absurd book", _book_frame(asks=[["1.7e308", "1e308"]], bids=[["1.7e308", "1e308"]]),
+     contract.REJECT_PRICE_RANGE),
+]  # fmt: skip
+MALFORMED += [(name, frame, "rejected", reason) for name, frame, reason in CAMPAIGN]
 
 
 @pytest.mark.parametrize(
@@ -276,6 +310,24 @@ def test_a_bad_frame_is_counted_once_with_its_reason_and_never_raised(
     assert counted == {reason: 1}
     assert other == {}
     assert parser.stats.total_parsed == 0
+
+
+def test_the_campaign_frames_are_counted_and_the_valid_frames_between_them_still_parse() -> None:
+    parser = VENUE.parser()
+    ticks = parser.parse(_book_frame(), 1)
+    for _, frame, _ in CAMPAIGN:
+        assert parser.parse(frame, 1) == []
+        ticks += parser.parse(_trade_frame(), 1)
+    push = orjson.loads(_trade_frame())
+    good = push["data"][0]
+    push["data"] = [good, {**good, "price": True}, {**good, "ts": 1730332859962}, good]
+    ticks += parser.parse(orjson.dumps(push), 1)
+    assert len(ticks) == 1 + len(CAMPAIGN) + 2
+    assert all(invalid_reason(t) is None for t in ticks)
+    assert parser.stats.rejected == Counter(reason for *_, reason in CAMPAIGN) + Counter(
+        {base.REJECT_TYPE: 2}
+    )
+    assert parser.stats.skipped == {}
 
 
 def test_good_entries_of_a_push_survive_a_bad_one() -> None:

@@ -234,8 +234,8 @@ MALFORMED: list[tuple[str, bytes, str, str]] = [
     ("missing trade id", trade_frame(i=None), "rejected", base.REJECT_MISSING),
     ("missing side", trade_frame(S=None), "rejected", base.REJECT_MISSING),
     ("text price", trade_frame(p="abc"), "rejected", base.REJECT_NOT_NUMERIC),
-    ("object size", trade_frame(v={"x": 1}), "rejected", base.REJECT_NOT_NUMERIC),
-    ("fractional time", trade_frame(T="1.5"), "rejected", base.REJECT_NOT_NUMERIC),
+    ("object size", trade_frame(v={"x": 1}), "rejected", base.REJECT_TYPE),
+    ("text time", trade_frame(T="1.5"), "rejected", base.REJECT_TYPE),
     ("nan price", trade_frame(p="NaN"), "rejected", contract.REJECT_NON_FINITE),
     ("infinite size", trade_frame(v="inf"), "rejected", contract.REJECT_NON_FINITE),
     ("zero price", trade_frame(p="0.00"), "rejected", contract.REJECT_PRICE),
@@ -257,11 +257,11 @@ MALFORMED: list[tuple[str, bytes, str, str]] = [
     ("push time missing", book_frame("snapshot", [], [], ts=None), "rejected",
      base.REJECT_MISSING),
     ("text update id", book_frame("snapshot", [], [], d_u="x"), "rejected",
-     base.REJECT_NOT_NUMERIC),
+     base.REJECT_TYPE),
     ("level not a pair", book_frame("snapshot", [["28552.00"]], [["28552.10", "1"]]),
      "rejected", base.REJECT_NOT_NUMERIC),
     ("levels not a list", book_frame("snapshot", [["28552.00", "1"]], [], d_a=5), "rejected",
-     base.REJECT_NOT_NUMERIC),
+     base.REJECT_TYPE),
     ("text level price", book_frame("snapshot", [["abc", "1"]], [["28552.10", "1"]]),
      "rejected", base.REJECT_NOT_NUMERIC),
     ("nan level size", book_frame("snapshot", [["28552.00", "NaN"]], [["28552.10", "1"]]),
@@ -294,6 +294,38 @@ MALFORMED: list[tuple[str, bytes, str, str]] = [
 ]  # fmt: skip
 
 
+BOOK_TOP = ([["28552.00", "1"]], [["28552.10", "1"]])
+
+#: The fault campaign's values (issue 10), one frame each: Bybit sends prices and sizes as
+#: decimal strings and times and update ids as JSON integers; nothing else is coerced, and what
+#: is a number still meets the tick contract's ranges.
+CAMPAIGN: list[tuple[str, bytes, str]] = [
+    ("bool price", trade_frame(p=True), base.REJECT_TYPE),
+    ("number price", trade_frame(p=16578.5), base.REJECT_TYPE),
+    ("number size", trade_frame(v=1), base.REJECT_TYPE),
+    ("float time", trade_frame(T=1e300), base.REJECT_TYPE),
+    ("bool time", trade_frame(T=True), base.REJECT_TYPE),
+    ("year 2100", trade_frame(T=4102444800000), contract.REJECT_TIME_RANGE),
+    ("absurd price", trade_frame(p="1e308"), contract.REJECT_PRICE_RANGE),
+    ("NaN price", trade_frame(p="NaN"), contract.REJECT_NON_FINITE),
+    ("Infinity size", trade_frame(v="Infinity"), contract.REJECT_NON_FINITE),
+    ("negative size -1", trade_frame(v="-1"), contract.REJECT_SIZE),
+    ("bool level price", book_frame("snapshot", [[True, "1"]], BOOK_TOP[1]), base.REJECT_TYPE),
+    ("number level size", book_frame("snapshot", [["28552.00", 1]], BOOK_TOP[1]),
+     base.REJECT_TYPE),
+    ("float push time", book_frame("snapshot", *BOOK_TOP, ts=1.68e12), base.REJECT_TYPE),
+    ("bool engine time", book_frame("snapshot", *BOOK_TOP, cts=True), base.REJECT_TYPE),
+    ("bool update id", book_frame("snapshot", *BOOK_TOP, d_u=True), base.REJECT_TYPE),
+    ("book in 2100", book_frame("snapshot", *BOOK_TOP, cts=4102444800000),
+     contract.REJECT_TIME_RANGE),
+    ("absurd book", book_frame("snapshot", [["1.7e308", "1e308"]], [["1.7e308", "1e308"]]),
+     contract.REJECT_PRICE_RANGE),
+    ("Infinity level size", book_frame("snapshot", [["28552.00", "Infinity"]], BOOK_TOP[1]),
+     contract.REJECT_NON_FINITE),
+]  # fmt: skip
+MALFORMED += [(name, frame, "rejected", reason) for name, frame, reason in CAMPAIGN]
+
+
 @pytest.mark.parametrize(
     ("frame", "outcome", "reason"),
     [case[1:] for case in MALFORMED],
@@ -307,6 +339,34 @@ def test_a_bad_frame_is_counted_with_its_reason_and_never_raised(
     counted = parser.stats.rejected if outcome == "rejected" else parser.stats.skipped
     other = parser.stats.skipped if outcome == "rejected" else parser.stats.rejected
     assert (counted, other, parser.stats.total_parsed) == ({reason: 1}, {}, 0)
+
+
+def test_the_campaign_frames_are_counted_and_the_valid_frames_between_them_still_parse() -> None:
+    parser = VENUE.parser()
+    ticks = parser.parse(SNAPSHOT, 1)
+    for _, frame, _ in CAMPAIGN:
+        assert parser.parse(frame, 1) == []
+        ticks += parser.parse(trade_frame(), 1)
+    good = orjson.loads(trade_frame())["data"][0]
+    ticks += parser.parse(trade_frame(good, {**good, "p": True}, {**good, "T": 1.5}, good), 1)
+    assert len(ticks) == 1 + len(CAMPAIGN) + 2
+    assert all(invalid_reason(t) is None for t in ticks)
+    assert parser.stats.rejected == Counter(reason for *_, reason in CAMPAIGN) + Counter(
+        {base.REJECT_TYPE: 2}
+    )
+    assert parser.stats.skipped == {}
+
+
+def test_a_delta_of_wrong_value_types_is_rejected_and_leaves_the_book_as_it_was() -> None:
+    parser = VENUE.parser()
+    (before,) = parser.parse(SNAPSHOT, 0)
+    new_top = book_frame("delta", [[True, "2"], ["28552.00", "0"]], [])
+    new_size = book_frame("delta", [["28552.00", 5]], [])
+    removal = book_frame("delta", [], [["28552.10", 0], [28553.0, "4"]])
+    assert parser.parse(new_top, 0) == parser.parse(new_size, 0) == parser.parse(removal, 0) == []
+    assert parser.stats.rejected == {base.REJECT_TYPE: 3}
+    (after,) = parser.parse(book_frame("delta", [], []), 0)
+    assert after == before
 
 
 def test_the_simulated_venue_s_broken_frames_are_each_rejected_or_skipped() -> None:

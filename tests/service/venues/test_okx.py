@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -265,9 +266,9 @@ MALFORMED: list[tuple[str, bytes, str, str]] = [
     ("missing side", trade_frame(side=None), "rejected", base.REJECT_MISSING),
     ("missing trade id", trade_frame(tradeId=None), "rejected", base.REJECT_MISSING),
     ("text price", trade_frame(px="abc"), "rejected", base.REJECT_NOT_NUMERIC),
-    ("list size", trade_frame(sz=[1]), "rejected", base.REJECT_NOT_NUMERIC),
+    ("list size", trade_frame(sz=[1]), "rejected", base.REJECT_TYPE),
     ("fractional time", trade_frame(ts="1.5"), "rejected", base.REJECT_NOT_NUMERIC),
-    ("list side", trade_frame(side=["buy"]), "rejected", base.REJECT_NOT_NUMERIC),
+    ("list side", trade_frame(side=["buy"]), "rejected", base.REJECT_TYPE),
     ("nan price", trade_frame(px="NaN"), "rejected", contract.REJECT_NON_FINITE),
     ("infinite size", trade_frame(sz="inf"), "rejected", contract.REJECT_NON_FINITE),
     ("zero price", trade_frame(px="0"), "rejected", contract.REJECT_PRICE),
@@ -284,7 +285,7 @@ MALFORMED: list[tuple[str, bytes, str, str]] = [
     ("missing bids", bbo_frame(bids=None), "rejected", base.REJECT_MISSING),
     ("level without size", bbo_frame(asks=[["38632.4"]]), "rejected", base.REJECT_MISSING),
     ("asks not a list", bbo_frame(asks="38632.4"), "rejected", base.REJECT_NOT_OBJECT),
-    ("text sequence id", bbo_frame(seqId="x"), "rejected", base.REJECT_NOT_NUMERIC),
+    ("text sequence id", bbo_frame(seqId="x"), "rejected", base.REJECT_TYPE),
     ("empty asks", bbo_frame(asks=[]), "skipped", base.SKIP_ONE_SIDED),
     ("pong", b"pong", "skipped", base.SKIP_KEEPALIVE),
     ("error answer", b'{"event":"error","msg":"Invalid request: x","code":"60012","connId":"a"}',
@@ -302,6 +303,36 @@ MALFORMED: list[tuple[str, bytes, str, str]] = [
     ("unknown channel", b'{"arg":{"channel":"whatever","instId":"BTC-USDT-SWAP"},"data":[]}',
      "skipped", base.SKIP_UNKNOWN_EVENT),
 ]  # fmt: skip
+
+#: The fault campaign's values (issue 10), one frame each: OKX sends prices, sizes and book
+#: levels as decimal strings, ``ts`` as a string of digits and ``seqId`` as a JSON integer;
+#: nothing else is coerced, and what is a number still meets the tick contract's ranges.
+CAMPAIGN: list[tuple[str, bytes, str]] = [
+    ("bool price", trade_frame(px=True), base.REJECT_TYPE),
+    ("number price", trade_frame(px=48938.5), base.REJECT_TYPE),
+    ("number size", trade_frame(sz=5), base.REJECT_TYPE),
+    ("number time", trade_frame(ts=1640131236050), base.REJECT_TYPE),
+    ("float time", trade_frame(ts=1.6e12), base.REJECT_TYPE),
+    ("bool time", trade_frame(ts=True), base.REJECT_TYPE),
+    ("exponent time", trade_frame(ts="1e3"), base.REJECT_NOT_NUMERIC),
+    ("negative time", trade_frame(ts="-5"), base.REJECT_NOT_NUMERIC),
+    ("signed time", trade_frame(ts="+1640131236050"), base.REJECT_NOT_NUMERIC),
+    ("year 2100", trade_frame(ts="4102444800000"), contract.REJECT_TIME_RANGE),
+    ("absurd price", trade_frame(px="1e308"), contract.REJECT_PRICE_RANGE),
+    ("NaN price", trade_frame(px="NaN"), contract.REJECT_NON_FINITE),
+    ("Infinity size", trade_frame(sz="Infinity"), contract.REJECT_NON_FINITE),
+    ("negative size -1", trade_frame(sz="-1"), contract.REJECT_SIZE),
+    ("bool ask", bbo_frame(asks=[[True, "727", "0", "22"]]), base.REJECT_TYPE),
+    ("number bid size", bbo_frame(bids=[["38632.3", 990, "0", "22"]]), base.REJECT_TYPE),
+    ("number book time", bbo_frame(ts=1651761120004), base.REJECT_TYPE),
+    ("negative book time", bbo_frame(ts="-5"), base.REJECT_NOT_NUMERIC),
+    ("bool sequence id", bbo_frame(seqId=True), base.REJECT_TYPE),
+    ("float sequence id", bbo_frame(seqId=3.5), base.REJECT_TYPE),
+    ("book in 2100", bbo_frame(ts="4102444800000"), contract.REJECT_TIME_RANGE),
+    ("absurd book", bbo_frame(asks=[["1.7e308", "1e308", "0", "1"]],
+                              bids=[["1.7e308", "1e308", "0", "1"]]), contract.REJECT_PRICE_RANGE),
+]  # fmt: skip
+MALFORMED += [(name, frame, "rejected", reason) for name, frame, reason in CAMPAIGN]
 
 #: The simulator's own broken frames, in the order of MALFORMED_FRAMES.
 SIM_MALFORMED_REASONS = [
@@ -338,6 +369,24 @@ def test_a_bad_frame_is_counted_with_its_reason_and_never_raised(
     other = parser.stats.skipped if outcome == "rejected" else parser.stats.rejected
     assert counted == {reason: 1 if b"\xff" in frame else 2} and other == {}
     assert parser.stats.total_parsed == 0
+
+
+def test_the_campaign_frames_are_counted_and_the_valid_frames_between_them_still_parse() -> None:
+    parser = VENUE.parser()
+    ticks = parser.parse(bbo_frame(), 1)
+    for _, frame, _ in CAMPAIGN:
+        assert parser.parse(frame, 1) == []
+        ticks += parser.parse(trade_frame(), 1)
+    push = orjson.loads(trade_frame())
+    good = push["data"][0]
+    push["data"] = [good, {**good, "px": True}, {**good, "ts": 1640131236050}, good]
+    ticks += parser.parse(orjson.dumps(push), 1)
+    assert len(ticks) == 1 + len(CAMPAIGN) + 2
+    assert all(invalid_reason(t) is None for t in ticks)
+    assert parser.stats.rejected == Counter(reason for *_, reason in CAMPAIGN) + Counter(
+        {base.REJECT_TYPE: 2}
+    )
+    assert parser.stats.skipped == {}
 
 
 def test_mutated_real_frames_never_raise_and_only_yield_valid_ticks(samples_dir: Path) -> None:
