@@ -124,11 +124,12 @@ class HedgeMix:
 
     def observe(self, predictions: Sequence[float], y: float) -> None:
         """Charge each expert the capped squared error of its prediction ``predictions[i]`` of
-        ``y`` (same units) and update the weights."""
+        ``y`` (same units) and update the weights. A non-finite error is charged the cap, so
+        the weights stay finite."""
         keep, cap, loss = self._keep, self.loss_cap, self._loss
         for i, pred in enumerate(predictions):
             e = float(pred) - y
-            loss[i] = keep * loss[i] + min(e * e, cap)
+            loss[i] = keep * loss[i] + min(cap, e * e)  # min(cap, nan) is the cap
         self._reweigh()
 
     def _reweigh(self) -> None:

@@ -7,6 +7,12 @@ an exponential moving sum; see e.g. Müller, "Operators on inhomogeneous time se
 Accumulators sharing a time constant share one ``math.exp`` per update, and none is needed
 for contributions at the same event time. Reading at a later ``t`` decays a copy, never the
 state, so reads do not change later updates.
+
+Finite in, finite out. Every value read from these sums is finite for any finite input: a
+trade whose size or notional would overflow an EW sum is refused (:meth:`TradeWindows.add`
+returns False), ratios are read only over positive denominators, and the VWAP deviation
+falls back to a difference of logs when its ratio under- or overflows. The mid's log
+changes are bounded by the range of floats (``|dx| < 1.5e7`` bps).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from . import ModelError
 __all__ = ["EWError", "MidChanges", "TradeWindows", "check_windows"]
 
 _BPS = 1e4
+_INF = math.inf
 _EPS = 1e-9  # an EW denominator below this is ~0 (trade counts, or bps for the RSI)
 
 
@@ -48,6 +55,16 @@ def check_windows(name: str, values: Sequence[int]) -> tuple[int, ...]:
     return out
 
 
+def _log_ratio(ref: float, a: Sequence[float]) -> float:
+    """``log(ref * a[0] / a[4])`` as a sum of logs, for when the ratio under- or overflows
+    (``ref``, ``a[0]`` and ``a[4]`` positive and finite, so the result is finite).
+
+    >>> round(_log_ratio(1e308, [1e10, 0.0, 0.0, 0.0, 1e-300]), 1)  # log(1e618): 1e308 * 1e10 = inf
+    1423.0
+    """
+    return math.log(ref) + math.log(a[0]) - math.log(a[4])
+
+
 def _floats(rows: Any, width: int, n_rows: int) -> list[list[float]]:
     """Validate and copy an ``(n_rows, width)`` nested list of floats."""
     try:
@@ -63,7 +80,9 @@ class TradeWindows:
     """EW sums of trades over several time constants.
 
     Per window ``w`` (ms) it keeps ``[sum size, sum side * size, sum side, sum 1,
-    sum price * size]``, each EW with time constant ``w``.
+    sum price * size]``, each EW with time constant ``w``. The sums of sizes and notionals
+    of the longest window bound those of the others (their terms decay less), so a trade
+    that keeps them finite keeps every sum finite.
 
     Parameters
     ----------
@@ -73,10 +92,12 @@ class TradeWindows:
     Examples
     --------
     >>> tw = TradeWindows((1000,))
-    >>> tw.add(1000, 100.0, 3.0, 1.0)
-    >>> tw.add(1000, 102.0, 1.0, -1.0)
+    >>> tw.add(1000, 100.0, 3.0, 1.0), tw.add(1000, 102.0, 1.0, -1.0)
+    (True, True)
     >>> [[round(v, 4) for v in col] for col in tw.columns(2000, 101.0)]
     [[0.5], [0.0], [0.5514], [49.6279]]
+    >>> tw.add(2000, 1e308, 2.0, 1.0)  # its notional overflows: refused, nothing changes
+    False
     """
 
     def __init__(self, windows_ms: Sequence[int]) -> None:
@@ -85,11 +106,20 @@ class TradeWindows:
         self.t = 0  # event time of the last trade, ms
         self.last_price = 0.0
         self._acc = [[0.0] * 5 for _ in self.windows_ms]
+        self._longest = self.windows_ms.index(max(self.windows_ms))
 
-    def add(self, t: int, price: float, size: float, side: float) -> None:
-        """Add a trade at event time ``t`` (>= the last one), ``side`` +1.0 buy / -1.0 sell."""
+    def add(self, t: int, price: float, size: float, side: float) -> bool:
+        """Add a trade at event time ``t`` (>= the last one), ``side`` +1.0 buy / -1.0 sell.
+
+        ``price > 0`` and ``size >= 0`` finite. Returns False, and adds nothing, when the
+        trade would make a sum of sizes or notionals overflow (e.g. a price of 1e308 times a
+        size of 2): the caller counts it as invalid.
+        """
         signed = side * size
         notional = price * size
+        longest = self._acc[self._longest]
+        if not (longest[0] + size < _INF and longest[4] + notional < _INF):
+            return False
         dt = t - self.t
         if self.n and dt:
             exp = math.exp
@@ -110,17 +140,21 @@ class TradeWindows:
         self.n += 1
         self.t = t
         self.last_price = price
+        return True
 
     def columns(self, t_ms: int, ref: float) -> tuple[list[float], ...]:
         """Per window, as of ``t_ms``: flow, count imbalance, intensity and VWAP deviation.
 
         Flow = EW sum(side * size) / EW sum(size); count imbalance = EW sum(side) / EW sum(1)
         (both 0 when the EW count is ~0); intensity = log1p(EW count per second); VWAP
-        deviation = log(ref / EW VWAP) in bps (0 without trades or when ``ref`` is nan).
+        deviation = log(ref / EW VWAP) in bps (0 without trades, when ``ref`` is not finite
+        and positive, or when the EW notional underflowed to 0). Every value is finite.
         """
         n = len(self.windows_ms)
         flow, count_imb, intensity, vwap_dev = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n
         dt = max(t_ms - self.t, 0)
+        log = math.log
+        priced = 0.0 < ref < _INF
         for k, (w, a) in enumerate(zip(self.windows_ms, self._acc, strict=True)):
             count = a[3] * math.exp(-dt / w)
             intensity[k] = math.log1p(count * 1000.0 / w)
@@ -128,8 +162,9 @@ class TradeWindows:
                 count_imb[k] = a[2] / a[3]
                 if a[0] > 0.0:
                     flow[k] = a[1] / a[0]
-                    if ref > 0.0:
-                        vwap_dev[k] = math.log(ref * a[0] / a[4]) * _BPS
+                    if priced and a[4] > 0.0:
+                        r = ref * a[0] / a[4]  # ref / VWAP
+                        vwap_dev[k] = (log(r) if 0.0 < r < _INF else _log_ratio(ref, a)) * _BPS
         return flow, count_imb, intensity, vwap_dev
 
     def get_state(self) -> dict[str, Any]:
@@ -172,7 +207,7 @@ class MidChanges:
         self._acc = [[0.0] * 3 for _ in self.taus_ms]
 
     def add(self, t: int, mid: float) -> None:
-        """Record the mid ``mid > 0`` at event time ``t`` (>= the last one)."""
+        """Record the mid ``0 < mid < inf`` at event time ``t`` (>= the last one)."""
         if mid == self.mid:
             return
         log_mid = math.log(mid)

@@ -33,6 +33,14 @@ constant ``r`` (the mid held constant between quotes): that difference equals th
 the mid's log changes, which is how it is kept in O(1). The RSI is Wilder-like on event time:
 up moves over the sum of absolute moves, both EW with ``rsi_window_ms``.
 
+Finite in, finite out: for any finite tick values every feature is finite, whatever the
+magnitudes (a price of 1e308 or 1e-300 included). Mids and book imbalances are computed from
+halves when a sum would overflow, the VWAP deviation from a sum of logs when its ratio would
+under- or overflow, and a trade that would overflow the EW sums is refused (:attr:`n_invalid`);
+ordinary values take the direct formulas, bit for bit. The features then range within the
+floats' own bounds: a log change of the mid stays below 1.5e7 bps in magnitude, the VWAP
+deviation below 2.2e7 bps, the spread within [0, 2e4] bps.
+
 Neutral values before data: every feature is 0 until the data it needs has arrived; a ratio
 is 0 when its EW denominator is ~0 (trade ratios and the VWAP deviation: an EW trade count
 below ``1e-9``, i.e. no trade in the last ~20 windows; the RSI: an EW sum of absolute moves
@@ -114,8 +122,9 @@ class StreamingFeatures:
     n_stale : int
         Ticks skipped because older than the last accepted tick of their kind.
     n_invalid : int
-        Ticks skipped because of an unknown kind or a non-finite / non-positive price or size
-        (or a crossed book).
+        Ticks skipped because of an unknown kind, a non-finite / non-positive price or size,
+        a crossed book, or a trade whose size or notional (price * size) would overflow the
+        EW sums (only possible near the float limit, 1.8e308).
 
     Examples
     --------
@@ -205,14 +214,15 @@ class StreamingFeatures:
         if t < self._trades.t:
             self.n_stale += 1
             return False
-        if not (0.0 < price < _INF and 0.0 <= size < _INF):
+        if not (0.0 < price < _INF and 0.0 <= size < _INF) or not self._trades.add(
+            t, price, size, 1.0 if side > 0 else -1.0
+        ):
             self.n_invalid += 1
             return False
         if t > self._t_last:
             self._t_last = t
             if not self._t_first:
                 self._t_first = t
-        self._trades.add(t, price, size, 1.0 if side > 0 else -1.0)
         return True
 
     def _update_quote(
@@ -234,7 +244,10 @@ class StreamingFeatures:
         self._bid_size = bid_size
         self._ask = ask
         self._ask_size = ask_size
-        self._mids.add(t, (bid + ask) * 0.5)
+        mid = (bid + ask) * 0.5
+        if mid == _INF:  # prices near the float limit: the same mid from halves
+            mid = 0.5 * bid + 0.5 * ask
+        self._mids.add(t, mid)
         return True
 
     # -- at sample time -------------------------------------------------------------------------
@@ -288,9 +301,13 @@ class StreamingFeatures:
         """book_imbalance, microprice_dev (bps) and spread (bps) of the latest quote."""
         if not self._n_quotes:
             return 0.0, 0.0, 0.0
-        depth = self._bid_size + self._ask_size
-        imbalance = (self._bid_size - self._ask_size) / depth if depth > 0.0 else 0.0
-        spread = (self._ask - self._bid) / self._mids.mid * _BPS
+        bid_size, ask_size = self._bid_size, self._ask_size
+        depth = bid_size + ask_size
+        if depth == _INF:  # sizes near the float limit: the same ratio from halves
+            bid_size, ask_size = 0.5 * bid_size, 0.5 * ask_size
+            depth = bid_size + ask_size
+        imbalance = (bid_size - ask_size) / depth if depth > 0.0 else 0.0
+        spread = (self._ask - self._bid) / self._mids.mid * _BPS  # in [0, 2e4]: bid > 0
         return imbalance, 0.5 * spread * imbalance, spread
 
     @staticmethod
@@ -315,7 +332,12 @@ class StreamingFeatures:
         depth = self._bid_size + self._ask_size
         if depth <= 0.0:
             return self._mids.mid
-        return (self._bid * self._ask_size + self._ask * self._bid_size) / depth
+        micro = (self._bid * self._ask_size + self._ask * self._bid_size) / depth
+        if micro < _INF:
+            return micro
+        # products near the float limit: mid + half spread * imbalance, the same value
+        imbalance = self._book_values()[0]
+        return self._mids.mid + 0.5 * (self._ask - self._bid) * imbalance
 
     @property
     def reference_price(self) -> float:

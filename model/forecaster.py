@@ -10,7 +10,9 @@ to call it.
   outlier from moving the weights much. Signed features whose zero means something (a
   balanced book, no net flow) are not centred, only scaled by their running root mean
   square: centring them on a drifting mean would move the zero the models' decision
-  boundaries are anchored to.
+  boundaries are anchored to. A raw vector with a non-finite value (or one so large that
+  its square overflows) carries no information: the moments do not learn from it, its
+  non-finite inputs read as 0, and it is counted (``n_nonfinite_inputs``).
 * **Target.** Every model learns ``y / s``, ``s`` a running robust scale of the labels (EW mean
   absolute label, bias-corrected, times sqrt(pi / 2)), so that predictions follow changes of
   volatility and the losses (Huber on the return, logistic on the direction) see targets of
@@ -50,6 +52,7 @@ Array = NDArray[np.float64]
 _SQRT_HALF_PI = math.sqrt(math.pi / 2.0)  # E|y| * this = sigma for a normal y
 _VAR_FLOOR = 1e-12  # added to input variances: a constant input standardises to 0
 _HEDGE_CAP = 25.0  # squared error in units of the labels' RMS, i.e. 5 of them
+_isfinite = math.isfinite
 
 
 class Forecast(NamedTuple):
@@ -153,6 +156,7 @@ class Forecaster:
         self._y_weight = 0.0
         self._y_sq = 0.0  # mean squared label (bps^2) since the start: the Hedge loss unit
         self._n_labels = 0
+        self.n_nonfinite_inputs = 0
 
     def _network(
         self, d: int, hidden: Sequence[int], optimizer: Optimizer, seed: int
@@ -173,7 +177,10 @@ class Forecaster:
 
     def standardise(self, raw: Array) -> Array:
         """Update the input moments with ``raw``, shape (n_inputs,); return it standardised
-        and clipped (a new array)."""
+        and clipped (a new array, finite: see :meth:`_standardise_unlearned` for a ``raw``
+        with non-finite values)."""
+        if not _isfinite(raw.dot(raw)):  # a non-finite value, or squares that overflow
+            return self._standardise_unlearned(raw)
         self._x_weight += self._alpha * (1.0 - self._x_weight)
         k = self._alpha / self._x_weight
         mean, var, tmp = self._x_mean, self._x_var, self._tmp
@@ -195,6 +202,21 @@ class Forecaster:
         np.minimum(delta, self._hi, out=delta)  # np.clip's result, with less overhead
         np.maximum(delta, self._lo, out=delta)
         return delta
+
+    def _standardise_unlearned(self, raw: Array) -> Array:
+        """``raw`` standardised and clipped with the current moments, which do not learn from
+        it; non-finite inputs read as 0 (no information), all of them before any moments.
+        Counted in ``n_nonfinite_inputs``."""
+        self.n_nonfinite_inputs += 1
+        if not self._x_weight:
+            return np.zeros_like(raw)
+        mean = self._x_mean
+        off = mean * self._centre
+        with np.errstate(over="ignore", invalid="ignore"):
+            z: Array = (raw - off) / np.sqrt(self._x_var + (mean - off) ** 2 + self._floor)
+        np.clip(z, -self.clip, self.clip, out=z)
+        z[~np.isfinite(raw)] = 0.0
+        return z
 
     def target_scale(self) -> float:
         """Robust standard deviation of the labels (bps); 1 before any nonzero label."""
@@ -235,6 +257,7 @@ class Forecaster:
             "x_var": self._x_var.copy(),
             "floats": [self._x_weight, self._y_abs, self._y_weight, self._y_sq],
             "n_labels": self._n_labels,
+            "n_nonfinite_inputs": self.n_nonfinite_inputs,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -254,3 +277,4 @@ class Forecaster:
         self._x_mean, self._x_var = x_mean, x_var
         self._x_weight, self._y_abs, self._y_weight, self._y_sq = floats
         self._n_labels = int(state["n_labels"])
+        self.n_nonfinite_inputs = int(state.get("n_nonfinite_inputs", 0))  # 0: an older state

@@ -22,6 +22,13 @@ prior that leans on the linear expert, so the mix is as good as a linear model w
 scarce or the relation weak, and moves to the network once its errors are lower for long
 enough. The linear baseline of the metrics is kept apart from the mix.
 
+Finite in, finite out. No finite tick makes the learner raise or publish a non-finite value:
+the features stay finite whatever the magnitudes (:mod:`tickcast.model.features`), a label
+whose price ratio under- or overflows is taken as a difference of logs, the forecaster
+refuses to learn moments from a non-finite input (and reads it as 0), and a forecast that
+would still not be finite is replaced by :data:`FALLBACK_RET_BPS` and :data:`FALLBACK_P_UP`
+and counted in :attr:`OnlineLearner.n_nonfinite_predictions`.
+
 Examples
 --------
 >>> from types import SimpleNamespace
@@ -57,6 +64,8 @@ from .samples import Pending, Prediction, Scored, pending_from_state, pending_st
 from .state import LearnerError, pack_state, unpack_state
 
 __all__ = [
+    "FALLBACK_P_UP",
+    "FALLBACK_RET_BPS",
     "LearnerError",
     "OnlineLearner",
     "Prediction",
@@ -68,8 +77,17 @@ __all__ = [
 Array = NDArray[np.float64]
 
 _BPS = 1e4
+_INF = math.inf
+_isfinite = math.isfinite
 _SNAPSHOT_VERSION = 2
-_COUNTERS = ("n_samples", "_n_scored", "n_unpriced")
+_COUNTERS = ("n_samples", "_n_scored", "n_unpriced", "n_nonfinite_predictions")
+#: Counters added to the version-2 snapshot later: 0 when restoring a snapshot without them.
+_LATER_COUNTERS = frozenset({"n_nonfinite_predictions"})
+
+#: What a prediction publishes in place of a forecast that is not finite: no expected move,
+#: even odds (counted in :attr:`OnlineLearner.n_nonfinite_predictions`).
+FALLBACK_RET_BPS = 0.0
+FALLBACK_P_UP = 0.5
 
 #: Features the model reads by default (name prefixes). Left out, as near-duplicates that
 #: only slow down learning from scratch: the trade-count imbalances (the size-weighted trade
@@ -142,6 +160,10 @@ class OnlineLearner(SampleClock):
 
     Attributes
     ----------
+    n_nonfinite_predictions : int
+        Predictions whose forecast was not finite (or P(up) outside [0, 1]) and was replaced
+        by :data:`FALLBACK_RET_BPS` / :data:`FALLBACK_P_UP` (a non-finite linear baseline by
+        0); 0 unless something upstream broke.
     on_score : callable or None
         Called with a :class:`Scored` each time a sample is scored, i.e. in :meth:`flush`
         (not kept in snapshots).
@@ -222,12 +244,19 @@ class OnlineLearner(SampleClock):
         self.n_samples = 0
         self._n_scored = 0
         self.n_unpriced = 0
+        self.n_nonfinite_predictions = 0
         self._refresh()
 
     # -- the events ---------------------------------------------------------------------------
 
     def _label(self, p: Pending) -> float:
-        return math.log(self.features.reference_price / p.ref) * _BPS
+        """log(ref now / ref at ``p.t_ms``) in bps; finite for any two finite positive
+        prices (a ratio that under- or overflows is taken as a difference of logs)."""
+        ref = self.features.reference_price
+        ratio = ref / p.ref
+        if 0.0 < ratio < _INF:
+            return math.log(ratio) * _BPS
+        return (math.log(ref) - math.log(p.ref)) * _BPS
 
     def _mature(self, p: Pending, y: float) -> None:
         """Score the prediction made at ``p.t_ms``, then learn from its label ``y`` (bps)."""
@@ -258,12 +287,14 @@ class OnlineLearner(SampleClock):
         read at the last scoring (:meth:`_refresh`).
         """
         ref, raw = self._observe(t_ms)
-        if not ref > 0.0:
+        if not 0.0 < ref < _INF:
             self.n_unpriced += 1
             return None
         forecaster = self.forecaster
         x = forecaster.standardise(np.array(self._pick(raw), dtype=np.float64))
         ret_bps, p_up, linear_bps, experts = forecaster.predict(x)
+        if not (_isfinite(ret_bps) and 0.0 <= p_up <= 1.0 and _isfinite(linear_bps)):
+            ret_bps, p_up, linear_bps = self._fallback(ret_bps, p_up, linear_bps)
         self.n_samples += 1
         r = self._rolling
         return Pending(t_ms, x, ref, ret_bps, linear_bps, p_up, experts), Prediction(
@@ -278,6 +309,15 @@ class OnlineLearner(SampleClock):
             r.skill_vs_zero,
             r.n_scored,
         )
+
+    def _fallback(
+        self, ret_bps: float, p_up: float, linear_bps: float
+    ) -> tuple[float, float, float]:
+        """The forecast to publish in place of one that is not finite; counted."""
+        self.n_nonfinite_predictions += 1
+        if not (_isfinite(ret_bps) and 0.0 <= p_up <= 1.0):
+            ret_bps, p_up = FALLBACK_RET_BPS, FALLBACK_P_UP
+        return ret_bps, p_up, linear_bps if _isfinite(linear_bps) else 0.0
 
     # -- introspection ------------------------------------------------------------------------
 
@@ -306,7 +346,9 @@ class OnlineLearner(SampleClock):
         return tuple(float(w) for w in self.forecaster.mix.weights())
 
     def counters(self) -> dict[str, int]:
-        """Event counts: ticks, samples, scored, unpriced boundaries, gaps and what they cost."""
+        """Event counts: ticks, samples, scored, unpriced boundaries, gaps and what they cost,
+        skipped updates, samples whose inputs were not finite and predictions replaced by the
+        fallback (:attr:`n_nonfinite_predictions`)."""
         self.flush()
         return {
             "n_ticks": self.n_ticks,
@@ -319,6 +361,8 @@ class OnlineLearner(SampleClock):
             "n_gap_dropped": self.n_gap_dropped,
             "n_updates": self.forecaster.n_updates,
             "n_update_skipped": self.forecaster.n_skipped,
+            "n_nonfinite_inputs": self.forecaster.n_nonfinite_inputs,
+            "n_nonfinite_predictions": self.n_nonfinite_predictions,
         }
 
     # -- snapshots ----------------------------------------------------------------------------
@@ -366,7 +410,11 @@ class OnlineLearner(SampleClock):
             raise LearnerError("the state belongs to a learner with other hyperparameters")
         try:
             pending = pending_from_state(state["pending"])
-            counters = {k: int(state["counters"][k.lstrip("_")]) for k in _COUNTERS}
+            saved = state["counters"]
+            counters = {
+                k: int(saved[k.lstrip("_")] if k not in _LATER_COUNTERS else saved.get(k, 0))
+                for k in _COUNTERS
+            }
             self.features.load_state_dict(state["features"])
             self.forecaster.load_state_dict(state["model"])
             self._metrics.load_state_dict(state["metrics"])

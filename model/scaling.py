@@ -33,8 +33,13 @@ class EWStandardizer:
     ``transform_one`` returns ``(x - mean) / sqrt(var + eps)``, clipped to ``[-clip, clip]`` if
     ``clip`` is set, once ``warmup`` samples have been learned, and zeros before (too few
     samples to scale by). It never learns: call ``transform_one`` then ``learn_one`` so a
-    sample is not scaled with statistics that already include it. A sample with a NaN or
-    infinite element is not learned; it is counted in ``n_skipped``.
+    sample is not scaled with statistics that already include it.
+
+    Finite in, finite out. A sample with a NaN or infinite element, or one so far from the
+    mean that its squared distance overflows (beyond about 1e154), is not learned; it is
+    counted in ``n_skipped``, so the moments stay finite. ``transform_one`` returns finite
+    values: an element that would not be -- a non-finite input, a zero scale (``eps = 0``
+    and a constant input), an overflow with no ``clip`` -- reads as 0, no information.
 
     Parameters
     ----------
@@ -61,6 +66,10 @@ class EWStandardizer:
     >>> vec.learn_one(np.array([1.0, -1.0])); vec.learn_one(np.array([3.0, -1.0]))
     >>> vec.transform_one(np.array([3.0, -1.0]))
     array([1., 0.])
+    >>> vec.learn_one(np.array([1e300, 0.0])); vec.n_skipped  # its square would overflow
+    1
+    >>> vec.transform_one(np.array([np.nan, -1.0]))  # a NaN carries no information
+    array([0., 0.])
     """
 
     def __init__(
@@ -133,12 +142,12 @@ class EWStandardizer:
         return 1.0 / n if n * self.alpha < 1.0 else self.alpha
 
     def _learn_scalar(self, x: float) -> None:
-        if not math.isfinite(x):
+        diff = x - self._mean_s
+        if not math.isfinite(diff * diff):
             self._n_skipped += 1
             return
         self._ndim = 0
         a = self._alpha_n()
-        diff = x - self._mean_s
         incr = a * diff
         self._mean_s += incr
         self._var_s = (1.0 - a) * (self._var_s + diff * incr)
@@ -156,12 +165,13 @@ class EWStandardizer:
             self._ndim = 1
         if x.shape != self._mean_v.shape:
             raise ModelError(f"expected shape {self._mean_v.shape}, got {x.shape}")
-        if not np.isfinite(x).all():
-            self._n_skipped += 1
-            return
-        a = self._alpha_n()
         diff, incr = self._diff, self._incr
-        np.subtract(x, self._mean_v, out=diff)
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.subtract(x, self._mean_v, out=diff)
+            if not math.isfinite(diff.dot(diff)):
+                self._n_skipped += 1
+                return
+        a = self._alpha_n()
         np.multiply(diff, a, out=incr)
         self._mean_v += incr
         diff *= incr
@@ -181,11 +191,14 @@ class EWStandardizer:
         """Standardised ``x`` (a new float or array); zeros until :attr:`ready`."""
         if self._ndim != 1 and np.ndim(x) == 0:
             z = float(x)
-            if self._n < self.warmup:
+            if self._n < self.warmup or not math.isfinite(z):
                 return 0.0
-            z = (z - self._mean_s) / math.sqrt(self._var_s + self.eps)
+            sd = math.sqrt(self._var_s + self.eps)
+            z = (z - self._mean_s) / sd if sd > 0.0 else 0.0
             c = self.clip
-            return z if c is None else min(max(z, -c), c)
+            if c is not None:
+                z = min(max(z, -c), c)
+            return z if math.isfinite(z) else 0.0
         xv = np.asarray(x, dtype=np.float64)
         if self._ndim == 0:
             raise ModelError(f"this standardiser learned scalars, got shape {xv.shape}")
@@ -193,10 +206,13 @@ class EWStandardizer:
             return np.zeros(xv.shape)
         if xv.shape != self._mean_v.shape:
             raise ModelError(f"expected shape {self._mean_v.shape}, got {xv.shape}")
-        zv: Array = np.subtract(xv, self._mean_v)
-        zv /= np.sqrt(self._var_v + self.eps)
+        scale = np.sqrt(self._var_v + self.eps)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            zv: Array = np.subtract(xv, self._mean_v)
+            zv /= scale
         if self.clip is not None:
             np.clip(zv, -self.clip, self.clip, out=zv)
+        zv[~(np.isfinite(zv) & np.isfinite(xv) & (scale > 0.0))] = 0.0
         return zv
 
     @overload

@@ -118,6 +118,45 @@ def test_non_finite_samples_are_skipped_and_counted(bad: float) -> None:
     np.testing.assert_array_equal(vec.mean, [1.0, 2.0])
 
 
+def test_a_sample_whose_squared_distance_overflows_is_skipped_and_the_moments_stay_finite() -> None:
+    scaler = EWStandardizer(alpha=0.1, warmup=1)
+    scaler.learn_one(1.0)
+    scaler.learn_one(1e300)  # (1e300 - 1)^2 overflows: it would make the variance inf
+    assert (scaler.n_seen, scaler.n_skipped, scaler.mean, scaler.var) == (1, 1, 1.0, 0.0)
+    vec = EWStandardizer(alpha=0.1, warmup=1)
+    vec.learn_one(np.array([1.0, 2.0]))
+    vec.learn_one(np.array([3.0, -1e300]))
+    assert (vec.n_seen, vec.n_skipped) == (1, 1)
+    assert np.isfinite(vec.var).all()
+    vec.learn_one(np.array([3.0, 1e100]))  # large, but its square is finite: learned
+    assert vec.n_seen == 2 and np.isfinite(vec.var).all()
+
+
+@pytest.mark.parametrize("clip", [None, 3.0])
+def test_transform_never_returns_a_non_finite_value(clip: float | None) -> None:
+    scaler = EWStandardizer(alpha=0.1, warmup=1, clip=clip)
+    scaler.learn_one(1.0)
+    scaler.learn_one(2.0)
+    for bad in (math.nan, math.inf, -math.inf):
+        assert scaler.transform_one(bad) == 0.0  # no information
+    assert math.isfinite(scaler.transform_one(-1.7e308))
+    vec = EWStandardizer(alpha=0.1, warmup=1, clip=clip)
+    vec.learn_one(np.array([1.0, 2.0, 0.0]))
+    vec.learn_one(np.array([2.0, 2.0, 1.0]))
+    z = vec.transform_one(np.array([math.nan, math.inf, 1.7e308]))
+    assert np.isfinite(z).all() and z[0] == 0.0 and z[1] == 0.0
+
+
+def test_a_zero_scale_standardises_to_zero_instead_of_dividing_by_zero() -> None:
+    scaler = EWStandardizer(alpha=0.1, warmup=1, eps=0.0)
+    scaler.learn_one(2.0)  # variance 0, and no eps to lift it
+    assert scaler.transform_one(3.0) == 0.0
+    vec = EWStandardizer(alpha=0.1, warmup=1, eps=0.0)
+    vec.learn_one(np.array([2.0, 0.0]))
+    with np.errstate(all="raise"):
+        np.testing.assert_array_equal(vec.transform_one(np.array([3.0, 0.0])), [0.0, 0.0])
+
+
 @pytest.mark.parametrize("sample", [2.5, np.array([2.5, -1.0, 0.0])], ids=["scalar", "vector"])
 def test_a_state_round_trip_is_exact(sample: float | np.ndarray) -> None:
     rng = np.random.default_rng(4)
