@@ -172,7 +172,9 @@ _UUID_NAMESPACE: Final = uuid.UUID("5d1c2b7e-9a41-4f0e-8c3b-6b1f0d2a9e47")
 
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
-_decompress = zlib.decompress
+_decompressobj = zlib.decompressobj
+MAX_INFLATED: Final = 4 << 20
+"""Largest inflated frame (bytes); larger ones are rejected as undecompressible."""
 _ZlibError = zlib.error
 _trade_fault = trade_fault
 _new_tick = tuple.__new__
@@ -184,7 +186,8 @@ _KEEPALIVE_FRAMES: Final = frozenset({b"Ping", b"Pong", "Ping", "Pong"})
 
 def inflate(raw: bytes) -> bytes | None:
     """The text of a frame: gunzipped when it starts with the gzip magic bytes, else ``raw``
-    itself; None when it starts like gzip and does not inflate.
+    itself; None when it starts like gzip and does not inflate, or inflates past
+    :data:`MAX_INFLATED` bytes (a few kilobytes of gzip can hold gigabytes of zeros).
 
     Examples
     --------
@@ -193,10 +196,12 @@ def inflate(raw: bytes) -> bytes | None:
     """
     if raw[:2] != GZIP_MAGIC:
         return raw
+    inflater = _decompressobj(31)
     try:
-        return _decompress(raw, 31)
+        text = inflater.decompress(raw, MAX_INFLATED)
     except _ZlibError:
         return None
+    return text if inflater.eof else None  # else truncated, or larger than MAX_INFLATED
 
 
 def gzip_frame(frame: bytes) -> bytes:
@@ -312,10 +317,10 @@ class BingxParser(VenueParser):
             frames).
         """
         if type(raw) is bytes and raw[:2] == GZIP_MAGIC:
-            try:
-                raw = _decompress(raw, 31)
-            except _ZlibError:
+            text = inflate(raw)
+            if text is None:
                 return self.reject(base.REJECT_COMPRESSED, raw)
+            raw = text
         try:
             msg = _loads(raw)
         except _JSONDecodeError:

@@ -174,6 +174,14 @@ def test_the_recorded_ticker_push_is_skipped_as_another_event(bingx_samples: Pat
     assert VENUE.classify(gzip_frame(frame)).kind == DATA
 
 
+def test_a_gzip_bomb_is_rejected_without_inflating_it_whole() -> None:
+    bomb = gzip_frame(b'{"dataType":"BTC-USDT@trade","data":"' + b"0" * (64 << 20) + b'"}')
+    assert len(bomb) < 1 << 20  # 64 MiB of zeros in a frame under the 4 MiB limit
+    parser = VENUE.parser()
+    assert parser.parse(bomb, 0) == []
+    assert parser.stats.rejected == {base.REJECT_COMPRESSED: 1}
+
+
 def test_the_recorded_subscription_is_what_the_feed_sends_and_its_ack_is_an_ack(
     bingx_samples: Path,
 ) -> None:
