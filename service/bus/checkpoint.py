@@ -20,6 +20,12 @@ Between checkpoints the worker refreshes ``ticks`` and ``samples`` about once a 
 
 Restoring and feeding the ticks after ``last_id`` gives the state of a worker that never
 stopped (DESIGN.md, invariant 5).
+
+The worker writes a checkpoint only once its snapshot has restored (see
+:mod:`tickcast.service.live.symbolstate`). A checkpoint found unreadable at start all the same
+(another version wrote it, or a hand) is not deleted: :func:`set_aside` renames it to
+``<key>:unreadable:<wall ms>`` (:func:`~tickcast.service.bus.keys.unreadable_key`) and lists it
+first in ``<key>:unreadable``, which keeps the :data:`UNREADABLE_KEPT` newest copies.
 """
 
 from __future__ import annotations
@@ -28,11 +34,15 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
+import redis
 import redis.asyncio
 
 from tickcast.service import TickcastError
+from tickcast.service.bus.keys import unreadable_index_key, unreadable_key
 
 CKPT_VERSION: Final = 1
+UNREADABLE_KEPT: Final = 5
+"""Set-aside copies of unreadable checkpoints kept per symbol (the newest)."""
 STATUS_FIELDS: Final = ("samples", "ticks")
 """Hash fields refreshed between checkpoints (live counts for ``tickcast status``)."""
 
@@ -100,11 +110,51 @@ def queue_status(pipe: Any, key: str, samples: int, ticks: int) -> None:
 
 
 async def load(client: redis.asyncio.Redis, key: str) -> Checkpoint | None:
-    """Return the checkpoint in ``key``, or ``None`` when there is none."""
-    fields: Any = await client.hgetall(key)
+    """Return the checkpoint in ``key``, or ``None`` when there is none.
+
+    Raises
+    ------
+    CheckpointError
+        When ``key`` is not a hash, or a malformed or unknown-version one.
+    """
+    try:
+        fields: Any = await client.hgetall(key)
+    except redis.ResponseError as exc:
+        if "WRONGTYPE" not in str(exc):
+            raise
+        raise CheckpointError(f"{key} is not a hash: {exc}") from exc
     if not fields or b"model" not in fields:  # nothing, or live counts only
         return None
     return Checkpoint.from_fields(fields)
+
+
+async def set_aside(client: redis.asyncio.Redis, key: str) -> str:
+    """Rename the checkpoint ``key`` to ``<key>:unreadable:<wall ms>``, list it first in
+    ``<key>:unreadable`` and delete the copies beyond the :data:`UNREADABLE_KEPT` newest;
+    return the new key. ``key`` holds no checkpoint afterwards.
+
+    The suffix is the wall time in ms, or one more than the newest copy's when the clock has
+    not moved past it (two set-asides in one millisecond keep two copies).
+
+    Raises
+    ------
+    redis.ResponseError
+        When ``key`` does not exist.
+    """
+    index = unreadable_index_key(key)
+    newest: Any = await client.lindex(index, 0)
+    newest_ms = int(newest.rpartition(b":")[2] or 0) if newest else 0
+    wall_ms = max(time.time_ns() // 1_000_000, newest_ms + 1)
+    aside = unreadable_key(key, wall_ms)
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.rename(key, aside)
+        pipe.lpush(index, aside)
+        pipe.lrange(index, UNREADABLE_KEPT, -1)
+        pipe.ltrim(index, 0, UNREADABLE_KEPT - 1)
+        replies = await pipe.execute()
+    if replies[2]:
+        await client.delete(*replies[2])
+    return aside
 
 
 async def last_published_t(client: redis.asyncio.Redis, signals_key: str) -> int:

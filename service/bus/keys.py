@@ -5,6 +5,14 @@ Keys (DESIGN.md §3), one hash slot per symbol thanks to the ``{...}`` Redis Clu
     <prefix>:{<venue>:<SYMBOLID>}:ticks     tick stream (XADD MAXLEN ~ redis.tick_maxlen)
     <prefix>:{<venue>:<SYMBOLID>}:signals   signal stream
     <prefix>:{<venue>:<SYMBOLID>}:ckpt      checkpoint
+    <prefix>:{<venue>:<SYMBOLID>}:quarantine
+                                            ticks the worker could not process, each under the
+                                            tick's own stream ID (XADD MAXLEN ~
+                                            redis.quarantine_maxlen)
+    <prefix>:{<venue>:<SYMBOLID>}:ckpt:unreadable
+                                            list of the checkpoints set aside because they
+                                            would not restore, newest first, each renamed to
+                                            ``...:ckpt:unreadable:<wall ms>``
 
 ``SYMBOLID`` is :func:`symbol_tag` of the unified symbol (``BTC/USDT:USDT`` -> ``BTCUSDT``).
 """
@@ -55,7 +63,8 @@ def symbol_tag(unified: str) -> str:
 
 
 def symbol_key(prefix: str, venue: str, symbol: str, kind: str) -> str:
-    """``<prefix>:{<venue>:<symbol_tag(symbol)>}:<kind>`` for ``kind`` in ticks/signals/ckpt."""
+    """``<prefix>:{<venue>:<symbol_tag(symbol)>}:<kind>`` (``kind``: ticks, signals, ckpt,
+    quarantine, or a lease's)."""
     if not venue or any(c.isspace() or c in "{}:" for c in venue):
         raise InvalidSymbolError(f"venue {venue!r} cannot be put in a key")
     return f"{prefix}:{{{venue}:{symbol_tag(symbol)}}}:{kind}"
@@ -74,6 +83,33 @@ def signals_key(prefix: str, venue: str, symbol: str) -> str:
 def ckpt_key(prefix: str, venue: str, symbol: str) -> str:
     """Key of the checkpoint of ``symbol`` on ``venue``."""
     return symbol_key(prefix, venue, symbol, "ckpt")
+
+
+def quarantine_key(prefix: str, venue: str, symbol: str) -> str:
+    """Key of the quarantine (dead-letter) stream of ``symbol`` on ``venue``."""
+    return symbol_key(prefix, venue, symbol, "quarantine")
+
+
+def unreadable_index_key(ckpt: str) -> str:
+    """Key of the list of a checkpoint's set-aside copies (:func:`unreadable_key`).
+
+    Examples
+    --------
+    >>> unreadable_index_key("tickcast:{sim:BTCUSDT}:ckpt")
+    'tickcast:{sim:BTCUSDT}:ckpt:unreadable'
+    """
+    return f"{ckpt}:unreadable"
+
+
+def unreadable_key(ckpt: str, wall_ms: int) -> str:
+    """Key a checkpoint that would not restore is renamed to (same hash slot).
+
+    Examples
+    --------
+    >>> unreadable_key("tickcast:{sim:BTCUSDT}:ckpt", 1767225600000)
+    'tickcast:{sim:BTCUSDT}:ckpt:unreadable:1767225600000'
+    """
+    return f"{unreadable_index_key(ckpt)}:{wall_ms}"
 
 
 def id_key(stream_id: bytes | str) -> tuple[int, int]:

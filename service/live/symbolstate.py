@@ -3,6 +3,27 @@
 :class:`SymbolBook` holds one :class:`SymbolState` per symbol: it restores them from their
 checkpoints (:mod:`tickcast.service.bus.checkpoint`), says which are due for a new one and writes
 them.
+
+Checkpoints are defended on both sides:
+
+* **verified before they are written**: a snapshot is restored with the learner loader (and
+  its horizon and sample interval checked) before it replaces the previous checkpoint; one
+  that would not restore is not written (``stats.checkpoints_refused``, an ERROR line), and
+  the previous checkpoint stays;
+* **set aside when unreadable at start**: a checkpoint that does not load or restore (not a
+  hash, an unknown version, a snapshot the loader refuses) is renamed aside
+  (:func:`~tickcast.service.bus.checkpoint.set_aside`; ``stats.checkpoints_unreadable``, an
+  ERROR line naming the new key) and the symbol starts as on a first start: a fresh learner
+  reads its tick stream **from the start** (what ``redis.tick_maxlen`` kept), the ticks
+  quarantined before excepted, and publishes no sample already in its signal stream. From the
+  start rather than from the stream's end: the learner gets back every tick still retained,
+  the result is what a backtest of the stream gives, and one rule serves both starts. A
+  checkpoint made with another horizon or sample interval is a configuration mistake, not
+  damage: it still stops the worker (:class:`WorkerError`).
+
+Each state keeps the snapshot of its last checkpoint written or restored (``good``, at
+``good_id``): the worker rebuilds a learner that raised from it
+(:mod:`tickcast.service.live.quarantine`).
 """
 
 from __future__ import annotations
@@ -13,13 +34,21 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import redis
 import redis.asyncio
 
-from tickcast.model import ModelError
 from tickcast.service import TickcastError
 from tickcast.service.bus import keys
-from tickcast.service.bus.checkpoint import Checkpoint, last_published_t, load, queue_status, save
+from tickcast.service.bus.checkpoint import (
+    Checkpoint,
+    last_published_t,
+    load,
+    queue_status,
+    save,
+    set_aside,
+)
 from tickcast.service.bus.keys import id_key
+from tickcast.service.bus.quarantine import Quarantined, quarantined_after
 from tickcast.service.live.predictor import Predictor
 from tickcast.service.ops.config import Settings
 from tickcast.service.ops.metrics import SymbolStats
@@ -80,6 +109,16 @@ def default_learner_loader(data: bytes) -> Learner:
     return learner
 
 
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """The learner of a symbol raised: on the entry ``stream_id`` (``consumed`` False: in
+    ``update``) or in the learning deferred after it (``consumed`` True: in ``flush``)."""
+
+    stream_id: str
+    error: Exception
+    consumed: bool
+
+
 @dataclass
 class SymbolState:
     """One instrument's learner, stream position and checkpoint bookkeeping.
@@ -88,6 +127,13 @@ class SymbolState:
     (:mod:`tickcast.service.live.handoff`) rather than from XREAD; ``breaks`` is the handoff's break
     count it last saw, and ``behind`` the stream ID below which handed-off entries were
     already read from Redis (set when it goes live, cleared at the first newer entry).
+
+    Quarantine (:mod:`tickcast.service.live.quarantine`): ``good`` is the snapshot of the last
+    checkpoint written or restored (None: a fresh learner), taken at the stream ID
+    ``good_id``; ``skip`` the IDs after ``good_id`` already quarantined (never fed again);
+    ``quarantined`` the entries quarantined and not yet written to the quarantine stream;
+    ``fault`` set when the learner raised, until it is rebuilt; ``ckpt_now`` asks for a
+    checkpoint at the end of the step (after a rebuild).
     """
 
     instrument: Instrument
@@ -107,11 +153,31 @@ class SymbolState:
     live: bool = False
     breaks: int = 0
     behind: tuple[int, int] | None = None
+    quarantine_key: str = ""
+    good: bytes | None = None
+    good_id: str = START_ID
+    skip: set[bytes] = field(default_factory=set)
+    quarantined: list[Quarantined] = field(default_factory=list)
+    fault: Fault | None = None
+    ckpt_now: bool = False
 
     @property
     def symbol(self) -> str:
         """The unified symbol."""
         return self.instrument.symbol
+
+    def offer(self, predictions: Sequence[Any], recv_ns: int) -> int:
+        """Hand the predictions a tick received at ``recv_ns`` made to the predictor, except
+        samples already published (counted as deduplicated); return how many were new."""
+        new = 0
+        for p in predictions:
+            if p.t_ms > self.last_published:
+                self.predictor.add(p, self.learner, recv_ns)
+                self.last_published = p.t_ms
+                new += 1
+            else:
+                self.stats.duplicates_skipped += 1
+        return new
 
 
 class SymbolBook:
@@ -154,65 +220,112 @@ class SymbolBook:
         self._status_monotonic = 0.0
 
     async def restore(self) -> None:
-        """Load each symbol's checkpoint (or make a fresh learner) and its publish mark.
+        """Load each symbol's checkpoint (or make a fresh learner), its publish mark and the
+        IDs quarantined after its position; set unreadable checkpoints aside.
 
         Raises
         ------
         WorkerError
-            A checkpoint cannot be read, or was made with another horizon or sample interval.
+            A checkpoint was made with another horizon or sample interval.
         """
         prefix = self.settings.redis.prefix
         for instrument in self.instruments:
             venue, symbol = instrument
             ckpt_key = keys.ckpt_key(prefix, venue, symbol)
             signals_key = keys.signals_key(prefix, venue, symbol)
-            ckpt = await load(self.client, ckpt_key)
             stats = self._stats.setdefault(instrument, SymbolStats())
+            ckpt, learner = await self._load(instrument, ckpt_key, stats)
             predictor = Predictor(
                 venue, symbol, signals_key, self.settings.redis.signal_maxlen, stats
             )
             ticks_key = keys.ticks_key(prefix, venue, symbol)
-            if ckpt is None:
-                learner = self._factory(symbol)
-                state = SymbolState(instrument, learner, ticks_key, ckpt_key, predictor, stats)
-            else:
-                learner = self._restore_learner(symbol, ckpt.model, ckpt_key)
-                state = SymbolState(instrument, learner, ticks_key, ckpt_key, predictor, stats)
+            state = SymbolState(instrument, learner, ticks_key, ckpt_key, predictor, stats)
+            state.quarantine_key = keys.quarantine_key(prefix, venue, symbol)
+            if ckpt is not None:
                 state.last_id, state.last_published = ckpt.last_id, ckpt.last_t
                 state.ticks = state.ticks_at_ckpt = state.ticks_at_status = ckpt.ticks
+                state.good, state.good_id = ckpt.model, ckpt.last_id
                 stats.samples = ckpt.samples
                 stats.checkpoint_wall_s = ckpt.saved_ms / 1000.0
             published = await last_published_t(self.client, signals_key)
             state.last_published = max(state.last_published, published)
+            state.skip = await quarantined_after(self.client, state.quarantine_key, state.last_id)
             predictor.sync_stats(learner)
             state.samples_at_ckpt = stats.samples
             self.states[instrument] = state
             self.by_key[ticks_key.encode()] = state
             log.info(
-                "%s %s: %s at tick stream ID %s, last signal t=%d",
+                "%s %s: %s at tick stream ID %s, last signal t=%d%s",
                 venue,
                 symbol,
                 "restored" if ckpt is not None else "fresh learner",
                 state.last_id,
                 state.last_published,
+                f", {len(state.skip)} quarantined ticks ahead skipped" if state.skip else "",
             )
         await self.check_trimmed()
 
-    def _restore_learner(self, symbol: str, model: bytes, key: str) -> Learner:
+    async def _load(
+        self, instrument: Instrument, key: str, stats: SymbolStats
+    ) -> tuple[Checkpoint | None, Learner]:
+        """The checkpoint in ``key`` and its learner; no checkpoint and a fresh learner when
+        there is none or it would not restore (then it is set aside). Redis errors propagate."""
         try:
-            learner = self._loader(model)
-        except ModelError as exc:
-            raise WorkerError(
-                f"cannot restore checkpoint {key} of {symbol}: {exc}; delete it to start afresh"
-            ) from exc
+            ckpt = await load(self.client, key)
+            learner = None if ckpt is None else self._loader(ckpt.model)
+        except Exception as exc:
+            if isinstance(exc, redis.RedisError | OSError):
+                raise  # Redis out of reach or refusing: the checkpoint itself may be fine
+            await self._set_aside(instrument, key, stats, exc)
+            return None, self._factory(instrument.symbol)
+        if ckpt is None or learner is None:
+            return None, self._factory(instrument.symbol)
+        self._check_clock(learner, f"checkpoint {key} of {instrument.symbol}")
+        return ckpt, learner
+
+    async def _set_aside(
+        self, instrument: Instrument, key: str, stats: SymbolStats, exc: Exception
+    ) -> None:
+        aside = await set_aside(self.client, key)
+        stats.checkpoints_unreadable += 1
+        log.error(
+            "%s: checkpoint %s would not restore (%s: %s); moved aside to %s. The symbol starts "
+            "afresh: a new learner reads its tick stream from the start, skipping the ticks "
+            "quarantined before, and publishes no sample already in its signal stream",
+            instrument,
+            key,
+            type(exc).__name__,
+            exc,
+            aside,
+        )
+
+    def _check_clock(self, learner: Learner, what: str) -> None:
+        """Raise :class:`WorkerError` when ``learner`` runs on another horizon or sample
+        interval than the settings."""
         want = (self.cfg.horizon_ms, self.cfg.sample_ms)
         got = (learner.horizon_ms, learner.sample_ms)
         if got != want:
             raise WorkerError(
-                f"checkpoint {key} of {symbol} was made with horizon/sample {got} ms, settings "
-                f"ask for {want} ms: use the same settings or delete the checkpoint"
+                f"{what} was made with horizon/sample {got} ms, settings ask for {want} ms: "
+                "use the same settings or delete the checkpoint"
             )
-        return learner
+
+    def rebuild(self, state: SymbolState) -> Learner:
+        """A learner in ``state``'s last good state: its last checkpoint's (``state.good``),
+        or a fresh one."""
+        if state.good is None:
+            return self._factory(state.symbol)
+        return self._loader(state.good)
+
+    def refusal(self, snapshot: bytes) -> str | None:
+        """Why ``snapshot`` must not become a checkpoint (it does not restore, or restores
+        with another clock), or None."""
+        try:
+            learner = self._loader(snapshot)
+            self._check_clock(learner, "the snapshot")
+        except Exception as exc:  # whatever the loader raises: no I/O there
+            return f"{type(exc).__name__}: {exc}"
+        return None
 
     async def refresh_status(self) -> None:
         """Every :data:`STATUS_EVERY_S`, in one round trip: write the changed ``samples`` /
@@ -255,33 +368,73 @@ class SymbolBook:
                 )
 
     def due(self) -> list[SymbolState]:
-        """The states due for a checkpoint (``worker.checkpoint_every_samples`` / ``_s``)."""
+        """The states due for a checkpoint (``worker.checkpoint_every_samples`` / ``_s``, or
+        asked for with ``ckpt_now``)."""
         now, cfg = time.monotonic(), self.cfg
         return [
             s
             for s in self.states.values()
-            if s.stats.samples - s.samples_at_ckpt >= cfg.checkpoint_every_samples
+            if s.ckpt_now
+            or s.stats.samples - s.samples_at_ckpt >= cfg.checkpoint_every_samples
             or (now - s.ckpt_monotonic >= cfg.checkpoint_every_s and s.ticks > s.ticks_at_ckpt)
         ]
 
     async def checkpoint(
         self, states: Sequence[SymbolState] | None = None, *, force: bool = False
     ) -> None:
-        """Checkpoint ``states`` (default all; unchanged ones only with ``force``)."""
+        """Checkpoint ``states`` (default all; unchanged ones only with ``force``), each once
+        its snapshot restores; never a state whose learner raised and is not rebuilt yet, and
+        never ahead of its quarantined entries (write them first)."""
         for state in states if states is not None else list(self.states.values()):
-            if not force and state.ticks == state.ticks_at_ckpt:
+            if state.fault is not None or state.quarantined:
                 continue
-            ckpt = Checkpoint(
-                model=state.learner.snapshot(),
-                last_id=state.last_id,
-                last_t=state.last_published,
-                ticks=state.ticks,
-                samples=state.stats.samples,
-            )
-            saved_ms = await save(self.client, state.ckpt_key, ckpt)
-            state.samples_at_ckpt = state.stats.samples
-            state.ticks_at_ckpt = state.ticks
-            state.ckpt_monotonic = time.monotonic()
-            state.stats.checkpoints += 1
-            state.stats.checkpoint_wall_s = saved_ms / 1000.0
-            log.debug("%s: checkpoint at %s (%d ticks)", state.symbol, state.last_id, state.ticks)
+            if not force and not state.ckpt_now and state.ticks == state.ticks_at_ckpt:
+                continue
+            snapshot = self._snapshot(state)
+            if snapshot is not None:
+                await self._save(state, snapshot)
+
+    def _snapshot(self, state: SymbolState) -> bytes | None:
+        """``state``'s learner snapshot if it restores; None (counted, logged, the cadence
+        restarted) otherwise, or when the snapshot itself raised (a fault of the learner)."""
+        state.ckpt_now = False
+        try:
+            snapshot = state.learner.snapshot()  # flushes the deferred learning first
+        except Exception as exc:
+            state.fault = Fault(state.last_id, exc, consumed=True)
+            return None
+        refusal = self.refusal(snapshot)
+        if refusal is None:
+            return snapshot
+        state.samples_at_ckpt = state.stats.samples
+        state.ckpt_monotonic = time.monotonic()
+        state.stats.checkpoints_refused += 1
+        log.error(
+            "%s: checkpoint NOT written: the learner's snapshot at %s would not restore (%s); "
+            "the previous checkpoint (at %s) is kept, a restart resumes from there",
+            state.instrument,
+            state.last_id,
+            refusal,
+            state.good_id,
+        )
+        return None
+
+    async def _save(self, state: SymbolState, snapshot: bytes) -> None:
+        ckpt = Checkpoint(
+            model=snapshot,
+            last_id=state.last_id,
+            last_t=state.last_published,
+            ticks=state.ticks,
+            samples=state.stats.samples,
+        )
+        saved_ms = await save(self.client, state.ckpt_key, ckpt)
+        state.good, state.good_id = snapshot, state.last_id
+        if state.skip:  # what a rebuild or a restart can still meet
+            good = id_key(state.good_id)
+            state.skip = {i for i in state.skip if id_key(i) > good}
+        state.samples_at_ckpt = state.stats.samples
+        state.ticks_at_ckpt = state.ticks
+        state.ckpt_monotonic = time.monotonic()
+        state.stats.checkpoints += 1
+        state.stats.checkpoint_wall_s = saved_ms / 1000.0
+        log.debug("%s: checkpoint at %s (%d ticks)", state.symbol, state.last_id, state.ticks)

@@ -17,7 +17,14 @@ stream entry consumed and the sample time of the last signal published. One loop
 4. lets one learner that made a signal learn (``flush()``: ``update`` defers the learning of a
    sample boundary so that its signal goes out first);
 5. checkpoints a symbol (:mod:`tickcast.service.bus.checkpoint`) every
-   ``worker.checkpoint_every_samples`` samples or ``worker.checkpoint_every_s`` seconds.
+   ``worker.checkpoint_every_samples`` samples or ``worker.checkpoint_every_s`` seconds, once
+   its snapshot restores (:mod:`tickcast.service.live.symbolstate`).
+
+No tick stops the worker: an entry that does not decode, breaks the tick contract or makes the
+learner raise is quarantined (:mod:`tickcast.service.live.quarantine`): counted, logged,
+written to the symbol's quarantine stream and skipped; a learner that raised is rebuilt from
+its last checkpoint and the ticks since, without the quarantined ones, before the symbol reads
+on. The other symbols are not affected.
 
 :meth:`Worker.run` restores the checkpoints first and checkpoints every symbol on the way out
 (:meth:`Worker.stop` or cancellation). Redis errors while running are retried with a capped
@@ -44,9 +51,12 @@ import redis.asyncio
 
 from tickcast.service.bus import codec
 from tickcast.service.bus.lease import SymbolLeases
+from tickcast.service.bus.quarantine import INVALID, UNDECODABLE
 from tickcast.service.live.handoff import Handoff
+from tickcast.service.live.quarantine import OTHER_INSTRUMENT, Quarantine
 from tickcast.service.live.symbolstate import (
     START_ID,
+    Fault,
     Learner,
     LearnerFactory,
     LearnerLoader,
@@ -57,7 +67,7 @@ from tickcast.service.live.symbolstate import (
 from tickcast.service.live.workerlane import WorkerLane
 from tickcast.service.ops.config import Settings
 from tickcast.service.ops.metrics import SymbolStats
-from tickcast.service.ticks import Instrument, Tick
+from tickcast.service.ticks import Instrument, Tick, invalid_reason
 
 __all__ = ["START_ID", "Learner", "SymbolState", "Worker", "WorkerError"]
 
@@ -130,6 +140,7 @@ class Worker:
         self.lost: list[str] = []
         """Symbols whose lease was lost (the worker then stops without checkpointing)."""
         self.io = WorkerLane(client, self.cfg.read_count)
+        self.quarantine = Quarantine(client, settings, self.book)
         self._touched: list[SymbolState] = []
 
     @property
@@ -201,6 +212,8 @@ class Worker:
         try:
             await self.io.publish()
             self._settle()
+            await self._rebuild_faulted()
+            await self.io.publish()
             await self.checkpoint(force=True)
             if self.leases is not None:
                 await self.leases.release()
@@ -236,6 +249,9 @@ class Worker:
             self.last_tick_monotonic = time.monotonic()
         else:
             self._settle()
+        if any(s.fault is not None or s.quarantined for s in self.states.values()):
+            n += await self._rebuild_faulted()
+            await self.io.publish()  # a rebuild may have made signals
         await self._maybe_checkpoint()
         return n
 
@@ -265,7 +281,7 @@ class Worker:
                 n += cursor[2] - i
                 if state.predictor.pending:
                     send(state.predictor)
-            cursors = [c for c in cursors if c[2] < len(c[1])]
+            cursors = [c for c in cursors if c[2] < len(c[1]) and c[0].fault is None]
         return n
 
     # -- the handoff ------------------------------------------------------------------------
@@ -331,17 +347,27 @@ class Worker:
         touched = self._touched
         k = len(touched) if limit is None else min(limit, len(touched))
         for state in touched[:k]:
-            state.learner.flush()
-            state.predictor.sync_stats(state.learner, state.last_prediction)
+            if state.fault is None:
+                try:
+                    state.learner.flush()
+                except Exception as exc:  # the deferred learning of the last tick consumed
+                    state.fault = Fault(state.last_id, exc, consumed=True)
+                else:
+                    state.predictor.sync_stats(state.learner, state.last_prediction)
             state.last_prediction = None
         del touched[:k]
 
     def _consume(self, state: SymbolState, entries: list[Any], start: int, decoded: bool) -> int:
         """Feed ``entries[start:]`` (``(id, fields)`` pairs, ``(id, tick)`` if ``decoded``) to
-        the symbol's learner, stopping after a tick that made a signal while fresh; return the
-        index of the first entry not consumed."""
-        learner, predictor, stats = state.learner, state.predictor, state.stats
+        the symbol's learner, stopping after a tick that made a signal while fresh, or at one
+        the learner raised on (``state.fault``; it is rebuilt before the symbol goes on);
+        quarantine the entries it must not see; return the index of the first entry not
+        consumed."""
+        if state.fault is not None:
+            return start
+        learner, stats, (venue, symbol) = state.learner, state.stats, state.instrument
         update, decode, observe_lag = learner.update, codec.decode_flat, stats.feed_lag.observe
+        skip, reject, invalid = state.skip, self.quarantine.reject, invalid_reason
         last_event_ms = stats.last_event_ms
         fresh_after = time.time_ns() - FRESH_NS
         end = len(entries)
@@ -349,27 +375,33 @@ class Worker:
         while i < end:
             raw_id, fields = entries[i]
             i += 1
+            if skip and raw_id in skip:
+                continue  # quarantined already (by an earlier run)
             if decoded:
                 tick: Tick = fields
             else:
                 try:
                     tick = decode(fields)
                 except codec.BusDecodeError as exc:
-                    stats.undecodable += 1
-                    log.debug("%s: skipping undecodable tick %s: %s", state.instrument, raw_id, exc)
+                    reject(state, raw_id, fields, UNDECODABLE, str(exc))
                     continue
+            if tick.symbol != symbol or tick.venue != venue:  # tick_fault(), inlined
+                reject(state, raw_id, fields, INVALID, OTHER_INSTRUMENT)
+                continue
+            why = invalid(tick)
+            if why is not None:
+                reject(state, raw_id, fields, INVALID, why)
+                continue
+            try:
+                predictions = update(tick)
+            except Exception as exc:  # whatever the learner raises: it does no I/O
+                state.fault = Fault(raw_id.decode(), exc, consumed=False)
+                i -= 1
+                break
             last_event_ms = tick.event_ms
             observe_lag((tick.recv_ns * 1e-6 - last_event_ms) * 1e-3)
-            predictions = update(tick)
             if predictions:
-                new = 0
-                for p in predictions:
-                    if p.t_ms > state.last_published:
-                        predictor.add(p, learner, tick.recv_ns)
-                        state.last_published = p.t_ms
-                        new += 1
-                    else:
-                        stats.duplicates_skipped += 1
+                new = state.offer(predictions, tick.recv_ns)
                 stats.samples += len(predictions)
                 if state.last_prediction is None:
                     self._touched.append(state)
@@ -383,16 +415,33 @@ class Worker:
         stats.last_event_ms = last_event_ms
         return i
 
+    async def _rebuild_faulted(self) -> int:
+        """Rebuild the learners that raised (:meth:`Quarantine.rebuild`) and write the
+        quarantined entries; return the entries consumed anew."""
+        n = 0
+        for state in self.states.values():
+            if state.fault is not None:
+                n += await self.quarantine.rebuild(state)
+                if state.last_prediction is not None and state not in self._touched:
+                    self._touched.append(state)  # its stats are copied with the others'
+        await self.quarantine.write(self.states.values())
+        return n
+
     # -- checkpoints ------------------------------------------------------------------------
 
     async def _maybe_checkpoint(self) -> None:
+        """Checkpoint one symbol due for it, if any: a verified checkpoint holds the loop for
+        about 1.5 ms (snapshot, restore, MULTI), so symbols due together (they cross sample
+        boundaries together) are spread over consecutive steps."""
         due = self.book.due()
         if due:
             await self.io.publish()  # a checkpoint never runs ahead of acknowledged signals
-            await self.book.checkpoint(due)
+            await self.book.checkpoint([max(due, key=lambda s: s.ckpt_now)])  # rebuilt first
 
     async def checkpoint(
         self, states: Sequence[SymbolState] | None = None, *, force: bool = False
     ) -> None:
-        """Checkpoint ``states`` (default all; unchanged ones only with ``force``)."""
+        """Checkpoint ``states`` (default all; unchanged ones only with ``force``), after
+        writing their quarantined entries; a learner that raised is not checkpointed."""
+        await self.quarantine.write(self.states.values())
         await self.book.checkpoint(states, force=force)

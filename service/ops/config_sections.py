@@ -76,6 +76,11 @@ class RedisSettings(_Section):
     prefix: str = Field(default="tickcast", min_length=1, pattern=r"^[^\s{}:]+$")
     tick_maxlen: int = Field(default=1_000_000, gt=0, description="XADD MAXLEN ~ of ticks")
     signal_maxlen: int = Field(default=100_000, gt=0, description="XADD MAXLEN ~ of signals")
+    quarantine_maxlen: int = Field(
+        default=10_000,
+        gt=0,
+        description="XADD MAXLEN ~ of each symbol's quarantine stream (ticks the worker skipped)",
+    )
     socket_timeout_s: float = Field(default=5.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     retry_attempts: int = Field(

@@ -123,6 +123,12 @@ class SymbolStats:
 
     ticks: int = 0
     undecodable: int = 0
+    """Tick entries that did not decode (also counted in ``quarantined``)."""
+    quarantined: int = 0
+    """Tick entries skipped into the quarantine stream: undecodable, breaking the tick
+    contract, or making the learner raise."""
+    learner_rebuilds: int = 0
+    """Times the learner was rebuilt from its last good state after raising."""
     samples: int = 0
     signals: int = 0
     signals_suppressed: int = 0
@@ -139,6 +145,10 @@ class SymbolStats:
     n_scored: int = 0
     last_event_ms: int = 0
     checkpoints: int = 0
+    checkpoints_refused: int = 0
+    """Checkpoints not written because their snapshot would not restore."""
+    checkpoints_unreadable: int = 0
+    """Checkpoints found unreadable at start and set aside (the symbol started afresh)."""
     checkpoint_wall_s: float = 0.0
     latency: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
     feed_lag: Histogram = field(default_factory=lambda: Histogram(FEED_LAG_BUCKETS))
@@ -338,7 +348,20 @@ class _Collector(Collector):
 
         yield counter("worker_ticks", "Ticks read by the worker.", "ticks")
         yield counter(
-            "worker_undecodable_ticks", "Tick entries the worker could not decode.", "undecodable"
+            "worker_undecodable_ticks",
+            "Tick entries the worker could not decode (a part of the quarantined ones).",
+            "undecodable",
+        )
+        yield counter(
+            "worker_quarantined_ticks",
+            "Tick entries the worker skipped into the quarantine stream: undecodable, breaking "
+            "the tick contract, or making the learner raise.",
+            "quarantined",
+        )
+        yield counter(
+            "worker_learner_rebuilds",
+            "Times a learner that raised was rebuilt from its last checkpoint and the ticks since.",
+            "learner_rebuilds",
         )
         yield counter(
             "worker_stream_trimmed",
@@ -363,6 +386,17 @@ class _Collector(Collector):
             "skipped_updates", "Updates skipped (non-finite loss or gradient).", "skipped_updates"
         )
         yield counter("checkpoints", "Checkpoints written.", "checkpoints")
+        yield counter(
+            "checkpoints_refused",
+            "Checkpoints not written because their snapshot would not restore (the previous "
+            "one is kept).",
+            "checkpoints_refused",
+        )
+        yield counter(
+            "checkpoints_unreadable",
+            "Checkpoints that would not restore at start, set aside (the symbol started afresh).",
+            "checkpoints_unreadable",
+        )
         yield gauge("hit_rate", "Rolling hit rate on nonzero labels (ratio).", lambda s: s.hit_rate)
         yield gauge("ic", "Rolling Pearson information coefficient.", lambda s: s.ic)
         yield gauge(
