@@ -44,6 +44,12 @@ test: lint typecheck pytest
 run: $(STAMP)
 	$(BIN)/tickcast run --exchange sim
 
+# The chaos suite's long version (tests/chaos/; `make test` runs the short one): more kill -9
+# loops, Redis stalls and restarts, a minute of venue faults, 120,000 fuzzed frames; ends with
+# the table of figures the README quotes. TICKCAST_CHAOS_SEED=N changes the seeds.
+chaos: $(STAMP)
+	TICKCAST_CHAOS=long $(BIN)/python -m pytest tests/chaos
+
 # Each benchmark prints its figures beside a reference measured in the same run.
 bench: $(STAMP)
 	@for b in learner features predict parse market bus ingest; do \
