@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps run test lint typecheck pytest bench bench-e2e clean
+.PHONY: install system-deps run test lint typecheck pytest chaos bench bench-e2e clean
 
 install: $(STAMP)
 
@@ -47,7 +47,7 @@ run: $(STAMP)
 # The chaos suite's long version (tests/chaos/; `make test` runs the short one): more kill -9
 # loops, Redis stalls and restarts, a minute of venue faults, 120,000 fuzzed frames; ends with
 # the table of figures the README quotes. TICKCAST_CHAOS_SEED=N changes the seeds.
-chaos: $(STAMP)
+chaos: $(STAMP) system-deps
 	TICKCAST_CHAOS=long $(BIN)/python -m pytest tests/chaos
 
 # Each benchmark prints its figures beside a reference measured in the same run.
