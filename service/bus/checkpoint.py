@@ -142,8 +142,8 @@ async def set_aside(client: redis.asyncio.Redis, key: str) -> str:
         When ``key`` does not exist.
     """
     index = unreadable_index_key(key)
-    newest: Any = await client.lindex(index, 0)
-    newest_ms = int(newest.rpartition(b":")[2] or 0) if newest else 0
+    newest: Any = await client.lrange(index, 0, 0)  # (LRANGE: the worker's ACL has no LINDEX)
+    newest_ms = int(newest[0].rpartition(b":")[2] or 0) if newest else 0
     wall_ms = max(time.time_ns() // 1_000_000, newest_ms + 1)
     aside = unreadable_key(key, wall_ms)
     async with client.pipeline(transaction=True) as pipe:
