@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    FilePath,
     SecretStr,
     SerializerFunctionWrapHandler,
     field_serializer,
@@ -73,6 +74,17 @@ class RedisSettings(_Section):
     )
     username: str | None = Field(default=None, description="used when the URL has none")
     password: SecretStr | None = Field(default=None, description="used when the URL has none")
+    tls_ca_file: FilePath | None = Field(
+        default=None,
+        description="rediss:// only: CA certificates (PEM) the server's certificate must chain "
+        "to; default: the system's",
+    )
+    tls_cert_file: FilePath | None = Field(
+        default=None, description="rediss:// only: client certificate (PEM), when the server asks"
+    )
+    tls_key_file: FilePath | None = Field(
+        default=None, description="the client certificate's key (PEM; default: in the cert file)"
+    )
     prefix: str = Field(default="tickcast", min_length=1, pattern=r"^[^\s{}:]+$")
     tick_maxlen: int = Field(default=1_000_000, gt=0, description="XADD MAXLEN ~ of ticks")
     signal_maxlen: int = Field(default=100_000, gt=0, description="XADD MAXLEN ~ of signals")
@@ -101,6 +113,12 @@ class RedisSettings(_Section):
         if scheme not in REDIS_SCHEMES:
             raise ValueError(f"scheme must be one of {', '.join(REDIS_SCHEMES)}, not {scheme!r}")
         return url
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> RedisSettings:
+        if self.tls_key_file is not None and self.tls_cert_file is None:
+            raise ValueError("redis.tls_key_file needs redis.tls_cert_file")
+        return self
 
 
 def default_urls() -> dict[str, dict[str, str]]:
