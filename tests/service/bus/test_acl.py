@@ -1,9 +1,10 @@
 """Least privilege, against a real Redis 7: ``deploy/redis/users.acl.in`` rendered by
 ``deploy/redis/render-acl`` and loaded as the server's ACL file lets each tickcast command run
-under its own user — ``ingest``, ``worker``, ``subscribe``, ``status`` (and ``run`` under a user
-holding the rules of both ``ingest`` and ``worker``) — without a single command refused (the
-server's ACL LOG stays empty), and refuses every user what is not its job: a subscriber cannot
-write, an ingester cannot publish signals nor read checkpoints, a worker cannot write ticks."""
+under its own user — ``ingest``, ``worker`` (quarantining a tick and setting an unreadable
+checkpoint aside on the way), ``subscribe``, ``status`` (and ``run`` under a user holding the
+rules of both ``ingest`` and ``worker``) — without a single command refused (the server's ACL
+LOG stays empty), and refuses every user what is not its job: a subscriber cannot write, an
+ingester cannot publish signals nor read checkpoints, a worker cannot write ticks."""
 
 from __future__ import annotations
 
@@ -140,6 +141,9 @@ def snapshot(admin: redis.Redis) -> dict[bytes, bytes | None]:
 def test_ingest_worker_subscribe_and_status_run_under_their_own_users_with_nothing_refused(
     acl_server: Any, admin: redis.Redis, tmp_path: Path
 ) -> None:
+    eth_ticks = keys.ticks_key("tickcast", "sim", SYMBOLS[1])
+    admin.xadd(eth_ticks, {"v": "1", "t": "not a tick"}, id="1-1")  # quarantined by the worker
+    admin.hset(CKPT, mapping={"v": "1", "model": "junk", "last_id": "0-0", "last_t": "0"})
     port = free_port()
     ingest_log, worker_log = tmp_path / "ingest.log", tmp_path / "worker.log"
     ingest = start(["ingest", "--exchange", "sim", "--metrics-port", str(port), "--stats-every",
@@ -171,7 +175,11 @@ def test_ingest_worker_subscribe_and_status_run_under_their_own_users_with_nothi
     finally:
         stop(worker, worker_log)
         stop(ingest, ingest_log)
-    assert admin.hget(CKPT, "model"), "the worker's final checkpoint"
+    assert admin.hget(CKPT, "model") not in (None, b"junk"), "the worker's final checkpoint"
+    (aside,) = admin.lrange(keys.unreadable_index_key(CKPT), 0, -1)
+    assert admin.hget(aside, "model") == b"junk", "the unreadable checkpoint, set aside"
+    eth_quarantine = keys.quarantine_key("tickcast", "sim", SYMBOLS[1])
+    assert [i for i, _ in admin.xrange(eth_quarantine)] == [b"1-1"]
     assert not admin.exists(OWNER, INGESTER), "both leases given back (EVAL of DEL)"
     assert refused(admin) == []
 
