@@ -57,8 +57,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("tickcast").debug("command failed", exc_info=True)
         print(f"tickcast: error: {exc}", file=sys.stderr)
         return 2
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except redis.exceptions.AuthenticationError as exc:
         logging.getLogger("tickcast").debug("command failed", exc_info=True)
+        print(f"tickcast: error: Redis refused the credentials: {exc}", file=sys.stderr)
+        return 2
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        from tickcast.service.feed.reconnect import certificate_refused
+
+        logging.getLogger("tickcast").debug("command failed", exc_info=True)
+        if certificate_refused(exc):
+            print(f"tickcast: error: Redis's TLS certificate did not verify: {exc}", file=sys.stderr)
+            return 2
         print(f"tickcast: error: Redis unreachable: {exc}", file=sys.stderr)
         return 1
     except redis.exceptions.NoPermissionError as exc:

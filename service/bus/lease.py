@@ -34,6 +34,8 @@ from collections.abc import Mapping
 import redis
 import redis.asyncio
 
+from tickcast.service.feed.reconnect import is_retryable
+
 log = logging.getLogger(__name__)
 
 _RENEW = """
@@ -146,6 +148,8 @@ class SymbolLeases:
             try:
                 holders = await self._try_all()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if not is_retryable(exc):
+                    raise  # a certificate that does not verify: a configuration error
                 log.warning(
                     "cannot take the symbols' leases, Redis unreachable (%s); retrying", exc
                 )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Iterator
 from typing import NoReturn
 
@@ -110,8 +111,8 @@ def is_retryable(exc: BaseException) -> bool:
     Retryable: connection closed or refused, resets, DNS and socket errors (``OSError``),
     timeouts, websocket protocol errors and handshake answers 408/418/425/429/5xx, and Redis
     connection, timeout, loading and read-only-replica errors. Not retryable: everything else
-    (bad URL, authentication, 4xx handshake answers, programmer errors) — retrying those only
-    hides a mistake.
+    (bad URL, authentication, a refused command, a Redis server certificate that does not
+    verify, 4xx handshake answers, programmer errors) — retrying those only hides a mistake.
 
     Examples
     --------
@@ -132,8 +133,19 @@ def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, redis.exceptions.AuthenticationError | redis.exceptions.ResponseError):
         return isinstance(exc, redis.exceptions.BusyLoadingError | redis.exceptions.ReadOnlyError)
     if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
-        return True
+        return not certificate_refused(exc)
     return isinstance(exc, OSError | TimeoutError | EOFError)
+
+
+def certificate_refused(exc: BaseException) -> bool:
+    """Whether ``exc`` was caused by a TLS certificate that did not verify (a wrong CA file,
+    a wrong host name: a configuration error, not a transient one)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 Session = Callable[[Backoff], Awaitable[bool]]

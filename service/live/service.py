@@ -47,6 +47,7 @@ from tickcast.service import TickcastError
 from tickcast.service.bus import connection, keys
 from tickcast.service.bus.lease import SymbolLeases
 from tickcast.service.bus.writer import TickWriter
+from tickcast.service.feed.reconnect import is_retryable
 from tickcast.service.feed.shell import Feed
 from tickcast.service.live.handoff import Handoff
 from tickcast.service.live.ingest import Ingester
@@ -353,12 +354,18 @@ class Service:
             )
             stop.cancel()
             failed = [t for t in done if t is not stop and not t.cancelled() and t.exception()]
-            code = 0
+            refused: BaseException | None = None
             for task in failed:
-                log.error("%s failed", task.get_name(), exc_info=task.exception())
-                code = 1
+                exc = task.exception()
+                if isinstance(exc, redis.RedisError) and not is_retryable(exc):
+                    refused = exc  # the CLI says it in one line (exit code 2)
+                    log.error("%s failed: %s", task.get_name(), exc)
+                else:
+                    log.error("%s failed", task.get_name(), exc_info=exc)
             await self._shutdown(tasks)
-            return code
+            if refused is not None:
+                raise refused
+            return 1 if failed else 0
         finally:
             if handle_signals:
                 for sig in STOP_SIGNALS:

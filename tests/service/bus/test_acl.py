@@ -260,6 +260,69 @@ def test_a_subscriber_reads_the_signals_and_its_status_is_refused_in_one_line(
     assert "'scan'" in status.stderr and "Traceback" not in status.stderr
 
 
+@pytest.mark.parametrize(
+    ("role", "command", "says"),
+    [
+        ("subscriber", ["ingest"], "Redis refused a command:"),  # its lease: a write
+        ("ingest", ["worker"], "Redis refused a command:"),
+    ],
+)
+def test_a_service_under_the_wrong_user_stops_in_one_line_without_retrying(
+    acl_server: Any, tmp_path: Path, role: str, command: list[str], says: str
+) -> None:
+    args = [*command, "--exchange", "sim", "--set", "metrics.enabled=false"]
+    out = cli(args, as_user(acl_server, role, tmp_path))
+    assert out.returncode == 2, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"tickcast: error: {says}"), out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def split_rules(rules: str) -> list[str]:
+    """``ACL LIST`` rules as ``ACL SETUSER`` arguments: a selector ``(...)`` is one argument.
+
+    >>> split_rules("on -@all (~a +get +set) +ping")
+    ['on', '-@all', '(~a +get +set)', '+ping']
+    """
+    out: list[str] = []
+    for part in rules.split(" "):
+        if out and out[-1].startswith("(") and not out[-1].endswith(")"):
+            out[-1] += " " + part
+        else:
+            out.append(part)
+    return out
+
+
+def test_a_command_refused_while_running_stops_the_service_in_one_line(
+    acl_server: Any, admin: redis.Redis, tmp_path: Path
+) -> None:
+    (line,) = [u for u in admin.acl_list() if u.startswith(f"user {USERS['ingest']} ")]
+    rules = line.split(" ", 2)[2].replace(" +xadd", "")  # its leases work, its writes do not
+    admin.execute_command("ACL", "SETUSER", "tickcast-noxadd", "reset", *split_rules(rules))
+    try:
+        env = as_user(acl_server, "ingest", tmp_path)
+        env["TICKCAST__REDIS__USERNAME"] = "tickcast-noxadd"
+        out = cli(["ingest", "--exchange", "sim", "--set", "metrics.enabled=false"], env)
+    finally:
+        admin.acl_deluser("tickcast-noxadd")
+    assert out.returncode == 2, out.stderr
+    assert "ingest sim failed: " in out.stderr and "Traceback" not in out.stderr, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("tickcast: error: Redis refused a command:"), out.stderr
+
+
+def test_a_wrong_password_stops_a_service_in_one_line(acl_server: Any, tmp_path: Path) -> None:
+    env = as_user(acl_server, "worker", tmp_path)
+    env["TICKCAST__REDIS__PASSWORD"] = "not-the-password"
+    out = cli(["worker", "--exchange", "sim", "--set", "metrics.enabled=false"], env)
+    assert out.returncode == 2, out.stderr
+    assert (
+        out.stderr.strip()
+        .splitlines()[-1]
+        .startswith("tickcast: error: Redis refused the credentials:")
+    ), out.stderr
+
+
 def test_clients_that_do_not_authenticate_or_give_a_wrong_password_get_nothing(
     acl_server: Any, admin: redis.Redis
 ) -> None:

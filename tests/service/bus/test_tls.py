@@ -128,14 +128,17 @@ async def test_run_ingests_and_publishes_over_tls_and_health_status_and_subscrib
     assert admin.hget(keys.ckpt_key("tickcast", "sim", BTC), "model"), "final checkpoint"
 
 
+@pytest.mark.parametrize("command", [["status"], ["run", "--exchange", "sim"]])
 def test_without_the_ca_the_certificate_is_refused_in_one_line(
-    tls_server: Any, admin: redis.Redis, tmp_path: Path
+    tls_server: Any, admin: redis.Redis, tmp_path: Path, command: list[str]
 ) -> None:
     add_tick(admin)
-    out = cli(["status"], environment(tmp_path, TICKCAST__REDIS__URL=tls_server.url("rediss")))
-    assert out.returncode == 1
-    assert out.stderr.startswith("tickcast: error: Redis unreachable:"), out.stderr
-    assert "CERTIFICATE_VERIFY_FAILED" in out.stderr and "Traceback" not in out.stderr
+    env = environment(tmp_path, TICKCAST__REDIS__URL=tls_server.url("rediss"))
+    out = cli([*command, "--set", "metrics.enabled=false"] if command[0] == "run" else command, env)
+    assert out.returncode == 2, out.stderr  # a configuration error: no retrying for ever
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("tickcast: error: Redis's TLS certificate did not verify:"), out.stderr
+    assert "CERTIFICATE_VERIFY_FAILED" in last and "Traceback" not in out.stderr
 
 
 def test_a_server_asking_for_a_client_certificate_gets_the_configured_one(
