@@ -34,15 +34,19 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
+import orjson
 import redis
 import redis.asyncio
 
 from tickcast.service import TickcastError
 from tickcast.service.bus.keys import unreadable_index_key, unreadable_key
+from tickcast.service.ticks import MAX_EVENT_MS
 
 CKPT_VERSION: Final = 1
 UNREADABLE_KEPT: Final = 5
 """Set-aside copies of unreadable checkpoints kept per symbol (the newest)."""
+PUBLISHED_LOOK_BACK: Final = 100
+"""Newest signals :func:`last_published_t` looks through for a sample time."""
 STATUS_FIELDS: Final = ("samples", "ticks")
 """Hash fields refreshed between checkpoints (live counts for ``tickcast status``)."""
 
@@ -161,14 +165,33 @@ async def last_published_t(client: redis.asyncio.Redis, signals_key: str) -> int
     """Sample time (ms) of the newest signal in a signals stream (0 when empty).
 
     A worker killed after publishing but before its next checkpoint learns here which samples
-    it must not publish again.
+    it must not publish again. The sample time is read from the newest of the last
+    :data:`PUBLISHED_LOOK_BACK` entries that carries one, valid signal or not: a signal an
+    earlier version published with a ``null`` value was published all the same.
     """
-    from tickcast.service.schema import SignalDecodeError, decode_signal
+    entries: Any = await client.xrevrange(signals_key, count=PUBLISHED_LOOK_BACK)
+    for _, fields in entries or ():
+        t_ms = _sample_time(fields)
+        if t_ms:
+            return t_ms
+    return 0
 
-    last: Any = await client.xrevrange(signals_key, count=1)
-    if not last:
-        return 0
+
+def _sample_time(fields: dict[Any, Any]) -> int:
+    """The ``t_ms`` of a signals stream entry; 0 when it has none, or one outside the tick
+    contract's event times (a signal stamped in 2100 must not silence the symbol).
+
+    Examples
+    --------
+    >>> _sample_time({b"s": b'{"t_ms": 1700000000000, "ret_bps": null}'})
+    1700000000000
+    >>> _sample_time({b"s": b"not json"}), _sample_time({b"s": b'{"t_ms": 4102444800000}'})
+    (0, 0)
+    """
+    from tickcast.service.schema import FIELD
+
     try:
-        return decode_signal(last[0][1]).t_ms
-    except SignalDecodeError:
+        t_ms = orjson.loads(fields.get(FIELD) or fields.get("s") or b"")["t_ms"]
+    except (orjson.JSONDecodeError, TypeError, KeyError):
         return 0
+    return t_ms if type(t_ms) is int and 0 < t_ms < MAX_EVENT_MS else 0

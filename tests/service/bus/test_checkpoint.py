@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 import redis
 import redis.asyncio
@@ -114,4 +115,16 @@ async def test_the_last_published_sample_time_is_read_from_the_signal_stream(
             latency_us=1,
         )
         redis_client.xadd(key, encode_signal(fields))  # type: ignore[arg-type]
+    assert await last_published_t(async_redis_client, key) == 1_200
+
+
+async def test_a_signal_an_older_version_published_with_nulls_still_marks_its_sample(
+    async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis
+) -> None:
+    key = "tickcast:{sim:BTCUSDT}:signals"
+    null_valued = {"v": 1, "venue": "sim", "t_ms": 1_200, "ret_bps": None, "p_up": None}
+    redis_client.xadd(key, {"s": orjson.dumps({**null_valued, "t_ms": 1_100})})
+    redis_client.xadd(key, {"s": orjson.dumps(null_valued)})
+    redis_client.xadd(key, {"s": orjson.dumps({**null_valued, "t_ms": 4_102_444_800_000})})
+    redis_client.xadd(key, {"s": b"not json"})
     assert await last_published_t(async_redis_client, key) == 1_200
