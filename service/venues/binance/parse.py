@@ -179,11 +179,14 @@ class BinanceParser(VenueParser):
     def _trade(self, d: dict[str, Any], recv_ns: int, id_key: str) -> list[Tick]:
         try:
             market = self.market(d["s"])
-            p, q, event_ms = d["p"], d["q"], d["T"]
-            trade_id = str(d[id_key])
+            p, q, event_ms, number = d["p"], d["q"], d["T"], d[id_key]
             maker = d["m"]
-            if type(p) is not str or type(q) is not str or type(event_ms) is not int:
-                return self.reject(base.REJECT_TYPE, d)  # decimal strings, integer ms
+            if (
+                type(p) is not str or type(q) is not str
+                or type(event_ms) is not int or type(number) is not int
+            ):  # fmt: skip
+                return self.reject(base.REJECT_TYPE, d)  # decimal strings, integer ms and ids
+            trade_id = str(number)
             price = float(p)
             size = float(q)
         except KeyError:
