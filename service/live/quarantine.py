@@ -126,6 +126,9 @@ class Quarantine:
         self.client = client
         self.maxlen = settings.redis.quarantine_maxlen
         self.book = book
+        self.dirty = False
+        """Set when an entry was quarantined or a learner raised (``state.fault``): the worker
+        then rebuilds and writes (one flag to test per step, not every symbol)."""
 
     def reject(
         self, state: SymbolState, stream_id: bytes, fields: Any, kind: str, why: str
@@ -133,6 +136,7 @@ class Quarantine:
         """Quarantine the entry ``stream_id`` (``fields``: as :func:`entry_fields` takes them):
         count it, log it, queue it for the quarantine stream (:meth:`write`), never feed it
         again."""
+        self.dirty = True
         stats = state.stats
         stats.quarantined += 1
         if kind == UNDECODABLE:

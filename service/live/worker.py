@@ -249,7 +249,7 @@ class Worker:
             self.last_tick_monotonic = time.monotonic()
         else:
             self._settle()
-        if any(s.fault is not None or s.quarantined for s in self.states.values()):
+        if self.quarantine.dirty:
             n += await self._rebuild_faulted()
             await self.io.publish()  # a rebuild may have made signals
         await self._maybe_checkpoint()
@@ -352,6 +352,7 @@ class Worker:
                     state.learner.flush()
                 except Exception as exc:  # the deferred learning of the last tick consumed
                     state.fault = Fault(state.last_id, exc, consumed=True)
+                    self.quarantine.dirty = True
                 else:
                     state.predictor.sync_stats(state.learner, state.last_prediction)
             state.last_prediction = None
@@ -396,6 +397,7 @@ class Worker:
                 predictions = update(tick)
             except Exception as exc:  # whatever the learner raises: it does no I/O
                 state.fault = Fault(raw_id.decode(), exc, consumed=False)
+                self.quarantine.dirty = True
                 i -= 1
                 break
             last_event_ms = tick.event_ms
@@ -425,6 +427,7 @@ class Worker:
                 if state.last_prediction is not None and state not in self._touched:
                     self._touched.append(state)  # its stats are copied with the others'
         await self.quarantine.write(self.states.values())
+        self.quarantine.dirty = False  # (left set when Redis failed above)
         return n
 
     # -- checkpoints ------------------------------------------------------------------------
@@ -436,7 +439,9 @@ class Worker:
         due = self.book.due()
         if due:
             await self.io.publish()  # a checkpoint never runs ahead of acknowledged signals
-            await self.book.checkpoint([max(due, key=lambda s: s.ckpt_now)])  # rebuilt first
+            state = max(due, key=lambda s: s.ckpt_now)  # a rebuilt one first
+            await self.book.checkpoint([state])
+            self.quarantine.dirty |= state.fault is not None  # its snapshot raised
 
     async def checkpoint(
         self, states: Sequence[SymbolState] | None = None, *, force: bool = False
@@ -445,3 +450,4 @@ class Worker:
         writing their quarantined entries; a learner that raised is not checkpointed."""
         await self.quarantine.write(self.states.values())
         await self.book.checkpoint(states, force=force)
+        self.quarantine.dirty |= any(s.fault is not None for s in self.states.values())

@@ -253,6 +253,31 @@ async def test_the_learning_deferred_after_a_tick_raising_quarantines_that_tick(
     assert_like_reference(worker, redis_client, [t for t in ticks if t != poison])
 
 
+async def test_a_snapshot_raising_in_the_deferred_learning_is_a_fault_of_that_tick(
+    async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis, ticks: list[Tick]
+) -> None:
+    poison = deferring_tick(ticks, SICK.symbol, ticks[0].event_ms + 15_000)
+    factory, loader = poisoned(lambda t: t == poison, where="flush")
+    upto = ticks.index(poison) + 1
+    await write(async_redis_client, ticks[:upto])  # the poison is the last tick of its stream
+    worker = Worker(
+        async_redis_client,
+        settings(checkpoint_every_samples=1, read_count=100_000),
+        learner_factory=factory,
+        learner_loader=loader,
+    )
+    await worker.restore()
+    assert await worker.step(block_ms=0) == upto  # all in one read; then the checkpoint...
+    state = worker.states[SICK]
+    assert state.fault is not None and state.fault.consumed, "...found the learning raising"
+    assert state.stats.checkpoints == 0
+    await write(async_redis_client, ticks[upto:])
+    await drain(worker)
+    ((entry_id, _),) = quarantined(redis_client)
+    assert entry_id == stream_id_of(redis_client, poison)
+    assert_like_reference(worker, redis_client, [t for t in ticks if t != poison])
+
+
 async def test_a_restart_neither_feeds_nor_records_a_quarantined_tick_again(
     async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis, ticks: list[Tick]
 ) -> None:
