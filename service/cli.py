@@ -66,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         logging.getLogger("tickcast").debug("command failed", exc_info=True)
         if certificate_refused(exc):
-            print(f"tickcast: error: Redis's TLS certificate did not verify: {exc}", file=sys.stderr)
+            message = f"Redis's TLS certificate did not verify: {exc}"
+            print(f"tickcast: error: {message}", file=sys.stderr)
             return 2
         print(f"tickcast: error: Redis unreachable: {exc}", file=sys.stderr)
         return 1

@@ -33,6 +33,8 @@ from typing import Any, Final
 import redis
 import redis.asyncio
 
+from tickcast.service.bus.resp import DUPLICATE_ID
+
 UNDECODABLE: Final = "undecodable"
 INVALID: Final = "invalid"
 LEARNER: Final = "learner"
@@ -43,8 +45,6 @@ MAX_VALUE: Final = 1024
 """Longest value (bytes) copied from the original entry; longer ones are cut."""
 MAX_REASON: Final = 300
 """Longest reason (characters) stored."""
-DUPLICATE_ID: Final = "equal or smaller than the target stream top item"
-"""Redis's refusal of an XADD whose ID is not above the stream's last one."""
 PAGE: Final = 1000
 """Entries per XRANGE page of :func:`quarantined_after`."""
 

@@ -18,13 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Final
 
 import hiredis
 import redis
 import redis.asyncio
 from redis._parsers.base import BaseParser
 
+DUPLICATE_ID: Final = "equal or smaller than the target stream top item"
+"""Redis's refusal of an XADD whose explicit ID is not above the stream's last one: how a
+re-sent entry with a fixed ID (a tick, a signal, a quarantined entry) is refused, not stored
+twice."""
 READ_CHUNK = 1 << 16
 DRAIN_ABOVE = 1 << 16
 """Bytes waiting in the socket's write buffer above which a batch awaits ``drain()``."""
@@ -72,10 +76,14 @@ class Lane:
     client : redis.asyncio.Redis
         Its pool provides (and on ``aclose()`` closes) the connection; its
         ``socket_timeout`` bounds each wait beyond any ``BLOCK`` the commands ask for.
+    tolerate : str, optional
+        Error replies containing this text are returned like other replies, never raised
+        (e.g. :data:`DUPLICATE_ID` for XADDs with fixed IDs that may be sent twice).
     """
 
-    def __init__(self, client: redis.asyncio.Redis) -> None:
+    def __init__(self, client: redis.asyncio.Redis, *, tolerate: str | None = None) -> None:
         self.client = client
+        self.tolerate = tolerate
         kwargs = client.connection_pool.connection_kwargs
         self.timeout_s = float(kwargs.get("socket_timeout") or 5.0)
         self._conn: Any = None
@@ -189,7 +197,7 @@ class Lane:
             await conn.disconnect(nowait=True)
             raise
         if check:
-            self._check(replies)
+            self._check(replies, self.tolerate)
         if not owed:
             del self.times_ns[:before]
             return replies[before:]
@@ -218,7 +226,9 @@ class Lane:
         return out
 
     @staticmethod
-    def _check(replies: list[Any]) -> None:
+    def _check(replies: list[Any], tolerate: str | None = None) -> None:
         for reply in replies:
             if isinstance(reply, hiredis.ReplyError):
+                if tolerate is not None and tolerate in str(reply):
+                    continue
                 raise BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]

@@ -25,7 +25,7 @@ from tickcast.service.bus.codec import (
     encode_tick,
 )
 from tickcast.service.bus.keys import id_key, ticks_key
-from tickcast.service.bus.resp import Lane, bulk
+from tickcast.service.bus.resp import DUPLICATE_ID, Lane, bulk
 from tickcast.service.ops.config import Settings
 from tickcast.service.ticks import TRADE, Tick
 
@@ -35,8 +35,6 @@ FIELDS: Final = bulk(V_FIELD) + bulk(V_VALUE) + bulk(T_FIELD)
 """``v 1 t`` packed: the fields between an entry's ID and its blob."""
 TRADE_SCAN: Final = 1000
 """Entries :meth:`TickWriter.last_trade_ids` looks back through for a stream's latest trade."""
-DUPLICATE_ID: Final = "equal or smaller than the target stream top item"
-"""Redis's refusal of an XADD whose ID it already has (or a smaller one)."""
 
 
 @dataclass

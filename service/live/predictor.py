@@ -3,8 +3,13 @@
 :class:`Predictor` serves one symbol. The worker calls :meth:`Predictor.add` for each
 prediction a tick produced (with that tick's local receive time), then :meth:`Predictor.pack`
 to pack the XADDs (``MAXLEN ~ redis.signal_maxlen``) for a :class:`~tickcast.service.bus.resp.Lane`
-(or :meth:`Predictor.queue` to put them in a redis-py pipeline) and, once Redis acknowledged
-them, :meth:`Predictor.published` to count them and record the tick->signal latency.
+and, once Redis acknowledged them, :meth:`Predictor.published` to count them and record the
+tick->signal latency.
+
+Each signal's stream entry ID is its sample time: ``<t_ms>-0`` (one signal per sample, sample
+times strictly increasing per symbol). Signals re-sent after a failure whose first attempt
+Redis did execute are refused as :data:`~tickcast.service.bus.resp.DUPLICATE_ID` (the worker's
+lane tolerates that reply), so no sample is ever published twice.
 
 A prediction whose return, P(up) or reference price the signal contract forbids (a non-finite
 value: :func:`~tickcast.service.schema.signal_fault`) is not published: :meth:`Predictor.add`
@@ -91,8 +96,9 @@ class Predictor:
         self.stats = stats
         self._pending: list[tuple[dict[str, Any], int]] = []
         self._inflight: list[tuple[dict[str, Any], int]] = []
-        head = (b"XADD", key.encode(), b"MAXLEN", b"~", b"%d" % maxlen, b"*", FIELD)
+        head = (b"XADD", key.encode(), b"MAXLEN", b"~", b"%d" % maxlen)
         self._head = b"*8\r\n" + b"".join(map(bulk, head))
+        self._field = bulk(FIELD)
 
     @property
     def pending(self) -> int:
@@ -145,35 +151,21 @@ class Predictor:
                 self.stats.signals_suppressed,
             )
 
-    def queue(self, pipe: Any) -> int:
-        """Append the pending signals' XADDs to ``pipe``; return how many."""
-        if not self._pending:
-            return 0
-        now_ns = time.time_ns()
-        maxlen = self.maxlen
-        for fields, recv_ns in self._pending:
-            fields["latency_us"] = max(0, (now_ns - recv_ns) // 1000)
-            pipe.execute_command(
-                "XADD", self.key, "MAXLEN", "~", maxlen, "*", FIELD, orjson.dumps(fields)
-            )
-        n = len(self._pending)
-        self._inflight.extend(self._pending)
-        self._pending.clear()
-        return n
-
     def pack(self, out: list[bytes]) -> int:
-        """Append the pending signals' XADDs, RESP-packed, to ``out``; return how many.
-
-        The same commands as :meth:`queue`, for a :class:`~tickcast.service.bus.resp.Lane`.
-        """
+        """Append the pending signals' XADDs (ID ``<t_ms>-0``), RESP-packed for a
+        :class:`~tickcast.service.bus.resp.Lane`, to ``out``; return how many."""
         if not self._pending:
             return 0
         now_ns = time.time_ns()
-        head, dumps = self._head, orjson.dumps
+        head, field, dumps = self._head, self._field, orjson.dumps
         for fields, recv_ns in self._pending:
             fields["latency_us"] = max(0, (now_ns - recv_ns) // 1000)
             blob = dumps(fields)
-            out.append(b"%b$%d\r\n%b\r\n" % (head, len(blob), blob))
+            entry_id = b"%d-0" % fields["t_ms"]
+            out.append(
+                b"%b$%d\r\n%b\r\n%b$%d\r\n%b\r\n"
+                % (head, len(entry_id), entry_id, field, len(blob), blob)
+            )
         n = len(self._pending)
         self._inflight.extend(self._pending)
         self._pending.clear()
@@ -189,11 +181,8 @@ class Predictor:
         self._inflight.clear()
 
     def requeue(self) -> None:
-        """Put queued signals back in front of the pending ones (their pipeline failed).
-
-        A pipeline cut off mid-way may have applied some XADDs: under a Redis failure a signal
-        can be published twice (subscribers may key on ``t_ms``); none is lost.
-        """
+        """Put queued signals back in front of the pending ones (their batch failed; those
+        Redis did store are refused when sent again: none is lost, none stored twice)."""
         self._pending[:0] = self._inflight
         self._inflight.clear()
 

@@ -4,7 +4,9 @@
 they are made (:meth:`WorkerLane.send`) and their replies read later: with the next XREAD
 (:meth:`WorkerLane.read`), when the worker is idle (:meth:`WorkerLane.confirm`), or with a
 batch of its own (:meth:`WorkerLane.publish`). Once read, a signal counts as published; when
-the lane fails, every signal not yet confirmed is requeued, to be sent again.
+the lane fails, every signal not yet confirmed is requeued, to be sent again: their entry IDs
+are their sample times, so Redis refuses those it already stored (the lane tolerates
+:data:`~tickcast.service.bus.resp.DUPLICATE_ID`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 import redis.asyncio
 
-from tickcast.service.bus.resp import Lane, bulk, pack
+from tickcast.service.bus.resp import DUPLICATE_ID, Lane, bulk, pack
 from tickcast.service.live.predictor import Predictor
 from tickcast.service.live.symbolstate import SymbolState
 
@@ -32,7 +34,7 @@ class WorkerLane:
     """
 
     def __init__(self, client: redis.asyncio.Redis, read_count: int) -> None:
-        self.lane = Lane(client)
+        self.lane = Lane(client, tolerate=DUPLICATE_ID)  # signals sent again after a failure
         self.reads = 0
         """XREADs sent (each one Redis round trip)."""
         self.publishes = 0

@@ -12,7 +12,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from tickcast.service.bus.resp import Lane
+from tickcast.service.bus.resp import DUPLICATE_ID, Lane
 from tickcast.service.live.predictor import Predictor
 from tickcast.service.ops.metrics import SymbolStats
 from tickcast.service.schema import Signal, decode_signal
@@ -51,6 +51,14 @@ def signals(client: redis.Redis) -> list[Signal]:
     return [decode_signal(fields) for _, fields in client.xrange(KEY)]
 
 
+async def send(pred: Predictor, client: redis.asyncio.Redis) -> int:
+    """XADD the predictor's pending signals on a fast lane, as the worker does; how many."""
+    parts: list[bytes] = []
+    n = pred.pack(parts)
+    await Lane(client, tolerate=DUPLICATE_ID).call(b"".join(parts), n)
+    return n
+
+
 async def test_a_prediction_becomes_a_signal_with_its_values(
     async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis
 ) -> None:
@@ -59,9 +67,7 @@ async def test_a_prediction_becomes_a_signal_with_its_values(
     recv_ns = time.time_ns() - 2_000_000  # the tick arrived 2 ms ago
     pred.add(FakePrediction(1_767_225_600_100), LearnerInfo(), recv_ns)
     assert pred.pending == 1
-    pipe = async_redis_client.pipeline(transaction=False)
-    assert pred.queue(pipe) == 1
-    await pipe.execute()
+    assert await send(pred, async_redis_client) == 1
     pred.published()
     (sig,) = signals(redis_client)
     assert sig.symbol == "BTC/USDT:USDT" and sig.venue == "sim"
@@ -78,9 +84,7 @@ async def test_undefined_rolling_scores_are_left_out_of_the_signal(
     pred = Predictor("sim", "BTC/USDT:USDT", KEY, 1000, SymbolStats())
     nan = FakePrediction(100, hit_rate=math.nan, ic=math.nan, skill_vs_zero=-math.inf)
     assert pred.add(nan, LearnerInfo(), time.time_ns())
-    pipe = async_redis_client.pipeline(transaction=False)
-    pred.queue(pipe)
-    await pipe.execute()
+    await send(pred, async_redis_client)
     ((_, entry),) = redis_client.xrange(KEY)
     raw = orjson.loads(entry[b"s"])
     assert not {"hit_rate", "ic", "skill_vs_zero"} & set(raw) and None not in raw.values()
@@ -106,9 +110,7 @@ async def test_a_prediction_with_a_non_finite_value_is_counted_never_published(
     assert not pred.add(FakePrediction(100, **bad), LearnerInfo(), time.time_ns())
     assert pred.add(FakePrediction(200), LearnerInfo(), time.time_ns())
     assert pred.pending == 1 and stats.signals_suppressed == 1
-    pipe = async_redis_client.pipeline(transaction=False)
-    pred.queue(pipe)
-    await pipe.execute()
+    await send(pred, async_redis_client)
     assert [s.t_ms for s in signals(redis_client)] == [200]
 
 
@@ -119,13 +121,11 @@ async def test_signals_of_a_failed_pipeline_are_requeued_not_lost(
     pred = Predictor("sim", "BTC/USDT:USDT", KEY, 1000, stats)
     for t in (100, 200):
         pred.add(FakePrediction(t), LearnerInfo(), time.time_ns())
-    pred.queue(async_redis_client.pipeline(transaction=False))  # never executed: "failed"
+    pred.pack([])  # never sent: "failed"
     pred.requeue()
     pred.add(FakePrediction(300), LearnerInfo(), time.time_ns())
     assert pred.pending == 3
-    pipe = async_redis_client.pipeline(transaction=False)
-    pred.queue(pipe)
-    await pipe.execute()
+    await send(pred, async_redis_client)
     pred.published()
     assert [s.t_ms for s in signals(redis_client)] == [100, 200, 300]
     assert stats.signals == 3
@@ -137,9 +137,7 @@ async def test_the_signal_stream_is_trimmed_near_its_maxlen(
     pred = Predictor("sim", "BTC/USDT:USDT", KEY, 200, SymbolStats())
     for t in range(1, 3001):
         pred.add(FakePrediction(t), LearnerInfo(), time.time_ns())
-    pipe = async_redis_client.pipeline(transaction=False)
-    pred.queue(pipe)
-    await pipe.execute()
+    await send(pred, async_redis_client)
     assert 200 <= redis_client.xlen(KEY) < 400
 
 
@@ -152,24 +150,21 @@ def test_stats_follow_the_learner_and_the_latest_prediction() -> None:
     assert (stats.skipped_updates, stats.ic) == (2, 0.3)
 
 
-async def test_packed_signals_are_the_same_entries_as_pipelined_ones(
+async def test_a_signal_is_stored_under_its_sample_time_and_never_twice(
     async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis
 ) -> None:
     stats = SymbolStats()
     pred = Predictor("sim", "BTC/USDT:USDT", KEY, 1000, stats)
-    recv_ns = time.time_ns()
-    pred.add(FakePrediction(100), LearnerInfo(), recv_ns)
-    pipe = async_redis_client.pipeline(transaction=False)
-    pred.queue(pipe)
-    await pipe.execute()
+    for t in (100, 200):
+        pred.add(FakePrediction(t), LearnerInfo(), time.time_ns())
+    assert await send(pred, async_redis_client) == 2
+    pred.requeue()  # as if the replies were lost with the connection: sent again
+    numpy_valued = FakePrediction(300, ret_bps=np.float64(0.5), ref_price=np.float64(60_000.1))
+    pred.add(numpy_valued, LearnerInfo(), time.time_ns())
+    assert pred.unconfirmed == 3
+    assert await send(pred, async_redis_client) == 3
     pred.published()
-    numpy_valued = FakePrediction(100, ret_bps=np.float64(0.5), ref_price=np.float64(60_000.1))
-    pred.add(numpy_valued, LearnerInfo(), recv_ns)
-    assert pred.unconfirmed == 1
-    parts: list[bytes] = []
-    assert pred.pack(parts) == 1 and pred.pending == 0 and pred.unconfirmed == 1
-    await Lane(async_redis_client).call(b"".join(parts), len(parts))
-    pred.published()
-    assert pred.unconfirmed == 0 and stats.signals == 2
-    piped, packed = (s.model_copy(update={"latency_us": 0}) for s in signals(redis_client))
-    assert piped == packed
+    assert pred.unconfirmed == 0 and stats.signals == 3
+    entries = redis_client.xrange(KEY)
+    assert [entry_id for entry_id, _ in entries] == [b"100-0", b"200-0", b"300-0"]
+    assert [s.t_ms for s in signals(redis_client)] == [100, 200, 300]
