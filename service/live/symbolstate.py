@@ -160,6 +160,9 @@ class SymbolState:
     quarantined: list[Quarantined] = field(default_factory=list)
     fault: Fault | None = None
     ckpt_now: bool = False
+    saved_ms: int = 0
+    """``saved_ms`` of the checkpoint this worker last wrote or restored (0: none): another
+    value in Redis means another worker checkpointed the symbol since."""
 
     @property
     def symbol(self) -> str:
@@ -247,6 +250,7 @@ class SymbolBook:
                 state.good, state.good_id = ckpt.model, ckpt.last_id
                 stats.samples = ckpt.samples
                 stats.checkpoint_wall_s = ckpt.saved_ms / 1000.0
+                state.saved_ms = ckpt.saved_ms
             published = await last_published_t(self.client, signals_key)
             state.last_published = max(state.last_published, published)
             state.skip = await quarantined_after(self.client, state.quarantine_key, state.last_id)
@@ -427,7 +431,7 @@ class SymbolBook:
             ticks=state.ticks,
             samples=state.stats.samples,
         )
-        saved_ms = await save(self.client, state.ckpt_key, ckpt)
+        saved_ms = state.saved_ms = await save(self.client, state.ckpt_key, ckpt)
         state.good, state.good_id = snapshot, state.last_id
         if state.skip:  # what a rebuild or a restart can still meet
             good = id_key(state.good_id)

@@ -98,9 +98,11 @@ class Worker:
         The in-process ingester's handoff (its ``TickWriter.tap``); without one, every tick
         is read from Redis.
     leases : SymbolLeases, optional
-        Ownership of the symbols (:mod:`tickcast.service.bus.lease`): taken before the
-        checkpoints are restored, renewed while running, given back after the final
-        checkpoint. Losing one stops the worker (:class:`WorkerError`) without checkpointing.
+        Ownership of the symbols (:mod:`tickcast.service.bus.lease`), one per instrument named
+        ``venue:symbol``: taken before the checkpoints are restored, renewed while running,
+        given back after the final checkpoint. One that expired while Redis was out of reach
+        is taken back if nobody took it and nobody checkpointed its symbol meanwhile; losing
+        one otherwise stops the worker (:class:`WorkerError`) without checkpointing.
     """
 
     def __init__(
@@ -256,13 +258,32 @@ class Worker:
         return n
 
     async def _keep_leases(self, leases: SymbolLeases) -> None:
-        lost = await leases.renew()
+        """Renew the leases; a lease that expired while Redis was out of reach is taken back
+        when nobody took it and nobody checkpointed its symbol since (else it is lost)."""
+        lost = await leases.renew(retake=True)
+        if leases.retaken:
+            lost += await self._checkpointed_by_others(leases.retaken)
         if lost:
             self.lost = lost
             raise WorkerError(
                 f"lost ownership of {', '.join(lost)} (lease expired or taken): stopping without "
                 "checkpointing them; another worker owns them now"
             )
+
+    async def _checkpointed_by_others(self, names: Sequence[str]) -> list[str]:
+        """Those of ``names`` (instruments as ``venue:symbol``) whose checkpoint in Redis is
+        not the one this worker last wrote or restored."""
+        by_name = {str(i): s for i, s in self.states.items()}
+        states = [by_name[n] for n in names if n in by_name]
+        pipe = self.client.pipeline(transaction=False)
+        for state in states:
+            pipe.hget(state.ckpt_key, "saved_ms")
+        saved = await pipe.execute()
+        return [
+            str(state.instrument)
+            for state, value in zip(states, saved, strict=True)
+            if int(value or 0) != state.saved_ms
+        ]
 
     def _cursors(self, reply: Any) -> list[list[Any]]:
         """``[state, entries, 0]`` per stream of an XREAD reply."""

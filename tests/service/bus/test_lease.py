@@ -200,3 +200,29 @@ async def test_an_ingester_that_lost_its_lease_stops_with_an_error(
     redis_client.set(keys.symbol_key("tickcast", "sim", SYMBOLS[0], "ingester"), "elsewhere:1:dd")
     assert await asyncio.wait_for(run, 15.0) == 1
     assert service.ingesters["sim"].stats.written > 0
+
+
+@pytest.mark.parametrize("checkpointed_meanwhile", [False, True])
+async def test_a_worker_takes_back_an_expired_lease_unless_another_checkpointed_meanwhile(
+    async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis, checkpointed_meanwhile: bool
+) -> None:
+    named = {f"sim:{s}": key for s, key in KEYS.items()}  # as the service names them
+    worker = Worker(
+        async_redis_client,
+        worker_settings(SYMBOLS),
+        leases=SymbolLeases(async_redis_client, named, ttl_s=0.3),
+    )
+    await worker.restore()
+    redis_client.delete(KEYS[SYMBOLS[0]])  # expired while Redis was out of reach
+    if checkpointed_meanwhile:  # another worker took it, checkpointed and let it go
+        redis_client.hset(keys.ckpt_key("tickcast", "sim", SYMBOLS[0]), "saved_ms", "123")
+    await asyncio.sleep(0.15)  # a renewal is due
+    if checkpointed_meanwhile:
+        with pytest.raises(WorkerError, match="lost ownership"):
+            await asyncio.wait_for(worker.run(), 5.0)
+        assert worker.lost == [f"sim:{SYMBOLS[0]}"]
+        return
+    await worker.step(block_ms=0)
+    assert worker.lost == []
+    assert worker.leases is not None and worker.leases.retaken == [f"sim:{SYMBOLS[0]}"]
+    assert redis_client.get(KEYS[SYMBOLS[0]]) == worker.leases.token.encode()

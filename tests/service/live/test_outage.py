@@ -11,6 +11,7 @@ import signal
 import time
 from typing import Any
 
+import pytest
 import redis
 
 from tickcast.service.bus import keys
@@ -51,11 +52,12 @@ def stored_trade_ids(client: redis.Redis, venue: str, symbol: str) -> list[int]:
     return [int(t.trade_id) for _, t in iter_range(client, stream) if t.kind == TRADE]
 
 
+@pytest.mark.parametrize("work", [False, True], ids=["ingest", "run"])
 async def test_a_redis_outage_longer_than_the_lease_loses_no_tick_and_no_process(
-    redis_server: EmbeddedRedis, redis_url: str, redis_client: redis.Redis
+    redis_server: EmbeddedRedis, redis_url: str, redis_client: redis.Redis, work: bool
 ) -> None:
     settings = ingest_settings(redis_url, **{"exchange.name": "sim", "sim.speed": 4.0})
-    service = Service(settings, redis_url, work=False)
+    service = Service(settings, redis_url, work=work)
     run = asyncio.create_task(service.run(handle_signals=False))
     await asyncio.wait_for(service.ready.wait(), 15.0)
     ingester = service.ingesters["sim"]
@@ -74,6 +76,13 @@ async def test_a_redis_outage_longer_than_the_lease_loses_no_tick_and_no_process
     for symbol in SYMBOLS:
         owner = redis_client.get(keys.symbol_key("tickcast", "sim", symbol, "ingester"))
         assert owner == service.ingest_leases.token.encode()
+    if work:
+        assert service.worker is not None and service.worker.leases is not None
+        worker_token = service.worker.leases.token.encode()
+        for symbol in SYMBOLS:
+            assert redis_client.get(keys.symbol_key("tickcast", "sim", symbol, "owner")) == (
+                worker_token
+            )
     service.request_stop()
     assert await asyncio.wait_for(run, 15.0) == 0
     assert ingester.stats.write_errors > 0  # the outage was felt
