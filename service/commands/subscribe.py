@@ -280,7 +280,7 @@ async def follow(
             signal = await signals.next()
             n += 1
             if as_json:
-                out.write(signal.model_dump_json() + "\n")
+                out.write(signal.model_dump_json(exclude_none=True) + "\n")
                 out.flush()
             elif live:
                 table.add(signal)

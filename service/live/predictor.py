@@ -194,6 +194,8 @@ class Predictor:
         counters = learner.counters() if hasattr(learner, "counters") else {}
         st.updates = int(counters.get("n_updates", st.model_version))
         st.skipped_updates = int(counters.get("n_update_skipped", 0))
+        st.nonfinite_predictions = int(counters.get("n_nonfinite_predictions", 0))
+        st.nonfinite_inputs = int(counters.get("n_nonfinite_inputs", 0))
         st.samples = int(counters.get("n_predictions", st.samples))
         if last is not None:
             st.hit_rate, st.ic, st.skill_vs_zero = last.hit_rate, last.ic, last.skill_vs_zero

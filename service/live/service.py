@@ -93,6 +93,7 @@ def ingest_snapshot(venue: str, ingester: Ingester, started_monotonic: float) ->
         missed_trades=int(c.get("missed_trades", 0)),
         watchdog_trips=int(c.get("watchdog_trips", 0)),
         keepalive_timeouts=int(c.get("keepalive_timeouts", 0)),
+        duplicates=int(getattr(getattr(ingester.writer, "stats", None), "duplicates", 0)),
         queue_depth=int(c.get("queue_depth", 0)),
         batch_sizes=st.batch_sizes,
         routes={

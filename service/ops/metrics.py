@@ -138,6 +138,10 @@ class SymbolStats:
     """Times the tick stream was found trimmed past the worker's position (ticks missed)."""
     updates: int = 0
     skipped_updates: int = 0
+    nonfinite_predictions: int = 0
+    """Forecasts that were not finite, published as the fallback (0 bps, P(up) 0.5)."""
+    nonfinite_inputs: int = 0
+    """Samples whose inputs were not finite (read as 0, not learned)."""
     model_version: int = 0
     hit_rate: float = math.nan
     ic: float = math.nan
@@ -177,6 +181,7 @@ class IngestSnapshot:
     missed_trades: int = 0
     watchdog_trips: int = 0
     keepalive_timeouts: int = 0
+    duplicates: int = 0
     queue_depth: int = 0
     batch_sizes: Histogram | None = None
     routes: Mapping[str, tuple[bool, float]] = field(default_factory=dict)
@@ -288,6 +293,8 @@ class _Collector(Collector):
             ("feed_gaps", "gaps", "Trade-id gaps seen by the feed."),
             ("feed_missed_trades", "missed_trades", "Trades missing in trade-id gaps (never "
              "received)."),
+            ("ticks_duplicates_refused", "duplicates", "Tick entries of a batch sent again "
+             "after a failure that Redis already had (refused: not stored twice)."),
         ):  # fmt: skip
             per_venue = CounterMetricFamily(f"tickcast_{name}", doc, labels=["venue"])
             for venue in venues:
@@ -384,6 +391,16 @@ class _Collector(Collector):
         yield counter("updates", "Weight updates (labels learned).", "updates")
         yield counter(
             "skipped_updates", "Updates skipped (non-finite loss or gradient).", "skipped_updates"
+        )
+        yield counter(
+            "nonfinite_predictions",
+            "Forecasts that were not finite, published as 0 bps with P(up) 0.5.",
+            "nonfinite_predictions",
+        )
+        yield counter(
+            "nonfinite_inputs",
+            "Samples whose model inputs were not finite (read as 0, not learned).",
+            "nonfinite_inputs",
         )
         yield counter("checkpoints", "Checkpoints written.", "checkpoints")
         yield counter(

@@ -38,12 +38,15 @@ class LearnerInfo:
     model_version: int = 12
     n_samples: int = 3
     n_skipped: int = 0
+    n_fallbacks: int = 0
 
     def counters(self) -> dict[str, int]:
         return {
             "n_updates": self.model_version,
             "n_update_skipped": self.n_skipped,
             "n_predictions": self.n_samples,
+            "n_nonfinite_predictions": self.n_fallbacks,
+            "n_nonfinite_inputs": 2 * self.n_fallbacks,
         }
 
 
@@ -144,10 +147,11 @@ async def test_the_signal_stream_is_trimmed_near_its_maxlen(
 def test_stats_follow_the_learner_and_the_latest_prediction() -> None:
     stats = SymbolStats()
     pred = Predictor("sim", "BTC/USDT:USDT", KEY, 1000, stats)
-    info = LearnerInfo(model_version=40, n_samples=50, n_skipped=2)
+    info = LearnerInfo(model_version=40, n_samples=50, n_skipped=2, n_fallbacks=3)
     pred.sync_stats(info, FakePrediction(1, ic=0.3))
     assert (stats.model_version, stats.updates, stats.samples) == (40, 40, 50)
     assert (stats.skipped_updates, stats.ic) == (2, 0.3)
+    assert (stats.nonfinite_predictions, stats.nonfinite_inputs) == (3, 6)
 
 
 async def test_a_signal_is_stored_under_its_sample_time_and_never_twice(
