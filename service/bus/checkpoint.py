@@ -13,6 +13,7 @@ field        value
 ``ticks``    ticks consumed since the stream start (status)
 ``samples``  samples taken (status)
 ``saved_ms`` local wall time of the save (ms since the epoch; checkpoint age)
+``owner``    lease token of the worker that wrote it (optional: who checkpointed the symbol)
 ============ ==================================================================================
 
 Between checkpoints the worker refreshes ``ticks`` and ``samples`` about once a second
@@ -65,11 +66,14 @@ class Checkpoint:
     ticks: int = 0
     samples: int = 0
     saved_ms: int = 0
+    owner: str = ""
 
     def fields(self) -> dict[bytes, bytes]:
         """The hash fields of this checkpoint (``saved_ms`` = now when it is 0)."""
         saved = self.saved_ms or time.time_ns() // 1_000_000
+        owner = {b"owner": self.owner.encode()} if self.owner else {}
         return {
+            **owner,
             b"v": str(CKPT_VERSION).encode(),
             b"model": self.model,
             b"last_id": self.last_id.encode(),
@@ -93,6 +97,7 @@ class Checkpoint:
                 ticks=int(fields.get(b"ticks", b"0")),
                 samples=int(fields.get(b"samples", b"0")),
                 saved_ms=int(fields.get(b"saved_ms", b"0")),
+                owner=fields.get(b"owner", b"").decode(),
             )
         except (KeyError, ValueError, UnicodeDecodeError) as exc:
             raise CheckpointError(f"malformed checkpoint: {exc!r}") from exc

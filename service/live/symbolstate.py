@@ -217,6 +217,8 @@ class SymbolBook:
         self._stats = stats if stats is not None else {}
         self._factory = learner_factory or default_learner_factory(settings)
         self._loader = learner_loader or default_learner_loader
+        self.owner = ""
+        """Lease token written into each checkpoint (who checkpointed a symbol)."""
         self.states: dict[Instrument, SymbolState] = {}
         self.by_key: dict[bytes, SymbolState] = {}
         """The states by tick stream key."""
@@ -430,6 +432,7 @@ class SymbolBook:
             last_t=state.last_published,
             ticks=state.ticks,
             samples=state.stats.samples,
+            owner=self.owner,
         )
         saved_ms = state.saved_ms = await save(self.client, state.ckpt_key, ckpt)
         state.good, state.good_id = snapshot, state.last_id

@@ -129,6 +129,7 @@ class Worker:
             learner_loader=learner_loader,
         )
         self.instruments = self.book.instruments
+        self.book.owner = leases.token if leases is not None else ""
         self.states = self.book.states
         self._by_key = self.book.by_key
         self._stop = asyncio.Event()
@@ -271,18 +272,20 @@ class Worker:
             )
 
     async def _checkpointed_by_others(self, names: Sequence[str]) -> list[str]:
-        """Those of ``names`` (instruments as ``venue:symbol``) whose checkpoint in Redis is
-        not the one this worker last wrote or restored."""
+        """Those of ``names`` (instruments as ``venue:symbol``) whose checkpoint in Redis was
+        written by another worker since this one last wrote or restored it (its ``owner`` is
+        not this worker's token, its ``saved_ms`` not the one restored)."""
         by_name = {str(i): s for i, s in self.states.items()}
         states = [by_name[n] for n in names if n in by_name]
         pipe = self.client.pipeline(transaction=False)
         for state in states:
-            pipe.hget(state.ckpt_key, "saved_ms")
-        saved = await pipe.execute()
+            pipe.hmget(state.ckpt_key, ["saved_ms", "owner"])
+        found = await pipe.execute()
+        mine = self.book.owner.encode()
         return [
             str(state.instrument)
-            for state, value in zip(states, saved, strict=True)
-            if int(value or 0) != state.saved_ms
+            for state, (saved, owner) in zip(states, found, strict=True)
+            if owner != mine and int(saved or 0) != state.saved_ms
         ]
 
     def _cursors(self, reply: Any) -> list[list[Any]]:

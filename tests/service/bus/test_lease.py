@@ -202,27 +202,38 @@ async def test_an_ingester_that_lost_its_lease_stops_with_an_error(
     assert service.ingesters["sim"].stats.written > 0
 
 
-@pytest.mark.parametrize("checkpointed_meanwhile", [False, True])
+@pytest.mark.parametrize("meanwhile", ["nothing", "its own late checkpoint", "another's"])
 async def test_a_worker_takes_back_an_expired_lease_unless_another_checkpointed_meanwhile(
-    async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis, checkpointed_meanwhile: bool
+    async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis, meanwhile: str
 ) -> None:
     named = {f"sim:{s}": key for s, key in KEYS.items()}  # as the service names them
-    worker = Worker(
-        async_redis_client,
-        worker_settings(SYMBOLS),
-        leases=SymbolLeases(async_redis_client, named, ttl_s=0.3),
-    )
+    mine = SymbolLeases(async_redis_client, named, ttl_s=0.3)
+    worker = Worker(async_redis_client, worker_settings(SYMBOLS), leases=mine)
     await worker.restore()
     redis_client.delete(KEYS[SYMBOLS[0]])  # expired while Redis was out of reach
-    if checkpointed_meanwhile:  # another worker took it, checkpointed and let it go
-        redis_client.hset(keys.ckpt_key("tickcast", "sim", SYMBOLS[0]), "saved_ms", "123")
+    ckpt = keys.ckpt_key("tickcast", "sim", SYMBOLS[0])
+    if meanwhile == "its own late checkpoint":  # a save that timed out, executed on resume
+        redis_client.hset(ckpt, mapping={"saved_ms": "123", "owner": mine.token})
+    elif meanwhile == "another's":  # another worker took it, checkpointed and let it go
+        redis_client.hset(ckpt, mapping={"saved_ms": "123", "owner": "elsewhere:1:ee"})
     await asyncio.sleep(0.15)  # a renewal is due
-    if checkpointed_meanwhile:
+    if meanwhile == "another's":
         with pytest.raises(WorkerError, match="lost ownership"):
             await asyncio.wait_for(worker.run(), 5.0)
         assert worker.lost == [f"sim:{SYMBOLS[0]}"]
         return
     await worker.step(block_ms=0)
-    assert worker.lost == []
-    assert worker.leases is not None and worker.leases.retaken == [f"sim:{SYMBOLS[0]}"]
-    assert redis_client.get(KEYS[SYMBOLS[0]]) == worker.leases.token.encode()
+    assert worker.lost == [] and mine.retaken == [f"sim:{SYMBOLS[0]}"]
+    assert redis_client.get(KEYS[SYMBOLS[0]]) == mine.token.encode()
+
+
+async def test_checkpoints_name_the_worker_that_wrote_them(
+    async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis
+) -> None:
+    mine = SymbolLeases(async_redis_client, {f"sim:{s}": k for s, k in KEYS.items()}, ttl_s=5.0)
+    worker = Worker(async_redis_client, worker_settings(SYMBOLS), leases=mine)
+    await worker.restore()
+    await worker.checkpoint(force=True)
+    for symbol in SYMBOLS:
+        owner = redis_client.hget(keys.ckpt_key("tickcast", "sim", symbol), "owner")
+        assert owner == mine.token.encode()
