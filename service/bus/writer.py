@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import hiredis
 import orjson
@@ -30,6 +30,8 @@ from tickcast.service.ops.config import Settings
 from tickcast.service.ticks import TRADE, Tick
 
 log = logging.getLogger(__name__)
+
+ReplyError = hiredis.ReplyError
 
 FIELDS: Final = bulk(V_FIELD) + bulk(V_VALUE) + bulk(T_FIELD)
 """``v 1 t`` packed: the fields between an entry's ID and its blob."""
@@ -109,8 +111,8 @@ class TickWriter:
         self.maxlen = settings.redis.tick_maxlen
         self.stats = WriterStats()
         self._keys: dict[tuple[str, str], str] = {}
-        self._heads: dict[tuple[str, str], bytes] = {}
-        self._tops: dict[tuple[str, str], tuple[int, int]] = {}
+        self._streams: dict[tuple[str, str], list[Any]] = {}
+        """Per stream: ``[packed XADD head, ms, seq]`` of its last entry ID."""
         self._lane = Lane(redis)
         self.tap: WriteTap | None = None
         """Told of every batch Redis acknowledged, with its entry IDs, and of every failure
@@ -124,34 +126,26 @@ class TickWriter:
             key = self._keys[venue, symbol] = ticks_key(self.prefix, venue, symbol)
             return key
 
-    def _head(self, venue: str, symbol: str) -> bytes:
-        """``XADD <key> MAXLEN ~ <maxlen>`` packed: what precedes an entry's ID."""
-        key = self.key(venue, symbol).encode()
-        fields = (b"XADD", key, b"MAXLEN", b"~", b"%d" % self.maxlen)
-        head = self._heads[venue, symbol] = b"*10\r\n" + b"".join(map(bulk, fields))
-        return head
-
     def forget_tops(self) -> None:
         """Read each stream's last ID from Redis again before writing to it (after a lease
         was lost and taken back: another writer may have added entries)."""
-        self._tops.clear()
+        self._streams.clear()
 
-    async def _load_tops(self, streams: set[tuple[str, str]]) -> None:
-        """Read the last entry ID of ``streams`` not known yet (0-0 for a new stream)."""
-        unknown = [s for s in streams if s not in self._tops]
-        if not unknown:
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        for venue, symbol in unknown:
-            pipe.xinfo_stream(self.key(venue, symbol))
-        replies = await pipe.execute(raise_on_error=False)
-        for stream, reply in zip(unknown, replies, strict=True):
-            if isinstance(reply, dict):
-                self._tops[stream] = id_key(reply["last-generated-id"])
-            elif isinstance(reply, redis.ResponseError) and "no such key" in str(reply).lower():
-                self._tops[stream] = (0, 0)
-            else:
-                raise reply if isinstance(reply, Exception) else redis.ResponseError(repr(reply))
+    async def _stream(self, venue: str, symbol: str) -> list[Any]:
+        """``[head, ms, seq]`` of a stream met for the first time: its packed ``XADD <key>
+        MAXLEN ~ <maxlen>`` and its last entry ID, read from Redis (0-0 for a new stream)."""
+        key = self.key(venue, symbol)
+        try:
+            info: Any = await self.redis.xinfo_stream(key)
+            ms, seq = id_key(info["last-generated-id"])
+        except redis.ResponseError as exc:
+            if "no such key" not in str(exc).lower():
+                raise
+            ms, seq = 0, 0
+        fields = (b"XADD", key.encode(), b"MAXLEN", b"~", b"%d" % self.maxlen)
+        head = b"*10\r\n" + b"".join(map(bulk, fields))
+        state = self._streams[venue, symbol] = [head, ms, seq]
+        return state
 
     async def last_trade_ids(self, venue: str, symbols: Sequence[str]) -> dict[str, int]:
         """The numeric id of the latest trade stored for each of ``symbols`` on ``venue``,
@@ -180,11 +174,10 @@ class TickWriter:
         Raises
         ------
         redis.RedisError
-            Reading a stream's last ID failed (nothing is fixed; prepare again).
+            Reading a new stream's last ID failed (prepare the batch again).
         """
-        await self._load_tops({(t.venue, t.symbol) for t in ticks})
         batch = Batch([], [], b"")
-        heads, tops, parts, ids = self._heads, self._tops, [], batch.ids
+        streams, parts, ids = self._streams, [], batch.ids
         dumps = orjson.dumps
         for tick in ticks:
             try:
@@ -196,19 +189,18 @@ class TickWriter:
                 batch.rejected.append(tick)
                 log.debug("skipping unencodable tick %r", tick)
                 continue
-            stream = (tick.venue, tick.symbol)
-            ms, seq = tops[stream]
+            stream = streams.get((tick.venue, tick.symbol))
+            if stream is None:
+                stream = await self._stream(tick.venue, tick.symbol)
             recv_ms = tick.recv_ns // 1_000_000
-            if recv_ms > ms:
-                ms, seq = recv_ms, 0
+            if recv_ms > stream[1]:
+                stream[1], stream[2] = recv_ms, 0
             else:
-                seq += 1
-            tops[stream] = (ms, seq)
-            entry_id = b"%d-%d" % (ms, seq)
-            head = heads.get(stream) or self._head(*stream)
+                stream[2] += 1
+            entry_id = b"%d-%d" % (stream[1], stream[2])
             parts.append(
                 b"%b$%d\r\n%b\r\n%b$%d\r\n%b\r\n"
-                % (head, len(entry_id), entry_id, FIELDS, len(blob), blob)
+                % (stream[0], len(entry_id), entry_id, FIELDS, len(blob), blob)
             )
             ids.append(entry_id)
             batch.ticks.append(tick)
@@ -224,23 +216,22 @@ class TickWriter:
         tap = self.tap
         try:
             replies = await self._lane.call(batch.payload, len(batch.ticks), check=False)
-            stored = [not isinstance(r, hiredis.ReplyError) for r in replies]
-            for reply in replies:
-                if isinstance(reply, hiredis.ReplyError) and DUPLICATE_ID not in str(reply):
-                    raise BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
+            refused = [i for i, r in enumerate(replies) if type(r) is ReplyError]
+            for i in refused:
+                if DUPLICATE_ID not in str(replies[i]):
+                    raise BaseParser.parse_error(str(replies[i]))  # type: ignore[no-untyped-call]
         except BaseException:
             if tap is not None:
                 tap.failed()
             raise
-        new = sum(stored)
-        self.stats.written += new
-        self.stats.duplicates += len(stored) - new
+        self.stats.written += len(replies) - len(refused)
+        self.stats.duplicates += len(refused)
         self.stats.batches += 1
         if tap is not None:
-            if new == len(stored):
+            if not refused:
                 tap.written(batch.ticks, batch.ids)
             else:
-                kept = [i for i, ok in enumerate(stored) if ok]
+                kept = sorted(set(range(len(replies))) - set(refused))
                 tap.written([batch.ticks[i] for i in kept], [batch.ids[i] for i in kept])
 
     async def write(self, ticks: Sequence[Tick]) -> list[Tick]:
