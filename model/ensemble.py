@@ -1,15 +1,17 @@
 """Experts mixed by exponentially weighted Hedge on their discounted prequential losses.
 
-:class:`HedgeMix` holds a few online models (:class:`~tickcast.model.mlp.TwoHeadMLP`, each a
-return head and a P(up) head) that all learn every label, and predicts the weighted mean of
-their outputs with weights ``w_i ~ prior_i * exp(-eta * L_i)``, where ``L_i`` is expert ``i``'s
-exponentially discounted sum of past losses (Hedge: Freund and Schapire 1997; with
-discounting, Cesa-Bianchi and Lugosi 2006, ch. 2). The loss is the squared error in units
-chosen by the caller, capped so that one jump cannot decide the mix.
+:class:`HedgeMix` holds a few online models (:class:`Expert`: a return head and a P(up)
+head each, such as :class:`~tickcast.model.mlp.TwoHeadMLP` or
+:class:`~tickcast.model.rls.BayesLinear`) that all learn every label, and predicts the
+weighted mean of their outputs with weights ``w_i ~ prior_i * exp(-eta * L_i)``, where
+``L_i`` is expert ``i``'s exponentially discounted sum of past losses (Hedge: Freund and
+Schapire 1997; with discounting, Cesa-Bianchi and Lugosi 2006, ch. 2). The loss is the
+squared error in units chosen by the caller, capped so that one jump cannot decide the mix.
 
 Examples
 --------
 >>> import numpy as np
+>>> from tickcast.model.mlp import TwoHeadMLP
 >>> from tickcast.model.optim import SGD
 >>> experts = [TwoHeadMLP(2, (), optimizer=SGD(lr=0.1), seed=s) for s in (0, 1)]
 >>> mix = HedgeMix(experts, eta=1.0, halflife=10.0)
@@ -24,17 +26,47 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from . import ModelError
-from .mlp import TwoHeadMLP
 
-__all__ = ["HedgeMix"]
+__all__ = ["Expert", "HedgeMix"]
 
 Array = NDArray[np.float64]
+
+
+class Expert(Protocol):
+    """What the mix needs of an expert (:class:`~tickcast.model.mlp.TwoHeadMLP`,
+    :class:`~tickcast.model.rls.BayesLinear`)."""
+
+    @property
+    def n_updates(self) -> int:
+        """Learning steps applied."""
+        ...
+
+    @property
+    def n_skipped(self) -> int:
+        """Learning steps refused as non-finite."""
+        ...
+
+    def forward_one(self, x: Array) -> Array:
+        """``[return, logit of P(up)]`` for ``x``, shape (2,)."""
+        ...
+
+    def learn_one(self, x: Array, y: float) -> None:
+        """One learning step on ``(x, y)``."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """The expert's learned state."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`."""
+        ...
 
 
 class HedgeMix:
@@ -42,7 +74,7 @@ class HedgeMix:
 
     Parameters
     ----------
-    experts : sequence of TwoHeadMLP
+    experts : sequence of Expert
         The experts, in a fixed order (the mix keeps references; it learns them).
     eta : float
         Hedge learning rate, per unit of loss.
@@ -56,7 +88,7 @@ class HedgeMix:
 
     def __init__(
         self,
-        experts: Sequence[TwoHeadMLP],
+        experts: Sequence[Expert],
         *,
         eta: float,
         halflife: float,
@@ -78,7 +110,8 @@ class HedgeMix:
         self._log_prior = [math.log(v) for v in p / p.sum()]
         self._keep = 0.5 ** (1.0 / self.halflife)
         self._loss = [0.0] * n  # discounted capped squared errors
-        self._w = [math.exp(v) for v in self._log_prior]
+        self._w: list[float] = []
+        self._reweigh()
 
     @property
     def n_experts(self) -> int:

@@ -17,15 +17,28 @@ to call it.
   absolute label, bias-corrected, times sqrt(pi / 2)), so that predictions follow changes of
   volatility and the losses (Huber on the return, logistic on the direction) see targets of
   order one.
-* **Experts**, both :class:`~tickcast.model.mlp.TwoHeadMLP` (a return head and a P(up) head)
-  starting as the zero predictor and learning every label: a *network* (tanh layers, Adam
+* **Experts**, each a return head and a P(up) head learning every label: a *network*
+  (:class:`~tickcast.model.mlp.TwoHeadMLP`, tanh layers starting as the zero predictor, Adam
   at a small step: low noise once a stable, possibly nonlinear relation is found) and a
-  *linear* expert (plain SGD at a large step: it learns fast from little data and tracks
-  drifting linear relations).
-* **Mix.** :class:`~tickcast.model.ensemble.HedgeMix` weighs the experts by their discounted
-  squared errors (in units of the labels' RMS), starting from a prior that favours the linear
-  expert: with little data the simplest model is the safest bet, and the mix moves to a
-  network once its errors are lower for long enough.
+  *linear* expert (:class:`~tickcast.model.rls.BayesLinear`: recursive least squares from a
+  prior centred on the slopes a parameter-free rule implies, ``prior_slopes``; it forecasts
+  what the rule says from the first sample, learns the other inputs in a handful of labels
+  and tracks drifting linear relations).
+* **Mix.** The expected return is a *stacking* of the experts' returns (Granger and
+  Ramanathan 1984): a :class:`~tickcast.model.rls.BayesLinear` over the experts' outputs,
+  from the prior "all weight on the linear expert" (worth a few hundred labels). Least
+  squares over the experts' forecasts maximises the correlation of the combination with the
+  labels, so it keeps what each expert adds: on the shared BTCUSDT recording it stays with
+  the linear expert (the network adds nothing there), on the simulated market it takes
+  about half of each (the network ranks better, the linear expert is better scaled). P(up)
+  is the :class:`~tickcast.model.ensemble.HedgeMix` of the experts' P(up) heads, weighed by
+  their discounted squared errors (in units of the labels' RMS) from a prior favouring the
+  linear expert. (Hedge alone for the return kept one expert: on the simulated market the
+  better-scaled linear one, though the network ranked the moves better.)
+* **Warm-up.** The first 100 labels only teach the scales: the target scale of a
+  handful of labels, most of them 0 on a quiet market, would feed the experts targets tens of
+  times too large and charge Hedge losses that decide the mix for thousands of labels. The
+  linear expert's prior forecasts meanwhile.
 * **Baseline.** The online linear regression the metrics compare with (LMS: SGD on the Huber
   loss at the linear expert's step, on the same inputs and target) is kept apart from the
   mix: it is a benchmark, not an expert.
@@ -44,6 +57,7 @@ from . import ModelError
 from .ensemble import HedgeMix
 from .mlp import MLP, TwoHeadMLP
 from .optim import SGD, Adam, Optimizer
+from .rls import BayesLinear
 
 __all__ = ["Forecast", "Forecaster"]
 
@@ -53,6 +67,14 @@ _SQRT_HALF_PI = math.sqrt(math.pi / 2.0)  # E|y| * this = sigma for a normal y
 _VAR_FLOOR = 1e-12  # added to input variances: a constant input standardises to 0
 _HEDGE_CAP = 25.0  # squared error in units of the labels' RMS, i.e. 5 of them
 _isfinite = math.isfinite
+#: Labels that only teach the scales: the target scale (and the unit of the Hedge losses)
+#: means nothing over the first few labels, most of them 0 on a quiet market, so that
+#: learning from them would feed the experts targets tens of times too large and charge
+#: Hedge losses that decide the mix for thousands of labels.
+_WARMUP = 100
+#: Prior precision of the stacking weights (expert returns in target units, ~0.2 each: the
+#: prior is worth a few hundred labels).
+_STACK_PRIOR = 25.0
 
 
 class Forecast(NamedTuple):
@@ -74,7 +96,7 @@ class Forecaster:
     hidden, lr : sequence of int, float
         Hidden widths and Adam step of the network expert.
     fast_lr : float
-        SGD step of the linear expert and of the linear baseline.
+        SGD step of the linear baseline.
     activation : {"tanh", "relu"}
         Hidden activation.
     seed : int
@@ -95,6 +117,13 @@ class Forecaster:
     centre : sequence of bool, optional
         Per input: centre it on its running mean (default), or keep its zero and scale it
         by its running root mean square.
+    prior_slopes : sequence of float, optional
+        Prior mean of the linear expert's slopes (target units per standardised input);
+        zeros by default.
+    prior_samples : float
+        The prior's worth, in labels (see :class:`~tickcast.model.rls.BayesLinear`).
+    rls_halflife : float
+        Half-life, in labels, of the linear expert's memory.
     """
 
     def __init__(
@@ -115,6 +144,9 @@ class Forecaster:
         hedge_halflife: float,
         linear_prior: float,
         centre: Sequence[bool] | None = None,
+        prior_slopes: Sequence[float] | None = None,
+        prior_samples: float = 3000.0,
+        rls_halflife: float = 5000.0,
     ) -> None:
         positive = (clip, scale_halflife, hedge_halflife, lr, fast_lr, clip_norm, linear_prior)
         if not all(v > 0.0 for v in positive) or not hedge_eta >= 0.0:
@@ -129,7 +161,9 @@ class Forecaster:
         net_opt = Adam(lr=lr, clip_norm=clip_norm)
         fast_opt = SGD(lr=fast_lr, clip_norm=clip_norm)
         self.network = self._network(d, hidden, net_opt, seed)
-        self.linear_expert = self._network(d, (), fast_opt, seed + 1)
+        self.linear_expert = BayesLinear(
+            d, prior_slopes=prior_slopes, prior_samples=prior_samples, halflife=rls_halflife
+        )
         self.mix = HedgeMix(
             [self.network, self.linear_expert],
             eta=hedge_eta,
@@ -137,6 +171,13 @@ class Forecaster:
             loss_cap=_HEDGE_CAP,
             prior=[1.0, float(linear_prior)],
         )
+        self.stack = BayesLinear(
+            self.mix.n_experts,
+            prior_slopes=[0.0, 1.0],
+            prior_samples=_STACK_PRIOR,
+            halflife=hedge_halflife,
+        )
+        self._returns: Array = np.zeros(self.mix.n_experts)
         self.linear = MLP(d, (), loss="huber", optimizer=fast_opt, seed=seed)
         self.linear.params[0][...] = 0.0
         self._alpha = 1.0 - 0.5 ** (1.0 / float(scale_halflife))
@@ -155,7 +196,8 @@ class Forecaster:
         self._y_abs = 0.0  # EW mean |label| (bps), not bias-corrected
         self._y_weight = 0.0
         self._y_sq = 0.0  # mean squared label (bps^2) since the start: the Hedge loss unit
-        self._n_labels = 0
+        self._n_labels = 0  # since the scales started
+        self._n_learned = 0
         self.n_nonfinite_inputs = 0
 
     def _network(
@@ -167,8 +209,9 @@ class Forecaster:
 
     @property
     def n_updates(self) -> int:
-        """Labels the network expert has learned (the model version)."""
-        return self.network.n_updates
+        """Labels learned, the first ones that only teach the scales included (the model
+        version; a warm start keeps the trained model's count)."""
+        return self._n_learned
 
     @property
     def n_skipped(self) -> int:
@@ -228,8 +271,11 @@ class Forecaster:
         """Forecast from standardised inputs ``x``, a float64 array of shape (n_inputs,) as
         :meth:`standardise` returns (not checked: this is the live prediction path)."""
         scale = self.target_scale()
-        ret, p_up, returns = self.mix.predict_parts(x)
-        experts = np.array([r * scale for r in returns])
+        _, p_up, returns = self.mix.predict_parts(x)
+        inputs = self._returns
+        inputs[:] = returns
+        ret = self.stack.forward_one(inputs).item(0)
+        experts = inputs * scale
         linear = self.linear.forward_one(x).item(0)  # its Huber loss predicts the raw output
         return Forecast(ret * scale, p_up, linear * scale, experts)
 
@@ -240,23 +286,41 @@ class Forecaster:
         self._y_weight += a * (1.0 - self._y_weight)
         self._y_abs += a * (abs(y_bps) - self._y_abs)
         self._n_labels += 1
+        self._n_learned += 1
         self._y_sq += (y_bps * y_bps - self._y_sq) / self._n_labels
+        if self._n_labels <= _WARMUP:
+            return
         unit = math.sqrt(self._y_sq) or 1.0
         self.mix.observe([v / unit for v in experts_bps.tolist()], y_bps / unit)
-        target = y_bps / self.target_scale()
+        scale = self.target_scale()
+        target = y_bps / scale
+        self.stack.learn_one(experts_bps / scale, target)
         self.mix.learn_one(x, target)
         self.linear.learn_one(x, target)
+
+    def forget_scales(self) -> None:
+        """Forget the input moments and the target scale (not the experts, the mix or the
+        baseline): they are re-learned from the next samples, as for a fresh forecaster. A
+        model trained on one instrument starts another this way: the experts work in
+        standardised units, which transfer; the scales (spreads, volatilities, trade rates)
+        belong to each instrument."""
+        self._x_mean[...] = 0.0
+        self._x_var[...] = 0.0
+        self._x_weight = self._y_abs = self._y_weight = self._y_sq = 0.0
+        self._n_labels = 0
 
     def state_dict(self) -> dict[str, Any]:
         """Experts, mix, baseline, input moments and target scale (arrays are copies)."""
         return {
             "experts": [e.state_dict() for e in self.mix.experts],
             "mix": self.mix.state_dict(),
+            "stack": self.stack.state_dict(),
             "linear": self.linear.state_dict(),
             "x_mean": self._x_mean.copy(),
             "x_var": self._x_var.copy(),
             "floats": [self._x_weight, self._y_abs, self._y_weight, self._y_sq],
             "n_labels": self._n_labels,
+            "n_learned": self._n_learned,
             "n_nonfinite_inputs": self.n_nonfinite_inputs,
         }
 
@@ -273,8 +337,10 @@ class Forecaster:
         for expert, expert_state in zip(self.mix.experts, experts, strict=True):
             expert.load_state_dict(expert_state)
         self.mix.load_state_dict(state["mix"])
+        self.stack.load_state_dict(state["stack"])
         self.linear.load_state_dict(state["linear"])
         self._x_mean, self._x_var = x_mean, x_var
         self._x_weight, self._y_abs, self._y_weight, self._y_sq = floats
         self._n_labels = int(state["n_labels"])
+        self._n_learned = int(state["n_learned"])
         self.n_nonfinite_inputs = int(state.get("n_nonfinite_inputs", 0))  # 0: an older state

@@ -66,6 +66,8 @@ from .state import LearnerError, pack_state, unpack_state
 __all__ = [
     "FALLBACK_P_UP",
     "FALLBACK_RET_BPS",
+    "MODEL_FORMAT",
+    "MODEL_VERSION",
     "LearnerError",
     "OnlineLearner",
     "Prediction",
@@ -79,7 +81,7 @@ Array = NDArray[np.float64]
 _BPS = 1e4
 _INF = math.inf
 _isfinite = math.isfinite
-_SNAPSHOT_VERSION = 2
+_SNAPSHOT_VERSION = 3
 _COUNTERS = ("n_samples", "_n_scored", "n_unpriced", "n_nonfinite_predictions")
 #: Counters added to the version-2 snapshot later: 0 when restoring a snapshot without them.
 _LATER_COUNTERS = frozenset({"n_nonfinite_predictions"})
@@ -88,6 +90,12 @@ _LATER_COUNTERS = frozenset({"n_nonfinite_predictions"})
 #: even odds (counted in :attr:`OnlineLearner.n_nonfinite_predictions`).
 FALLBACK_RET_BPS = 0.0
 FALLBACK_P_UP = 0.5
+
+#: The format name and version of :meth:`OnlineLearner.model_state` (a trained model).
+MODEL_FORMAT = "tickcast-model"
+MODEL_VERSION = 1
+#: Settings a warm-started learner may choose for itself: they do not shape the model.
+_LOCAL_SETTINGS = frozenset({"rolling_window", "max_gap_ms", "seed"})
 
 #: Features the model reads by default (name prefixes). Left out, as near-duplicates that
 #: only slow down learning from scratch: the trade-count imbalances (the size-weighted trade
@@ -167,6 +175,10 @@ class OnlineLearner(SampleClock):
     on_score : callable or None
         Called with a :class:`Scored` each time a sample is scored, i.e. in :meth:`flush`
         (not kept in snapshots).
+    on_sample : callable or None
+        Called as ``on_sample(t_ms, raw)`` at each sample taken, with the raw feature values
+        as of ``t_ms`` (all of :attr:`feature_names`, a sequence of floats the callee must not
+        keep); for reports such as the reference rules of a backtest (not kept in snapshots).
     forecaster : Forecaster
         Input standardisation, target scale, experts, Hedge mix and linear baseline.
     """
@@ -197,6 +209,10 @@ class OnlineLearner(SampleClock):
         linear_prior: float = 20.0,
         inputs: Sequence[str] | None = DEFAULT_INPUTS,
         uncentred: Sequence[str] = DEFAULT_UNCENTRED,
+        prior_input: str | None = "book_imbalance",
+        prior_slope: float = 0.2,
+        prior_samples: float = 3000.0,
+        rls_halflife: float = 20000.0,
     ) -> None:
         self.rolling_window = int(rolling_window)
         self._model_kwargs: dict[str, Any] = {
@@ -213,6 +229,9 @@ class OnlineLearner(SampleClock):
             "hedge_eta": float(hedge_eta),
             "hedge_halflife": float(hedge_halflife),
             "linear_prior": float(linear_prior),
+            "prior_slope": float(prior_slope),
+            "prior_samples": float(prior_samples),
+            "rls_halflife": float(rls_halflife),
         }
         if features is None:
             features = StreamingFeatures(windows_ms=tuple(feature_windows_ms))
@@ -229,16 +248,13 @@ class OnlineLearner(SampleClock):
             raise LearnerError(f"no feature matches the inputs {self.inputs}")
         self.input_names = tuple(self.feature_names[i] for i in chosen)
         self.uncentred = tuple(str(n) for n in uncentred)
+        self.prior_input = None if prior_input is None else str(prior_input)
+        if self.prior_input is not None and self.prior_input not in self.input_names:
+            raise LearnerError(f"the prior's input {self.prior_input!r} is not among the inputs")
         self._pick = _picker(chosen)
         self.on_score: Callable[[Scored], None] | None = None
-        try:
-            self.forecaster = Forecaster(
-                len(chosen),
-                **self._model_kwargs,
-                centre=[not n.startswith(self.uncentred) for n in self.input_names],
-            )
-        except ModelError as exc:
-            raise LearnerError(f"bad model hyperparameters: {exc}") from exc
+        self.on_sample: Callable[[int, Sequence[float] | Array], None] | None = None
+        self.forecaster = self._fresh_forecaster()
         self._metrics = PrequentialMetrics(self.rolling_window)
         self._x_raw: Array = np.zeros(features.n_features)
         self.n_samples = 0
@@ -246,6 +262,20 @@ class OnlineLearner(SampleClock):
         self.n_unpriced = 0
         self.n_nonfinite_predictions = 0
         self._refresh()
+
+    def _fresh_forecaster(self) -> Forecaster:
+        """A forecaster of this learner's settings, learning from zero."""
+        kwargs = dict(self._model_kwargs)
+        slope = kwargs.pop("prior_slope")
+        try:
+            return Forecaster(
+                len(self.input_names),
+                **kwargs,
+                centre=[not n.startswith(self.uncentred) for n in self.input_names],
+                prior_slopes=[slope if n == self.prior_input else 0.0 for n in self.input_names],
+            )
+        except ModelError as exc:
+            raise LearnerError(f"bad model hyperparameters: {exc}") from exc
 
     # -- the events ---------------------------------------------------------------------------
 
@@ -290,6 +320,8 @@ class OnlineLearner(SampleClock):
         if not 0.0 < ref < _INF:
             self.n_unpriced += 1
             return None
+        if self.on_sample is not None:
+            self.on_sample(t_ms, raw)
         forecaster = self.forecaster
         x = forecaster.standardise(np.array(self._pick(raw), dtype=np.float64))
         ret_bps, p_up, linear_bps, experts = forecaster.predict(x)
@@ -379,6 +411,7 @@ class OnlineLearner(SampleClock):
             "max_gap_ms": self.max_gap_ms,
             "inputs": None if self.inputs is None else list(self.inputs),
             "uncentred": list(self.uncentred),
+            "prior_input": self.prior_input,
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -424,6 +457,74 @@ class OnlineLearner(SampleClock):
             raise LearnerError(f"cannot restore the learner: {exc}") from exc
         for k, v in counters.items():
             setattr(self, k, v)
+        self._refresh()
+
+    # -- trained models -----------------------------------------------------------------------
+
+    def model_state(self) -> dict[str, Any]:
+        """What a warm start of another learner takes from this one (see :meth:`warm_start`):
+        the format and its version, the feature and input names, the hyperparameters and the
+        forecaster (experts, Hedge mix, linear baseline); calls :meth:`flush` first."""
+        self.flush()
+        return {
+            "format": MODEL_FORMAT,
+            "version": MODEL_VERSION,
+            "feature_names": list(self.feature_names),
+            "input_names": list(self.input_names),
+            "hyperparameters": self.hyperparameters(),
+            "forecaster": self.forecaster.state_dict(),
+            "n_labels": self._n_scored,
+        }
+
+    def warm_start(self, model: dict[str, Any]) -> None:
+        """Start this learner's model from a :meth:`model_state` (of any symbol).
+
+        The experts, the Hedge mix and the linear baseline are taken over; the input moments
+        and the target scale are re-learned from this symbol's samples (see
+        :meth:`~tickcast.model.forecaster.Forecaster.forget_scales`), as are the features,
+        the metrics and the clock. Call it before the first tick.
+
+        Raises
+        ------
+        LearnerError
+            Another format or version, other features or inputs, or hyperparameters that
+            shape the model differently (every such difference is named).
+        """
+        if model.get("format") != MODEL_FORMAT or model.get("version") != MODEL_VERSION:
+            raise LearnerError(
+                f"not a tickcast model of version {MODEL_VERSION} "
+                f"(format {model.get('format')!r}, version {model.get('version')!r})"
+            )
+        mine = {
+            "feature_names": list(self.feature_names),
+            "input_names": list(self.input_names),
+            **{k: v for k, v in self.hyperparameters().items() if k not in _LOCAL_SETTINGS},
+        }
+        theirs = {
+            "feature_names": model.get("feature_names"),
+            "input_names": model.get("input_names"),
+            **{
+                k: v
+                for k, v in dict(model.get("hyperparameters") or {}).items()
+                if k not in _LOCAL_SETTINGS
+            },
+        }
+        differ = sorted(
+            k
+            for k in mine.keys() | theirs.keys()
+            if _jsonish(mine.get(k)) != _jsonish(theirs.get(k))
+        )
+        if differ:
+            shown = ", ".join(f"{k}: model {theirs.get(k)!r}, here {mine.get(k)!r}" for k in differ)
+            raise LearnerError(f"the model was trained with other settings ({shown})")
+        if self.n_ticks:
+            raise LearnerError("warm start a learner before its first tick")
+        try:
+            self.forecaster.load_state_dict(model["forecaster"])
+        except (KeyError, IndexError, TypeError, ValueError, ModelError) as exc:
+            self.forecaster = self._fresh_forecaster()
+            raise LearnerError(f"cannot read the model: {exc}") from exc
+        self.forecaster.forget_scales()
         self._refresh()
 
     def snapshot(self) -> bytes:
