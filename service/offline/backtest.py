@@ -5,6 +5,11 @@ It is the live worker's loop without Redis: each tick goes to the learner of its
 is recorded so that figures can be pooled over symbols, compared with the simulator's Bayes
 rate and plotted. Every figure is prequential over every scored sample (nothing is excluded as
 warm-up).
+
+The raw features of every scored sample are recorded too, for two references computed on the
+same samples and labels (:mod:`tickcast.model.rules`): the parameter-free rules (``rules``,
+``best_rule``) and the hindsight least-squares fit on all features (``hindsight_linear``),
+an upper reference that sees the future.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import logging
 import math
 import time
 from array import array
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Protocol
@@ -22,6 +27,7 @@ import numpy as np
 
 from tickcast.model.learner import OnlineLearner, Prediction, Scored
 from tickcast.model.metrics import MetricsSummary, summarize
+from tickcast.model.rules import best_rule, hindsight_linear, rule_forecasts
 from tickcast.service.ticks import Tick
 
 logger = logging.getLogger(__name__)
@@ -58,18 +64,33 @@ class SymbolRecord:
         The symbol's learner (its counters and metrics are live).
     t_ms, label_bps, ret_bps, linear_bps, p_up, expected_bps : array
         One entry per scored sample, in scoring order (``expected_bps`` only with an oracle).
+    raw : array
+        The raw features of the scored samples as of their sample times, row after row (one
+        row of ``len(feature_names)`` values per entry of ``t_ms``).
+    feature_names : tuple of str
+        Names of the columns of ``raw`` (the learner's :attr:`feature_names`).
+    pending_raw : dict
+        The raw features of the latest samples taken and not yet scored, by sample time: a
+        row goes when its sample is scored, or, for a sample dropped at a gap (never scored),
+        when a later sample is scored or the row falls out of the newest
+        ``learner.max_pending`` (a bound on the samples pending at once).
     """
 
     learner: OnlineLearner
+    feature_names: tuple[str, ...] = ()
     t_ms: array[int] = field(default_factory=lambda: array("q"))
     label_bps: array[float] = field(default_factory=lambda: array("d"))
     ret_bps: array[float] = field(default_factory=lambda: array("d"))
     linear_bps: array[float] = field(default_factory=lambda: array("d"))
     p_up: array[float] = field(default_factory=lambda: array("d"))
     expected_bps: array[float] = field(default_factory=lambda: array("d"))
+    raw: array[float] = field(default_factory=lambda: array("d"))
+    pending_raw: dict[int, list[float]] = field(default_factory=dict, repr=False)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """Return the recorded columns as float64 / int64 arrays of equal length."""
+        """Return the recorded columns as float64 / int64 arrays of equal length; ``raw`` is
+        2-D, shape (n, len(feature_names))."""
+        raw = np.frombuffer(self.raw, dtype=np.float64).copy()
         return {
             "t_ms": np.frombuffer(self.t_ms, dtype=np.int64).copy(),
             "label_bps": np.frombuffer(self.label_bps, dtype=np.float64).copy(),
@@ -77,6 +98,7 @@ class SymbolRecord:
             "linear_bps": np.frombuffer(self.linear_bps, dtype=np.float64).copy(),
             "p_up": np.frombuffer(self.p_up, dtype=np.float64).copy(),
             "expected_bps": np.frombuffer(self.expected_bps, dtype=np.float64).copy(),
+            "raw": raw.reshape(-1, len(self.feature_names)) if self.feature_names else raw,
         }
 
 
@@ -132,6 +154,7 @@ class BacktestResult:
             out["bayes_hit_rate"] = float(bayes_hit_rate(expected, y)) if y.size else math.nan
             out["bayes_ic"] = summarize(y, expected).ic
             out["hit_rate_vs_bayes"] = out["hit_rate"] / out["bayes_hit_rate"]
+        out.update(_references(records, cols, y))
         return out
 
 
@@ -139,6 +162,39 @@ def _concat(cols: list[dict[str, np.ndarray]], key: str) -> np.ndarray:
     if not cols:
         return np.zeros(0)
     return np.concatenate([c[key] for c in cols])
+
+
+def _references(
+    records: list[SymbolRecord], cols: list[dict[str, np.ndarray]], y: np.ndarray
+) -> dict[str, Any]:
+    """The reference figures on the samples of ``records``: ``rules`` (hit rate and IC of
+    each parameter-free rule), ``best_rule`` and ``best_rule_ic`` (the highest IC), and
+    ``hindsight_linear`` (least squares on all features fitted on these very samples: it sees
+    the future). Empty when the records hold no features or features of different names."""
+    names = {r.feature_names for r in records}
+    if len(names) != 1 or not (feature_names := names.pop()):
+        return {}
+    raw = np.concatenate([c["raw"] for c in cols])
+    rules: dict[str, Any] = {}
+    for name, forecast in rule_forecasts(raw, feature_names).items():
+        s = summarize(y, forecast)
+        rules[name] = {"hit_rate": s.hit_rate, "ic": s.ic}
+    best = best_rule({name: fig["ic"] for name, fig in rules.items()})
+    fitted = hindsight_linear(raw, y)
+    kept = np.isfinite(fitted)
+    hindsight = summarize(y[kept], fitted[kept])
+    return {
+        "rules": rules,
+        "best_rule": best,
+        "best_rule_ic": rules[best]["ic"] if best is not None else math.nan,
+        "hindsight_linear": {
+            "n_samples": hindsight.n_scored,
+            "hit_rate": hindsight.hit_rate,
+            "ic": hindsight.ic,
+            "skill_vs_zero": hindsight.skill_vs_zero,
+            "sees_future": True,
+        },
+    }
 
 
 def _public(s: MetricsSummary) -> dict[str, Any]:
@@ -173,11 +229,24 @@ class Backtest:
 
     def _record(self, symbol: str) -> SymbolRecord:
         learner = OnlineLearner(**self.learner_kwargs)
-        rec = SymbolRecord(learner)
+        rec = SymbolRecord(learner, learner.feature_names)
         oracle = self.oracle
+        pending_raw = rec.pending_raw
+        missing = [math.nan] * len(rec.feature_names)
+        max_pending = learner.max_pending
+
+        def on_sample(t_ms: int, raw: Sequence[float] | np.ndarray) -> None:
+            pending_raw[t_ms] = list(raw)
+            if len(pending_raw) > max_pending:
+                del pending_raw[next(iter(pending_raw))]
 
         def on_score(s: Scored) -> None:
-            rec.t_ms.append(s.t_ms)
+            t_ms = s.t_ms
+            rec.raw.extend(pending_raw.pop(t_ms, missing))
+            if pending_raw and next(iter(pending_raw)) < t_ms:
+                for stale in [t for t in pending_raw if t < t_ms]:
+                    del pending_raw[stale]
+            rec.t_ms.append(t_ms)
             rec.label_bps.append(s.label_bps)
             rec.ret_bps.append(s.ret_bps)
             rec.linear_bps.append(s.linear_bps)
@@ -186,6 +255,7 @@ class Backtest:
                 expected = oracle.expected_return(symbol, s.t_ms, learner.horizon_ms)
                 rec.expected_bps.append(expected * _BPS)
 
+        learner.on_sample = on_sample
         learner.on_score = on_score
         self.symbols[symbol] = rec
         return rec

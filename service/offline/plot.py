@@ -5,15 +5,22 @@ prediction whose size beats the round-trip fee: every sample opens a position of
 the book (``k = horizon / sample interval``, the number of overlapping positions), held for the
 horizon, so the curve is the cumulative return, in bps, of a book that is always at most fully
 invested; fees are charged per side on each position opened.
+
+The reference rules are drawn beside the learner: each symbol's best parameter-free rule
+(highest IC over the run) as a dashed rolling-IC curve, the pooled hindsight least-squares IC
+(which sees the future) as a dotted level, and every rule's pooled IC in the title.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from tickcast.model.metrics import summarize
+from tickcast.model.rules import best_rule, rule_forecasts
 
 if TYPE_CHECKING:
     from tickcast.service.offline.backtest import BacktestResult
@@ -86,6 +93,23 @@ def _binned(p: np.ndarray, y: np.ndarray, bins: int = 20) -> tuple[np.ndarray, n
     )
 
 
+def _reference_line(overall: dict[str, Any]) -> str:
+    """A second title line: the pooled IC of the learner, of each rule and of the hindsight
+    fit; empty without rules."""
+    rules = overall.get("rules")
+    if not rules:
+        return ""
+    parts = [f"learner {overall.get('ic', np.nan):.3f}"]
+    parts += [f"{name} {fig['ic']:.3f}" for name, fig in rules.items()]
+    hindsight = overall.get("hindsight_linear", {}).get("ic", np.nan)
+    return (
+        "\nIC, all symbols: "
+        + ", ".join(parts)
+        + " (parameter-free rules)"
+        + f"; hindsight LS {hindsight:.3f} (sees the future)"
+    )
+
+
 def plot_backtest(
     result: BacktestResult,
     path: str | Path,
@@ -129,7 +153,18 @@ def plot_backtest(
         nz = y != 0.0
         hits = np.where(p[nz] == 0.0, 0.5, (np.sign(p[nz]) == np.sign(y[nz])).astype(float))
         ax_hit.plot(t[nz], rolling_mean(hits, window), lw=1, label=symbol)
-        ax_ic.plot(t, _rolling_ic(y, p, window), lw=1, label=symbol)
+        line = ax_ic.plot(t, _rolling_ic(y, p, window), lw=1, label=symbol)[0]
+        rules = rule_forecasts(cols["raw"], rec.feature_names) if rec.feature_names else {}
+        best = best_rule({name: summarize(y, f).ic for name, f in rules.items()})
+        if best is not None:
+            ax_ic.plot(
+                t,
+                _rolling_ic(y, rules[best], window),
+                lw=1,
+                ls="--",
+                color=line.get_color(),
+                label=f"{symbol} rule {best}",
+            )
         ax_pnl.plot(t, toy_pnl(y, p, overlap, 0.0), lw=1, label=f"{symbol} gross")
         ax_pnl.plot(t, toy_pnl(y, p, overlap, fee_bps), lw=1, ls="--", label=f"{symbol} net")
         pooled_p.append(p)
@@ -141,6 +176,11 @@ def plot_backtest(
         ax_cal.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls=":", label="y = x")
     ax_hit.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax_ic.axhline(0.0, color="grey", lw=0.8, ls=":")
+    overall = result.to_dict()["overall"] if result.symbols else {}
+    hindsight_ic = overall.get("hindsight_linear", {}).get("ic", np.nan)
+    if np.isfinite(hindsight_ic):
+        label = f"hindsight LS, all symbols (sees the future): {hindsight_ic:.3f}"
+        ax_ic.axhline(hindsight_ic, color="black", lw=1, ls=":", label=label)
     ax_hit.set(title=f"rolling hit rate ({window} samples)", xlabel="minutes", ylabel="hit rate")
     ax_ic.set(title=f"rolling IC ({window} samples)", xlabel="minutes", ylabel="IC")
     ax_pnl.set(
@@ -153,7 +193,10 @@ def plot_backtest(
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=7, loc="best")
-    fig.suptitle(f"tickcast backtest: horizon {result.horizon_ms} ms, {result.n_ticks} ticks")
+    fig.suptitle(
+        f"tickcast backtest: horizon {result.horizon_ms} ms, {result.n_ticks} ticks"
+        + _reference_line(overall)
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

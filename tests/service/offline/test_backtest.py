@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from tickcast.model.features import StreamingFeatures
 from tickcast.model.metrics import summarize
 from tickcast.service.cli import main
 from tickcast.service.commands.backtest import ProgressBar, format_table
 from tickcast.service.offline.backtest import Backtest, json_ready
+from tickcast.service.offline.readers import read_ticks
 from tickcast.service.sim.market import SyntheticMarket
 
 REQUIRED = ("n_samples", "hit_rate", "ic", "skill_vs_zero", "skill_vs_linear", "ticks_per_s")
+RULE_NAMES = ["book_imbalance", "microprice_dev", "trade_flow_1000"]
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +152,96 @@ def test_the_progress_bar_draws_a_bar_when_the_span_is_known(tmp_path: Path) -> 
         bar.close()
     text = path.read_text()
     assert " 50.0%" in text and text.endswith("\n")
+
+
+# -- the reference rules and the hindsight fit -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def full_run(
+    tmp_path_factory: pytest.TempPathFactory, binance_recording: Path
+) -> tuple[dict[str, Any], str]:
+    """``tickcast backtest --json`` of the whole shared recording: the JSON and the table."""
+    out = tmp_path_factory.mktemp("full") / "full.json"
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        argv = ["backtest", str(binance_recording), "--no-progress", "--json", str(out)]
+        assert main(argv) == 0
+    return json.loads(out.read_text()), text.getvalue()
+
+
+def test_every_backtest_reports_the_rules_and_the_hindsight_fit(
+    full_run: tuple[dict[str, Any], str],
+) -> None:
+    figures, _ = full_run
+    overall = figures["overall"]
+    assert overall["n_samples"] > 3000
+    for fig in (overall, figures["symbols"]["BTC/USDT:USDT"]):
+        assert list(fig["rules"]) == RULE_NAMES
+        ics = {name: rule["ic"] for name, rule in fig["rules"].items()}
+        assert all(0.0 <= rule["hit_rate"] <= 1.0 for rule in fig["rules"].values())
+        assert fig["best_rule"] == max(ics, key=ics.__getitem__) == "book_imbalance"
+        assert fig["best_rule_ic"] == ics["book_imbalance"]
+        hindsight = fig["hindsight_linear"]
+        assert hindsight["sees_future"] is True
+        assert hindsight["n_samples"] == fig["n_samples"]
+        assert 0.0 <= hindsight["hit_rate"] <= 1.0 and 0.0 < hindsight["skill_vs_zero"] < 1.0
+        # the in-sample fit on every feature beats any single feature and the learner
+        assert hindsight["ic"] >= max(ics.values())
+        assert hindsight["ic"] >= fig["ic"]
+        assert hindsight["ic"] >= fig["linear_ic"]
+    # the raw book imbalance alone carries an IC of about 0.2 on this recording
+    assert 0.18 <= overall["rules"]["book_imbalance"]["ic"] <= 0.23
+
+
+def test_the_table_shows_the_reference_block(full_run: tuple[dict[str, Any], str]) -> None:
+    figures, text = full_run
+    assert text == format_table(figures) + "\n"
+    block = text.split("reference rules (parameter-free, same samples)")[1]
+    for name in RULE_NAMES:
+        assert f"rule {name}" in block
+    assert "best rule: book_imbalance" in block and "hindsight LS (sees the future)" in block
+    ic = figures["overall"]["rules"]["book_imbalance"]["ic"]
+    assert f"{ic:.4f}" in block
+    assert max(len(line) for line in text.splitlines()) <= 100
+
+
+def test_the_rules_read_the_features_of_each_scored_sample_at_its_time(
+    recording_slice: Path,
+) -> None:
+    # short gaps allowed, so that samples pending at a gap are dropped unscored
+    engine = Backtest({"max_gap_ms": 100})
+    result = engine.run(read_ticks([recording_slice]))
+    rec = result.symbols["BTC/USDT:USDT"]
+    assert rec.learner.n_gap_dropped > 0
+    cols = rec.arrays()
+    t_ms, raw = cols["t_ms"], cols["raw"]
+    assert raw.shape == (t_ms.size, len(rec.feature_names)) and t_ms.size > 100
+    # the rows of samples dropped at the gaps were let go
+    assert all(t > t_ms[-1] for t in rec.pending_raw)
+    assert len(rec.pending_raw) <= rec.learner.max_pending
+    # replay: the features as of each scored sample's time, i.e. of the ticks before it
+    features = StreamingFeatures(rec.learner.hyperparameters()["feature_windows_ms"])
+    assert features.names == rec.feature_names
+    expected, i = [], 0
+    for tick in read_ticks([recording_slice]):
+        while i < t_ms.size and t_ms[i] <= tick.event_ms:
+            expected.append(features.values(int(t_ms[i])))
+            i += 1
+        features.update(tick)
+    assert i == t_ms.size
+    np.testing.assert_array_equal(raw, np.array(expected))
+    rules = result.to_dict()["overall"]["rules"]
+    for name in RULE_NAMES:
+        column = raw[:, rec.feature_names.index(name)]
+        assert rules[name]["ic"] == pytest.approx(summarize(cols["label_bps"], column).ic)
+
+
+def test_a_simulated_backtest_reports_the_rules_per_symbol_and_pooled() -> None:
+    market = SyntheticMarket(seed=5)
+    result = Backtest({"horizon_ms": 500}, oracle=market.oracle).run(market.ticks(30.0))
+    figures = result.to_dict()
+    for fig in [figures["overall"], *figures["symbols"].values()]:
+        assert list(fig["rules"]) == RULE_NAMES
+        assert fig["hindsight_linear"]["ic"] >= fig["best_rule_ic"]
+    assert figures["overall"]["hindsight_linear"]["n_samples"] == figures["overall"]["n_samples"]
