@@ -2,7 +2,9 @@
 
 Ticks go through the parser, the streaming features and one online learner per symbol exactly
 as the live worker feeds them; the command prints a per-symbol table of prequential figures
-(every scored sample counts, warm-up included) and can write them as JSON and draw a PNG.
+(every scored sample counts, warm-up included), then the reference rules on the same samples
+(parameter-free forecasts read off one feature, and the hindsight least-squares fit, which
+sees the future), and can write them as JSON and draw a PNG.
 """
 
 from __future__ import annotations
@@ -42,6 +44,19 @@ def _symbols(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """The learner's options of ``backtest`` and ``train`` (read by :func:`learner_kwargs`)."""
+    p.add_argument("--horizon-ms", type=int, default=1000, help="label horizon, ms")
+    p.add_argument("--sample-ms", type=int, default=100, help="sample interval, ms")
+    m = p.add_argument_group("model options (defaults: the live learner's)")
+    m.add_argument("--hidden", type=_hidden, help="hidden widths, e.g. 32,16 (0: linear)")
+    m.add_argument("--lr", type=float, help="learning rate")
+    m.add_argument("--activation", choices=("tanh", "relu"), help="hidden activation")
+    m.add_argument("--model-seed", type=int, help="seed of the initial weights")
+    m.add_argument("--rolling-window", type=int, help="rolling-metrics window, samples")
+    m.add_argument("--max-gap-ms", type=int, help="longest silence sampled through, ms")
+
+
 def register(subparsers: Any) -> None:
     """Add the ``backtest`` subcommand."""
     p = subparsers.add_parser(
@@ -54,20 +69,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--sim", action="store_true", help="use the seeded synthetic market")
     p.add_argument("--sim-seconds", type=float, default=600.0, help="market seconds with --sim")
     p.add_argument("--symbols", type=_symbols, help="comma-separated unified symbols to keep")
-    p.add_argument("--horizon-ms", type=int, default=1000, help="label horizon, ms")
-    p.add_argument("--sample-ms", type=int, default=100, help="sample interval, ms")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic market")
     p.add_argument("--json", type=Path, metavar="PATH", help="write the figures as JSON")
     p.add_argument("--plot", type=Path, metavar="PATH", help="write a PNG of the run")
     p.add_argument("--fee-bps", type=float, default=0.5, help="toy PnL fee per side, bps")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    m = p.add_argument_group("model options (defaults: the live learner's)")
-    m.add_argument("--hidden", type=_hidden, help="hidden widths, e.g. 32,16 (0: linear)")
-    m.add_argument("--lr", type=float, help="learning rate")
-    m.add_argument("--activation", choices=("tanh", "relu"), help="hidden activation")
-    m.add_argument("--model-seed", type=int, help="seed of the initial weights")
-    m.add_argument("--rolling-window", type=int, help="rolling-metrics window, samples")
-    m.add_argument("--max-gap-ms", type=int, help="longest silence sampled through, ms")
+    p.add_argument(
+        "--init", type=Path, metavar="MODEL", help="start every symbol from a trained model"
+    )
+    add_model_options(p)
     p.set_defaults(func=run)
 
 
@@ -150,7 +160,8 @@ _COLUMNS = (
 
 
 def format_table(figures: dict[str, Any]) -> str:
-    """The per-symbol table (plus an ``overall`` row) as text."""
+    """The per-symbol table (plus an ``overall`` row) as text, then the reference block
+    (:func:`format_references`) when the figures carry the reference rules."""
     with_bayes = "bayes_hit_rate" in figures["overall"]
     cols = [c for c in _COLUMNS if with_bayes or c[0] != "bayes_hit_rate"]
     widths = [len(fmt.format(0 if key != "symbol" else "")) for key, fmt, _ in cols]
@@ -169,23 +180,69 @@ def format_table(figures: dict[str, Any]) -> str:
             else:
                 cells.append(fmt.format(value))
         rows.append(" ".join(cells))
+    references = format_references(figures)
+    return "\n".join(rows) + ("\n\n" + references if references else "")
+
+
+_REF_TITLE = "reference rules (parameter-free, same samples)"
+_HINDSIGHT = "hindsight LS (sees the future)"
+
+
+def format_references(figures: dict[str, Any]) -> str:
+    """The reference block as text, per symbol and overall: each rule's IC and hit rate, the
+    best rule, the learner and its online linear baseline beside them, and the hindsight
+    least-squares fit on all features (which sees the future); empty without ``rules``."""
+    named = [*sorted(figures["symbols"].items()), ("overall", figures["overall"])]
+    if not any("rules" in fig for _, fig in named):
+        return ""
+    rows = [_REF_TITLE, f"{'symbol':<16} {'forecast':<32} {'IC':>7} {'hit':>7}"]
+    for name, fig in named:
+        if "rules" not in fig:
+            continue
+        lines: list[tuple[str, Any, Any]] = [
+            (f"rule {rule}", values.get("ic"), values.get("hit_rate"))
+            for rule, values in fig["rules"].items()
+        ]
+        best = fig.get("best_rule")
+        best_hit = fig["rules"][best].get("hit_rate") if best in fig["rules"] else None
+        lines.append((f"best rule: {best or '-'}", fig.get("best_rule_ic"), best_hit))
+        lines.append(("learner", fig.get("ic"), fig.get("hit_rate")))
+        lines.append(("online linear", fig.get("linear_ic"), fig.get("linear_hit_rate")))
+        hindsight = fig.get("hindsight_linear") or {}
+        lines.append((_HINDSIGHT, hindsight.get("ic"), hindsight.get("hit_rate")))
+        for i, (label, ic, hit) in enumerate(lines):
+            symbol = name if i == 0 else ""
+            rows.append(f"{symbol:<16} {label:<32} {_cell(ic)} {_cell(hit)}")
     return "\n".join(rows)
+
+
+def _cell(value: Any) -> str:
+    """A figure as a 7-wide cell: four decimals, or a dash when undefined."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return f"{'-':>7}"
+    return f"{value:>7.4f}"
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the backtest; print the table; write the JSON and the PNG when asked."""
     from tickcast.service.offline.backtest import Backtest, json_ready
+    from tickcast.service.offline.modelfile import load_init_model
+    from tickcast.service.offline.training import WarmBacktest
 
     if bool(args.files) == bool(args.sim):
         raise BacktestError("give recorded FILEs or --sim (one of the two)")
     kwargs = learner_kwargs(args)
+    init = None if args.init is None else load_init_model(args.init, kwargs)
     show = not args.no_progress and sys.stderr.isatty()
     if args.sim:
         ticks, oracle, bar = _sim_source(args, show)
     else:
         ticks, oracle, bar = _file_source(args, show)
     try:
-        engine = Backtest(kwargs, oracle=oracle)
+        if init is None:
+            engine = Backtest(kwargs, oracle=oracle)
+        else:
+            engine = WarmBacktest(kwargs, init, oracle=oracle, model_path=str(args.init))
         result = engine.run(ticks, progress=bar)
     except (ValueError, ArithmeticError) as exc:
         raise BacktestError(f"backtest failed: {exc}") from exc

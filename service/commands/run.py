@@ -7,6 +7,8 @@ symbols. A symbol a venue does not list stops the command at once (exit code 2).
 
 With no ``redis.url`` configured it runs a private Redis under the state directory, which
 ``tickcast subscribe`` and ``tickcast status`` in another terminal find by themselves.
+``--init MODEL`` (``worker.init_model``) starts every symbol that has no checkpoint from a model
+file written by ``tickcast train``; it keeps learning online from there.
 SIGTERM / SIGINT: stop the feed, flush, checkpoint, exit 0 (within 10 s).
 """
 
@@ -42,6 +44,23 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_init_argument(parser: argparse.ArgumentParser) -> None:
+    """``--init MODEL`` of ``run`` and ``worker`` (``worker.init_model``)."""
+    parser.add_argument(
+        "--init",
+        metavar="MODEL",
+        help="start every symbol that has no checkpoint from this model file (tickcast train); "
+        "a checkpoint always wins",
+    )
+
+
+def check_settings(settings: Settings) -> None:
+    """What ``run`` and ``worker`` check before anything connects: ``worker.init_model``."""
+    from tickcast.service.live.symbolstate import check_init_model
+
+    check_init_model(settings)
+
+
 def register(subparsers: Any) -> None:
     """Add the ``run`` subcommand."""
     parser = subparsers.add_parser(
@@ -56,6 +75,7 @@ def register(subparsers: Any) -> None:
         "(binanceusdm, binancecoinm, bybit, bitget, bingx, okx) or ccxt:<id>",
     )
     add_service_arguments(parser)
+    add_init_argument(parser)
     parser.add_argument("--speed", type=float, help="simulated sources: x real time (0 = flat out)")
     parser.add_argument(
         "--offline",
@@ -77,6 +97,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         "exchange.symbols": args.symbols,
         "metrics.port": args.metrics_port,
         "sim.speed": getattr(args, "speed", None),
+        "worker.init_model": getattr(args, "init", None),
     }
 
 
@@ -174,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
 
     configure_logs(args)
     settings = settings_from_args(args, overrides(args))
+    check_settings(settings)
     view = args.view if args.view is not None else sys.stdout.isatty()
     with redis_url_for(settings) as url:
         return run_service(settings, url, view=view, online=not args.offline)

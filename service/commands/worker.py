@@ -3,6 +3,8 @@
 It reads the tick streams an ingester (``tickcast ingest`` or ``tickcast run``) writes, from
 each symbol's checkpoint on; give it the same ``--exchange`` and ``--symbols`` as the ingester
 (one learner per venue and symbol). Several workers may split the symbols between them.
+``--init MODEL`` (``worker.init_model``) starts every symbol that has no checkpoint from a model
+file written by ``tickcast train``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 def register(subparsers: Any) -> None:
     """Add the ``worker`` subcommand."""
-    from tickcast.service.commands.run import add_service_arguments
+    from tickcast.service.commands.run import add_init_argument, add_service_arguments
 
     parser = subparsers.add_parser(
         "worker",
@@ -27,16 +29,23 @@ def register(subparsers: Any) -> None:
         "(binanceusdm,bybit; default: configured)",
     )
     add_service_arguments(parser)
+    add_init_argument(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the worker until SIGTERM/SIGINT; return its exit code."""
     from tickcast.service.bus.embedded import redis_url_for
-    from tickcast.service.commands.run import configure_logs, overrides, run_service
+    from tickcast.service.commands.run import (
+        check_settings,
+        configure_logs,
+        overrides,
+        run_service,
+    )
     from tickcast.service.ops.config import settings_from_args
 
     configure_logs(args)
     settings = settings_from_args(args, overrides(args))
+    check_settings(settings)
     with redis_url_for(settings) as url:
         return run_service(settings, url, ingest=False, view=False)

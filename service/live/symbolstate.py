@@ -21,6 +21,10 @@ Checkpoints are defended on both sides:
   checkpoint made with another horizon or sample interval is a configuration mistake, not
   damage: it still stops the worker (:class:`WorkerError`).
 
+A symbol without a usable checkpoint starts from ``worker.init_model`` when it is set (a model
+file written by ``tickcast train``, read and checked once when the book is made: see
+:class:`DefaultLearnerFactory`); a symbol restored from its checkpoint never looks at it.
+
 Each state keeps the snapshot of its last checkpoint written or restored (``good``, at
 ``good_id``): the worker rebuilds a learner that raised from it
 (:mod:`tickcast.service.live.quarantine`).
@@ -88,17 +92,54 @@ LearnerFactory = Callable[[str], Learner]
 LearnerLoader = Callable[[bytes], Learner]
 
 
+def learner_kwargs(settings: Settings) -> dict[str, Any]:
+    """The arguments of the worker's :class:`~tickcast.model.learner.OnlineLearner`: the
+    ``worker`` clock settings, every other hyperparameter the default (seed 0)."""
+    return {"horizon_ms": settings.worker.horizon_ms, "sample_ms": settings.worker.sample_ms}
+
+
+class DefaultLearnerFactory:
+    """``symbol -> OnlineLearner`` with the ``worker`` settings; with ``worker.init_model``,
+    each learner is warm-started from that model file (read and checked once, here).
+
+    Raises
+    ------
+    ModelFileError
+        ``worker.init_model`` is unreadable, or does not fit the worker's learner.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.kwargs = learner_kwargs(settings)
+        self.init_model = settings.worker.init_model
+        self.model: dict[str, Any] | None = None
+        if self.init_model is not None:
+            from tickcast.service.offline.modelfile import load_init_model
+
+            self.model = load_init_model(self.init_model, self.kwargs)
+
+    def __call__(self, symbol: str) -> Learner:
+        """A fresh learner for ``symbol`` (warm-started with ``worker.init_model``)."""
+        from tickcast.model.learner import OnlineLearner
+
+        if self.model is None:
+            return OnlineLearner(**self.kwargs)
+        from tickcast.service.offline.modelfile import warm_learner
+
+        return warm_learner(self.kwargs, self.model)
+
+
 def default_learner_factory(settings: Settings) -> LearnerFactory:
-    """Return ``symbol -> OnlineLearner`` with the ``worker`` settings (seed 0)."""
-    from tickcast.model.learner import OnlineLearner
+    """Return ``symbol -> OnlineLearner`` with the ``worker`` settings (seed 0), started from
+    ``worker.init_model`` when set (see :class:`DefaultLearnerFactory`)."""
+    return DefaultLearnerFactory(settings)
 
-    def make(symbol: str) -> Learner:
-        learner: Learner = OnlineLearner(
-            horizon_ms=settings.worker.horizon_ms, sample_ms=settings.worker.sample_ms
-        )
-        return learner
 
-    return make
+def check_init_model(settings: Settings) -> None:
+    """Read and check ``worker.init_model`` (when set) against the worker's learner; raise
+    :class:`~tickcast.service.offline.modelfile.ModelFileError` if it cannot start it. The
+    commands call it before anything connects."""
+    if settings.worker.init_model is not None:
+        DefaultLearnerFactory(settings)
 
 
 def default_learner_loader(data: bytes) -> Learner:
@@ -197,7 +238,8 @@ class SymbolBook:
     stats : mapping of Instrument to SymbolStats, optional
         Counter objects to bump (``Metrics.symbol_stats``); private ones otherwise.
     learner_factory, learner_loader : callable, optional
-        Make a fresh learner / restore one from a snapshot (default: ``OnlineLearner``).
+        Make a fresh learner / restore one from a snapshot (default: ``OnlineLearner``,
+        fresh ones started from ``worker.init_model`` when set).
     """
 
     def __init__(
@@ -264,12 +306,17 @@ class SymbolBook:
                 "%s %s: %s at tick stream ID %s, last signal t=%d%s",
                 venue,
                 symbol,
-                "restored" if ckpt is not None else "fresh learner",
+                "restored" if ckpt is not None else self._fresh_what(),
                 state.last_id,
                 state.last_published,
                 f", {len(state.skip)} quarantined ticks ahead skipped" if state.skip else "",
             )
         await self.check_trimmed()
+
+    def _fresh_what(self) -> str:
+        """How a symbol without a checkpoint starts, for the log."""
+        model = getattr(self._factory, "init_model", None)
+        return "fresh learner" if model is None else f"fresh learner from the model {model}"
 
     async def _load(
         self, instrument: Instrument, key: str, stats: SymbolStats

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -269,7 +270,7 @@ class IngestSettings(_Section):
 
 
 class WorkerSettings(_Section):
-    """The online learner's clock and checkpoint cadence."""
+    """The online learner's clock, the model it starts from, and the checkpoint cadence."""
 
     horizon_ms: int = Field(default=1_000, gt=0)
     sample_ms: int = Field(default=100, gt=0)
@@ -286,6 +287,11 @@ class WorkerSettings(_Section):
         default=True,
         description="tickcast run: take ticks from the in-process ingester once caught up "
         "(false: read every tick back from Redis)",
+    )
+    init_model: Path | None = Field(
+        default=None,
+        description="run/worker: a model file (tickcast train) every symbol without a "
+        "checkpoint starts from; a checkpoint always wins",
     )
 
     @model_validator(mode="after")
