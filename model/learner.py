@@ -146,7 +146,7 @@ class OnlineLearner(SampleClock):
     clip : float
         Standardised inputs are clipped to ``[-clip, clip]``.
     scale_halflife : float
-        Half-life, in samples, of the input standardiser and of the target scale.
+        Half-life, in samples, of the input standardiser.
     huber_delta : float
         Huber threshold of the return losses, in target-scale units.
     direction_weight : float
@@ -165,6 +165,22 @@ class OnlineLearner(SampleClock):
     uncentred : sequence of str
         Prefixes of the inputs scaled by their running RMS without centring
         (:data:`DEFAULT_UNCENTRED`); see :class:`~tickcast.model.forecaster.Forecaster`.
+    prior_input : str or None
+        The input of the parameter-free rule the linear expert starts from (its sign is the
+        same on every market); None: a zero prior.
+    prior_slope : float
+        The rule's prior slope, target units per standardised input.
+    prior_labels : float
+        The prior's worth in independent labels. Labels overlap (a sample every
+        ``sample_ms`` for a return over ``horizon_ms``): ``ceil(horizon / sample)``
+        consecutive labels carry about one label's information, so the linear expert's
+        prior precision is ``prior_labels * ceil(horizon_ms / sample_ms)`` samples.
+    rls_halflife : float
+        Half-life, in labels, of the linear expert's memory.
+    feed_features : bool
+        Feed each tick to ``features`` (default). False: ``features`` is fed by another
+        learner of the same symbol (another horizon), whose :meth:`update` must run after
+        this one's for each tick.
 
     Attributes
     ----------
@@ -211,8 +227,9 @@ class OnlineLearner(SampleClock):
         uncentred: Sequence[str] = DEFAULT_UNCENTRED,
         prior_input: str | None = "book_imbalance",
         prior_slope: float = 0.2,
-        prior_samples: float = 3000.0,
+        prior_labels: float = 1000.0,
         rls_halflife: float = 20000.0,
+        feed_features: bool = True,
     ) -> None:
         self.rolling_window = int(rolling_window)
         self._model_kwargs: dict[str, Any] = {
@@ -230,13 +247,14 @@ class OnlineLearner(SampleClock):
             "hedge_halflife": float(hedge_halflife),
             "linear_prior": float(linear_prior),
             "prior_slope": float(prior_slope),
-            "prior_samples": float(prior_samples),
+            "prior_labels": float(prior_labels),
             "rls_halflife": float(rls_halflife),
         }
         if features is None:
             features = StreamingFeatures(windows_ms=tuple(feature_windows_ms))
         self.features = features
-        super().__init__(horizon_ms, sample_ms, max_gap_ms, features.update)
+        feed = features.update if feed_features else _no_feed
+        super().__init__(horizon_ms, sample_ms, max_gap_ms, feed)
         self.feature_names = tuple(features.names)
         self.inputs = None if inputs is None else tuple(str(n) for n in inputs)
         chosen = [
@@ -267,6 +285,8 @@ class OnlineLearner(SampleClock):
         """A forecaster of this learner's settings, learning from zero."""
         kwargs = dict(self._model_kwargs)
         slope = kwargs.pop("prior_slope")
+        overlap = -(-self.horizon_ms // self.sample_ms)
+        kwargs["prior_samples"] = kwargs.pop("prior_labels") * overlap
         try:
             return Forecaster(
                 len(self.input_names),
@@ -547,6 +567,10 @@ class OnlineLearner(SampleClock):
             raise LearnerError(f"snapshot hyperparameters unusable: {exc}") from exc
         learner.load_state_dict(state)
         return learner
+
+
+def _no_feed(tick: Any) -> None:
+    """The feed of a learner whose features another learner feeds."""
 
 
 def _picker(index: Sequence[int]) -> Callable[[Sequence[float] | Array], tuple[Any, ...]]:

@@ -103,6 +103,7 @@ class BayesLinear:
         self._P: Array = np.eye(d) / self.prior_samples
         self._s2 = 1.0  # EW mean squared residual, target units
         self._out: Array = np.zeros(2)
+        self._outer: Array = np.zeros((d, d))
         self.n_updates = 0
         self.n_skipped = 0
 
@@ -139,13 +140,14 @@ class BayesLinear:
             self.n_skipped += 1
             return
         cap = self.residual_cap
-        gain = Px / denom
-        w += gain * min(cap, max(-cap, e))
-        P -= np.outer(gain, Px)
-        P += P.T
-        P *= 0.5  # symmetric despite rounding
+        step = Px * (min(cap, max(-cap, e)) / denom)
+        w += step
+        outer = self._outer
+        np.multiply.outer(Px, Px, out=outer)  # Px_i Px_j: exactly symmetric, so P stays so
+        outer *= 1.0 / (denom * keep)
         if keep != 1.0:
-            P /= keep
+            P *= 1.0 / keep
+        P -= outer
         self._s2 += (1.0 - self._keep) * (min(cap * cap, e * e) - self._s2)
         self.n_updates += 1
 

@@ -41,13 +41,14 @@ from __future__ import annotations
 
 import gzip
 import heapq
+import itertools
 import logging
 import re
 import zipfile
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 import orjson
 
@@ -117,6 +118,9 @@ def read_ticks(
     RecordingFormatError
         When a file is in none of the formats (raised when that file is first read).
     """
+    if len(paths) == 1:  # nothing to merge
+        yield from iter_file(paths[0], symbols=symbols, stats=stats, symbol=symbol)
+        return
     sources = [_keyed(iter_file(p, symbols=symbols, stats=stats, symbol=symbol), i)
                for i, p in enumerate(paths)]  # fmt: skip
     for _, _, _, tick in heapq.merge(*sources):
@@ -212,6 +216,10 @@ def detect_format(first_line: bytes, path: str | Path = "<data>") -> str:
 # Opening and sniffing.
 
 
+class _Readable(Protocol):
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
 @contextmanager
 def _open_lines(path: Path) -> Iterator[Iterator[bytes]]:
     """Binary lines of ``path``, decompressed when it is gzip or zip (by magic bytes)."""
@@ -220,7 +228,7 @@ def _open_lines(path: Path) -> Iterator[Iterator[bytes]]:
         raw.seek(0)
         if magic.startswith(_GZIP_MAGIC):
             with gzip.GzipFile(fileobj=raw) as gz:
-                yield iter(gz)
+                yield _lines(gz)
         elif magic == _ZIP_MAGIC:
             with zipfile.ZipFile(raw) as archive:
                 members = [m for m in archive.infolist() if not m.is_dir()]
@@ -229,9 +237,22 @@ def _open_lines(path: Path) -> Iterator[Iterator[bytes]]:
                         f"{path}: a zip must hold exactly one file, found {len(members)}"
                     )
                 with archive.open(members[0]) as member:
-                    yield iter(member)
+                    yield _lines(member)
         else:
-            yield iter(raw)
+            yield _lines(raw)
+
+
+def _lines(stream: _Readable, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """The lines of ``stream`` (each with its ``\\n``, the last one maybe without), read a
+    chunk at a time: much faster than line by line through a decompressor."""
+    rest = b""
+    while block := stream.read(chunk):
+        lines = (rest + block).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            yield line + b"\n"
+    if rest:
+        yield rest
 
 
 def _first_line(lines: Iterator[bytes]) -> bytes | None:
@@ -242,8 +263,7 @@ def _first_line(lines: Iterator[bytes]) -> bytes | None:
 
 
 def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
-    yield first
-    yield from rest
+    return itertools.chain((first,), rest)
 
 
 def _wanted(symbols: Collection[str] | None) -> frozenset[str] | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -105,3 +107,29 @@ def test_the_learner_reads_only_its_chosen_inputs() -> None:
     assert clone.input_names == every.feature_names
     with pytest.raises(LearnerError):
         OnlineLearner(inputs=("no_such_feature",))
+
+
+def test_the_target_unit_is_the_warm_ups_mean_then_drifts_slowly() -> None:
+    f = Forecaster(2, **MODEL)
+    x = np.zeros(2)
+    experts = np.zeros(2)
+    for i in range(100):  # the warm-up: mean |y| = 1.5
+        f.learn(x, 1.0 if i % 2 else -2.0, experts)
+    assert f.target_scale() == pytest.approx(1.5 * math.sqrt(math.pi / 2.0))
+    assert f.n_updates == 100 and f.linear_expert.n_updates == 0  # only the scales learned
+    for _ in range(1000):  # a regime four times as volatile moves the unit by ~1%
+        f.learn(x, 6.0, experts)
+    assert 1.5 < f.target_scale() / math.sqrt(math.pi / 2.0) < 1.5 * 1.05
+    assert f.linear_expert.n_updates == 1000
+
+
+def test_a_warm_up_of_zero_labels_lasts_until_the_first_move() -> None:
+    f = Forecaster(2, **MODEL)
+    x, experts = np.zeros(2), np.zeros(2)
+    for _ in range(300):
+        f.learn(x, 0.0, experts)
+    assert f.target_scale() == 1.0 and f.linear_expert.n_updates == 0
+    f.learn(x, 0.6, experts)  # still the warm-up's mean: 0.6 / 301
+    assert f.target_scale() == pytest.approx(0.6 / 301 * math.sqrt(math.pi / 2.0))
+    f.learn(x, 0.6, experts)
+    assert f.linear_expert.n_updates == 1

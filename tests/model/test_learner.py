@@ -270,3 +270,23 @@ def test_bad_hyperparameters_are_rejected() -> None:
         OnlineLearner(sample_ms=0)
     with pytest.raises(LearnerError):
         OnlineLearner(horizon_ms=1000, sample_ms=100, max_gap_ms=50)
+
+
+def test_a_fresh_learner_forecasts_with_the_book_imbalance_before_any_label() -> None:
+    learner = OnlineLearner(horizon_ms=1000, sample_ms=100)
+    ticks = [_q(1000 + 10 * i, 99.5, 100.5, bid_size=3.0) for i in range(5)]
+    bid_heavy = _run(learner, [*ticks, _q(1205, 99.5, 100.5, bid_size=3.0)])
+    assert bid_heavy and all(p.ret_bps > 0 and p.p_up > 0.5 for p in bid_heavy)
+    other = OnlineLearner(horizon_ms=1000, sample_ms=100)
+    ticks = [_q(1000 + 10 * i, 99.5, 100.5, ask_size=3.0) for i in range(5)]
+    ask_heavy = _run(other, [*ticks, _q(1205, 99.5, 100.5, ask_size=3.0)])
+    assert ask_heavy and all(p.ret_bps < 0 and p.p_up < 0.5 for p in ask_heavy)
+
+
+def test_the_linear_experts_prior_is_worth_prior_labels_independent_labels() -> None:
+    short = OnlineLearner(horizon_ms=1000, sample_ms=100, prior_labels=50.0)
+    long = OnlineLearner(horizon_ms=10_000, sample_ms=100, prior_labels=50.0)
+    assert short.forecaster.linear_expert.prior_samples == 50.0 * 10
+    assert long.forecaster.linear_expert.prior_samples == 50.0 * 100
+    with pytest.raises(LearnerError, match="prior"):
+        OnlineLearner(prior_input="no_such_feature")
