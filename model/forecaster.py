@@ -76,9 +76,10 @@ _isfinite = math.isfinite
 #: learning from them would feed the experts targets tens of times too large and charge
 #: Hedge losses that decide the mix for thousands of labels.
 _WARMUP = 100
-#: Prior precision of the stacking weights (expert returns in target units, ~0.2 each: the
-#: prior is worth a few hundred labels).
-_STACK_PRIOR = 1000.0
+#: Prior precision of the stacking weights relative to the linear expert's. The stacking's
+#: inputs, the experts' forecasts, have an RMS of about 0.3 target units, a tenth of the
+#: standardised inputs' square: at this share both priors are worth about as many labels.
+_STACK_PRIOR_SHARE = 0.1
 
 
 class Forecast(NamedTuple):
@@ -182,7 +183,7 @@ class Forecaster:
         self.stack = BayesLinear(
             self.mix.n_experts,
             prior_slopes=[0.0, 1.0],
-            prior_samples=_STACK_PRIOR,
+            prior_samples=_STACK_PRIOR_SHARE * prior_samples,
             halflife=hedge_halflife,
         )
         self._returns: Array = np.zeros(self.mix.n_experts)

@@ -60,6 +60,7 @@ from .clock import SampleClock
 from .features import StreamingFeatures
 from .forecaster import Forecaster
 from .metrics import PrequentialMetrics
+from .rules import RULES
 from .samples import Pending, Prediction, Scored, pending_from_state, pending_state
 from .state import LearnerError, pack_state, unpack_state
 
@@ -166,8 +167,9 @@ class OnlineLearner(SampleClock):
         Prefixes of the inputs scaled by their running RMS without centring
         (:data:`DEFAULT_UNCENTRED`); see :class:`~tickcast.model.forecaster.Forecaster`.
     prior_input : str or None
-        The input of the parameter-free rule the linear expert starts from (its sign is the
-        same on every market); None: a zero prior.
+        The input of the parameter-free rule the linear expert starts from: the first of
+        :data:`~tickcast.model.rules.RULES`, the book imbalance, whose sign is the same on
+        every market; None: a zero prior.
     prior_slope : float
         The rule's prior slope, target units per standardised input.
     prior_labels : float
@@ -225,7 +227,7 @@ class OnlineLearner(SampleClock):
         linear_prior: float = 20.0,
         inputs: Sequence[str] | None = DEFAULT_INPUTS,
         uncentred: Sequence[str] = DEFAULT_UNCENTRED,
-        prior_input: str | None = "book_imbalance",
+        prior_input: str | None = RULES[0].feature,
         prior_slope: float = 0.2,
         prior_labels: float = 1000.0,
         rls_halflife: float = 20000.0,
