@@ -284,7 +284,7 @@ class Forecaster:
         _, p_up, returns = self.mix.predict_parts(x)
         inputs = self._returns
         inputs[:] = returns
-        ret = self.stack.forward_one(inputs).item(0)
+        ret = self.stack.mean_one(inputs)
         experts = inputs * scale
         linear = self.linear.forward_one(x).item(0)  # its Huber loss predicts the raw output
         return Forecast(ret * scale, p_up, linear * scale, experts)

@@ -112,10 +112,14 @@ class BayesLinear:
         """The posterior mean of the weights, shape (n_inputs,) (a copy)."""
         return self._w.copy()
 
+    def mean_one(self, x: Array) -> float:
+        """The expected return ``w . x`` for ``x``, shape (n_inputs,), target units."""
+        return float(self._w.dot(x))
+
     def forward_one(self, x: Array) -> Array:
         """``[return, logit of P(up)]`` for ``x``, shape (n_inputs,) -> (2,), target units
         (the buffer is reused: read it before the next call)."""
-        r = float(self._w.dot(x))
+        r = self.mean_one(x)
         p = 0.5 * (1.0 + math.erf(r / (_SQRT2 * math.sqrt(self._s2))))
         p = min(max(p, 1.0 - _P_LIMIT), _P_LIMIT)
         out = self._out
