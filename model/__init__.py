@@ -19,6 +19,7 @@ from .clock import SampleClock  # noqa: E402
 from .ensemble import HedgeMix  # noqa: E402
 from .features import StreamingFeatures  # noqa: E402
 from .forecaster import Forecast, Forecaster  # noqa: E402
+from .horizons import MultiHorizonLearner, MultiPrediction  # noqa: E402
 from .learner import LearnerError, OnlineLearner, Prediction, Scored  # noqa: E402
 from .metrics import PrequentialMetrics, summarize  # noqa: E402
 from .mlp import MLP, TwoHeadMLP  # noqa: E402
@@ -35,6 +36,8 @@ __all__ = [
     "HedgeMix",
     "LearnerError",
     "ModelError",
+    "MultiHorizonLearner",
+    "MultiPrediction",
     "OnlineLearner",
     "Prediction",
     "PrequentialMetrics",

@@ -12,7 +12,8 @@
 ``(symbol, stream_id, signal)``). ``Subscription.last_ids`` holds the stream ID of the last
 signal delivered per symbol: pass it back as ``from_id`` to resume exactly after it. The
 client survives Redis restarts: connection errors are retried with a capped, jittered backoff
-and reading resumes from ``last_ids``.
+and reading resumes from ``last_ids``. Signals of a worker with extra horizons (schema version 2)
+carry them in ``signal.horizons`` (``None`` in version 1).
 """
 
 from __future__ import annotations

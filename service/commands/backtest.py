@@ -40,13 +40,41 @@ def _hidden(text: str) -> tuple[int, ...]:
     return widths
 
 
+def parse_horizons(text: str) -> list[int]:
+    """Parse ``--horizons``: comma-separated distinct positive horizons in ms, the main one
+    first (``1000,10000``).
+
+    Examples
+    --------
+    >>> parse_horizons("1000, 10000")
+    [1000, 10000]
+    """
+    try:
+        horizons = [int(part) for part in text.split(",")]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected ms like 1000,10000, got {text!r}") from exc
+    if any(h < 1 for h in horizons) or len(set(horizons)) != len(horizons):
+        raise argparse.ArgumentTypeError(f"horizons must be distinct and >= 1 ms, got {text!r}")
+    return horizons
+
+
 def _symbols(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
-def add_model_options(p: argparse.ArgumentParser) -> None:
-    """The learner's options of ``backtest`` and ``train`` (read by :func:`learner_kwargs`)."""
-    p.add_argument("--horizon-ms", type=int, default=1000, help="label horizon, ms")
+def add_model_options(p: argparse.ArgumentParser, *, horizons: bool = False) -> None:
+    """The learner's options of ``backtest`` and ``train`` (read by :func:`learner_kwargs`);
+    with ``horizons``, ``--horizons`` too, instead of ``--horizon-ms`` (``backtest``)."""
+    clock = p.add_mutually_exclusive_group() if horizons else p
+    clock.add_argument("--horizon-ms", type=int, default=1000, help="label horizon, ms")
+    if horizons:
+        clock.add_argument(
+            "--horizons",
+            type=parse_horizons,
+            metavar="MS,MS...",
+            help="several label horizons, ms, each reported (e.g. 500,1000,10000; the first is "
+            "the main one: the plot's); default: --horizon-ms alone",
+        )
     p.add_argument("--sample-ms", type=int, default=100, help="sample interval, ms")
     m = p.add_argument_group("model options (defaults: the live learner's)")
     m.add_argument("--hidden", type=_hidden, help="hidden widths, e.g. 32,16 (0: linear)")
@@ -77,13 +105,21 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--init", type=Path, metavar="MODEL", help="start every symbol from a trained model"
     )
-    add_model_options(p)
+    add_model_options(p, horizons=True)
     p.set_defaults(func=run)
 
 
+def extra_horizons(args: argparse.Namespace) -> list[int]:
+    """The horizons ``--horizons`` gives after its first (none without it)."""
+    return list(getattr(args, "horizons", None) or ())[1:]
+
+
 def learner_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The :class:`~tickcast.model.learner.OnlineLearner` arguments the options set."""
-    kwargs: dict[str, Any] = {"horizon_ms": args.horizon_ms, "sample_ms": args.sample_ms}
+    """The :class:`~tickcast.model.learner.OnlineLearner` arguments the options set (with
+    ``--horizons``, of its first horizon)."""
+    several = getattr(args, "horizons", None)
+    horizon = several[0] if several else args.horizon_ms
+    kwargs: dict[str, Any] = {"horizon_ms": horizon, "sample_ms": args.sample_ms}
     options = {
         "hidden": args.hidden,
         "lr": args.lr,
@@ -161,41 +197,63 @@ _COLUMNS = (
 
 def format_table(figures: dict[str, Any]) -> str:
     """The per-symbol table (plus an ``overall`` row) as text, then the reference block
-    (:func:`format_references`) when the figures carry the reference rules."""
+    (:func:`format_references`) when the figures carry the reference rules. With several
+    horizons (``figures["horizons"]``), a row per (symbol, horizon) and a reference block per
+    horizon."""
+    views = _horizon_views(figures)
     with_bayes = "bayes_hit_rate" in figures["overall"]
     cols = [c for c in _COLUMNS if with_bayes or c[0] != "bayes_hit_rate"]
+    if len(views) > 1:
+        cols.insert(1, _HORIZON_COLUMN)
     widths = [len(fmt.format(0 if key != "symbol" else "")) for key, fmt, _ in cols]
     header = " ".join(
         f"{title:<{w}}" if key == "symbol" else f"{title:>{w}}"
         for (key, _, title), w in zip(cols, widths, strict=True)
     )
     rows = [header]
-    named = [*sorted(figures["symbols"].items()), ("overall", figures["overall"])]
-    for name, fig in named:
-        cells = []
-        for (key, fmt, _), w in zip(cols, widths, strict=True):
-            value = name if key == "symbol" else fig.get(key)
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                cells.append(f"{'-':>{w}}")
-            else:
-                cells.append(fmt.format(value))
-        rows.append(" ".join(cells))
-    references = format_references(figures)
+    for name in [*sorted(figures["symbols"]), "overall"]:
+        for horizon, view in views:
+            fig = view["overall"] if name == "overall" else view["symbols"][name]
+            cells = []
+            for (key, fmt, _), w in zip(cols, widths, strict=True):
+                value = {"symbol": name, "horizon_ms": horizon}.get(key, fig.get(key))
+                if value is None or (isinstance(value, float) and math.isnan(value)):
+                    cells.append(f"{'-':>{w}}")
+                else:
+                    cells.append(fmt.format(value))
+            rows.append(" ".join(cells))
+    references = "\n\n".join(
+        block for horizon, view in views if (block := format_references(view, horizon))
+    )
     return "\n".join(rows) + ("\n\n" + references if references else "")
+
+
+_HORIZON_COLUMN = ("horizon_ms", "{:>7}", "horizon")
+
+
+def _horizon_views(figures: dict[str, Any]) -> list[tuple[int | None, dict[str, Any]]]:
+    """``(horizon_ms, {"overall", "symbols"})`` of each horizon of ``figures["horizons"]``;
+    ``[(None, figures)]`` for the figures of one horizon."""
+    several = figures.get("horizons")
+    if several:
+        return [(int(h), view) for h, view in several.items()]
+    return [(None, figures)]
 
 
 _REF_TITLE = "reference rules (parameter-free, same samples)"
 _HINDSIGHT = "hindsight LS (sees the future)"
 
 
-def format_references(figures: dict[str, Any]) -> str:
+def format_references(figures: dict[str, Any], horizon_ms: int | None = None) -> str:
     """The reference block as text, per symbol and overall: each rule's IC and hit rate, the
     best rule, the learner and its online linear baseline beside them, and the hindsight
-    least-squares fit on all features (which sees the future); empty without ``rules``."""
+    least-squares fit on all features (which sees the future); empty without ``rules``.
+    ``horizon_ms``: named in the title (one block per horizon)."""
     named = [*sorted(figures["symbols"].items()), ("overall", figures["overall"])]
     if not any("rules" in fig for _, fig in named):
         return ""
-    rows = [_REF_TITLE, f"{'symbol':<16} {'forecast':<32} {'IC':>7} {'hit':>7}"]
+    title = _REF_TITLE if horizon_ms is None else f"{_REF_TITLE}, horizon {horizon_ms} ms"
+    rows = [title, f"{'symbol':<16} {'forecast':<32} {'IC':>7} {'hit':>7}"]
     for name, fig in named:
         if "rules" not in fig:
             continue
@@ -231,7 +289,7 @@ def run(args: argparse.Namespace) -> int:
 
     if bool(args.files) == bool(args.sim):
         raise BacktestError("give recorded FILEs or --sim (one of the two)")
-    kwargs = learner_kwargs(args)
+    kwargs, extra = learner_kwargs(args), extra_horizons(args)
     init = None if args.init is None else load_init_model(args.init, kwargs)
     show = not args.no_progress and sys.stderr.isatty()
     if args.sim:
@@ -240,9 +298,11 @@ def run(args: argparse.Namespace) -> int:
         ticks, oracle, bar = _file_source(args, show)
     try:
         if init is None:
-            engine = Backtest(kwargs, oracle=oracle)
+            engine = Backtest(kwargs, oracle=oracle, extra_horizons_ms=extra)
         else:
-            engine = WarmBacktest(kwargs, init, oracle=oracle, model_path=str(args.init))
+            engine = WarmBacktest(
+                kwargs, init, oracle=oracle, model_path=str(args.init), extra_horizons_ms=extra
+            )
         result = engine.run(ticks, progress=bar)
     except (ValueError, ArithmeticError) as exc:
         raise BacktestError(f"backtest failed: {exc}") from exc

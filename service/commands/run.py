@@ -8,7 +8,9 @@ symbols. A symbol a venue does not list stops the command at once (exit code 2).
 With no ``redis.url`` configured it runs a private Redis under the state directory, which
 ``tickcast subscribe`` and ``tickcast status`` in another terminal find by themselves.
 ``--init MODEL`` (``worker.init_model``) starts every symbol that has no checkpoint from a model
-file written by ``tickcast train``; it keeps learning online from there.
+file written by ``tickcast train``; it keeps learning online from there. ``--horizons
+1000,10000`` learns and publishes several horizons per symbol (``worker.horizon_ms``, then
+``worker.extra_horizons_ms``): one signal per sample, version 2 of the schema.
 SIGTERM / SIGINT: stop the feed, flush, checkpoint, exit 0 (within 10 s).
 """
 
@@ -54,6 +56,27 @@ def add_init_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_horizons_argument(parser: argparse.ArgumentParser) -> None:
+    """``--horizons`` of ``run`` and ``worker`` (``worker.horizon_ms`` and
+    ``worker.extra_horizons_ms``)."""
+    from tickcast.service.commands.backtest import parse_horizons
+
+    parser.add_argument(
+        "--horizons",
+        type=parse_horizons,
+        metavar="MS,MS...",
+        help="prediction horizons in ms, the main one first (e.g. 1000,10000): sets "
+        "worker.horizon_ms and worker.extra_horizons_ms",
+    )
+
+
+def _horizon_overrides(horizons: list[int] | None) -> dict[str, Any]:
+    """The dotted settings ``--horizons`` sets (none when not given)."""
+    if horizons is None:
+        return {}
+    return {"worker.horizon_ms": horizons[0], "worker.extra_horizons_ms": horizons[1:]}
+
+
 def check_settings(settings: Settings) -> None:
     """What ``run`` and ``worker`` check before anything connects: ``worker.init_model``."""
     from tickcast.service.live.symbolstate import check_init_model
@@ -76,6 +99,7 @@ def register(subparsers: Any) -> None:
     )
     add_service_arguments(parser)
     add_init_argument(parser)
+    add_horizons_argument(parser)
     parser.add_argument("--speed", type=float, help="simulated sources: x real time (0 = flat out)")
     parser.add_argument(
         "--offline",
@@ -98,6 +122,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         "metrics.port": args.metrics_port,
         "sim.speed": getattr(args, "speed", None),
         "worker.init_model": getattr(args, "init", None),
+        **_horizon_overrides(getattr(args, "horizons", None)),
     }
 
 

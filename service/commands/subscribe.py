@@ -1,5 +1,9 @@
 """``tickcast subscribe``: follow the signals, as a live table or one JSON object per line.
 
+Signals with extra horizons (schema version 2) show each extra horizon compactly: a line under
+the symbol's in the table, a ``+<horizon>:`` group at the end of a plain line, the
+``horizons`` list in JSON.
+
 On embedded defaults it finds the running service's Redis through the state directory; with
 ``TICKCAST__REDIS__URL`` (or ``--set redis.url=...``) it reads that Redis.
 """
@@ -11,6 +15,7 @@ import asyncio
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -167,17 +172,32 @@ class Table:
             if s is None:
                 lines.append(f"{name:<{name_w}} {c(DIM, 'waiting for signals...')}")
                 continue
-            arrow = c(GREEN, "▲") if s.ret_bps > 0 else c(RED, "▼") if s.ret_bps < 0 else "·"
             lines.append(
                 f"{name:<{name_w}} {_clock(s.t_ms):<12} {s.ref_price:>12.6g} {s.ret_bps:>+9.3f} "
-                f"{s.p_up:>6.3f} {arrow} {_pct(s.hit_rate):>8} {_num(s.ic):>7} "
+                f"{s.p_up:>6.3f} {_arrow(s.ret_bps, c)} {_pct(s.hit_rate):>8} {_num(s.ic):>7} "
                 f"{_num(s.skill_vs_zero):>7} {s.model_version:>8} "
                 f"{_latency(s.latency_us):>9} {row.n:>8}"
             )
+            for h in s.horizons or ():
+                label = f"  {_span(h.horizon_ms)} horizon"
+                lines.append(
+                    f"{label:<{name_w}} {'':<12} {'':>12} {h.ret_bps:>+9.3f} {h.p_up:>6.3f} "
+                    f"{_arrow(h.ret_bps, c)} {_pct(h.hit_rate):>8} {_num(h.ic):>7} "
+                    f"{_num(h.skill_vs_zero):>7} {h.model_version:>8}"
+                )
         lines.append(
             c(DIM, "hit rate, IC and skill are rolling prequential scores; Ctrl-C to quit")
         )
         return "\n".join(lines) + "\n"
+
+
+def _arrow(ret_bps: float, c: Callable[[str, str], str]) -> str:
+    return c(GREEN, "▲") if ret_bps > 0 else c(RED, "▼") if ret_bps < 0 else "·"
+
+
+def _span(ms: int) -> str:
+    """A horizon, short: ``500ms``, ``1s``, ``2.5s``, ``10s``."""
+    return f"{ms}ms" if ms < 1000 else f"{ms / 1000:g}s"
 
 
 def _clock(t_ms: int) -> str:
@@ -197,12 +217,18 @@ def _latency(us: int) -> str:
 
 
 def signal_line(signal: Signal) -> str:
-    """One plain line per signal (for a non-terminal stdout)."""
+    """One plain line per signal (for a non-terminal stdout); each extra horizon adds a
+    ``+<horizon>: pred=... p_up=... hit=... ic=...`` group."""
+    extra = "".join(
+        f" +{_span(h.horizon_ms)}: pred={h.ret_bps:+.3f}bps p_up={h.p_up:.3f} "
+        f"hit={_pct(h.hit_rate)} ic={_num(h.ic)}"
+        for h in signal.horizons or ()
+    )
     return (
         f"{signal.venue} {signal.symbol} t={signal.t_ms} ref={signal.ref_price:.10g} "
         f"pred={signal.ret_bps:+.3f}bps p_up={signal.p_up:.3f} hit={_pct(signal.hit_rate)} "
         f"ic={_num(signal.ic)} skill={_num(signal.skill_vs_zero)} v={signal.model_version} "
-        f"latency={signal.latency_us}us"
+        f"latency={signal.latency_us}us{extra}"
     )
 
 

@@ -4,7 +4,8 @@ It reads the tick streams an ingester (``tickcast ingest`` or ``tickcast run``) 
 each symbol's checkpoint on; give it the same ``--exchange`` and ``--symbols`` as the ingester
 (one learner per venue and symbol). Several workers may split the symbols between them.
 ``--init MODEL`` (``worker.init_model``) starts every symbol that has no checkpoint from a model
-file written by ``tickcast train``.
+file written by ``tickcast train``. ``--horizons 1000,10000`` learns and publishes several
+horizons per symbol (``worker.horizon_ms``, then ``worker.extra_horizons_ms``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,11 @@ from typing import Any
 
 def register(subparsers: Any) -> None:
     """Add the ``worker`` subcommand."""
-    from tickcast.service.commands.run import add_init_argument, add_service_arguments
+    from tickcast.service.commands.run import (
+        add_horizons_argument,
+        add_init_argument,
+        add_service_arguments,
+    )
 
     parser = subparsers.add_parser(
         "worker",
@@ -30,6 +35,7 @@ def register(subparsers: Any) -> None:
     )
     add_service_arguments(parser)
     add_init_argument(parser)
+    add_horizons_argument(parser)
     parser.set_defaults(func=run)
 
 

@@ -17,6 +17,12 @@ counts it (``stats.signals_suppressed``), logs the first ones and every
 :data:`LOG_EVERY`-th, and returns False. Undefined rolling scores are left out of the signal
 (:func:`~tickcast.service.schema.signal_fields`): no published value is ever null.
 
+A prediction of a learner with extra horizons (a
+:class:`~tickcast.model.horizons.MultiPrediction`) becomes a version-2 signal: the main fields
+are the first horizon's, ``horizons`` holds the others'
+(:func:`~tickcast.service.schema.horizon_fields`); a non-finite value in any horizon
+suppresses the whole signal, as in the main fields.
+
 Latency, from the local receive time (``recv_ns``) of the tick that closed the sample:
 ``Signal.latency_us`` runs to the signal's hand-off to Redis (it cannot include its own XADD);
 the ``tickcast_tick_to_signal_latency_seconds`` histogram runs to Redis acknowledging the XADD.
@@ -30,14 +36,31 @@ from typing import Any, Final, Protocol
 
 import orjson
 
+from tickcast.model.horizons import MultiPrediction
 from tickcast.service.bus.resp import bulk
 from tickcast.service.ops.metrics import SymbolStats
-from tickcast.service.schema import FIELD, signal_fault, signal_fields
+from tickcast.service.schema import FIELD, horizon_fields, signal_fault, signal_fields
 
 log = logging.getLogger(__name__)
 
 LOG_FIRST: Final = 10
 LOG_EVERY: Final = 1000
+
+
+def _horizons(p: MultiPrediction) -> list[dict[str, Any]]:
+    """The ``horizons`` of the signal of ``p``: its other horizons' forecasts and scores."""
+    return [
+        horizon_fields(
+            horizon_ms=h,
+            ret_bps=q.ret_bps,
+            p_up=q.p_up,
+            model_version=q.model_version,
+            hit_rate=q.hit_rate,
+            ic=q.ic,
+            skill_vs_zero=q.skill_vs_zero,
+        )
+        for h, q in zip(p.horizons_ms[1:], p.others, strict=True)
+    ]
 
 
 def worth_logging(count: int) -> bool:
@@ -111,10 +134,12 @@ class Predictor:
         return len(self._pending) + len(self._inflight)
 
     def add(self, p: PredictionLike, learner: Any, recv_ns: int) -> bool:
-        """Build the signal of prediction ``p`` made on the tick received at ``recv_ns``;
-        False (counted, not published) when a value breaks the signal contract."""
+        """Build the signal of prediction ``p`` made on the tick received at ``recv_ns`` (a
+        :class:`~tickcast.model.horizons.MultiPrediction`: with its other horizons); False
+        (counted, not published) when a value breaks the signal contract."""
         ret_bps, p_up, ref_price = float(p.ret_bps), float(p.p_up), float(p.ref_price)
-        fault = signal_fault(ret_bps, p_up, ref_price)
+        horizons = _horizons(p) if isinstance(p, MultiPrediction) else ()
+        fault = signal_fault(ret_bps, p_up, ref_price, horizons)
         if fault is not None:
             self._suppress(p, fault)
             return False
@@ -131,6 +156,7 @@ class Predictor:
             ic=p.ic,
             skill_vs_zero=p.skill_vs_zero,
             latency_us=0,
+            horizons=horizons,
         )
         self._pending.append((fields, recv_ns))
         return True

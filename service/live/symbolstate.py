@@ -18,12 +18,21 @@ Checkpoints are defended on both sides:
   quarantined before excepted, and publishes no sample already in its signal stream. From the
   start rather than from the stream's end: the learner gets back every tick still retained,
   the result is what a backtest of the stream gives, and one rule serves both starts. A
-  checkpoint made with another horizon or sample interval is a configuration mistake, not
-  damage: it still stops the worker (:class:`WorkerError`).
+  checkpoint made with other horizons or another sample interval is a configuration mistake,
+  not damage: it still stops the worker (:class:`WorkerError`).
+
+Horizons. With ``worker.extra_horizons_ms`` each symbol's learner is a
+:class:`~tickcast.model.horizons.MultiHorizonLearner` (one learner per horizon over one set of
+features; its checkpoints hold every horizon); without, it is a plain
+:class:`~tickcast.model.learner.OnlineLearner`, checkpoints included, as before extra horizons
+existed. A checkpoint restores only into the same horizons (``horizon_ms`` first, then
+``extra_horizons_ms``, in that order).
 
 A symbol without a usable checkpoint starts from ``worker.init_model`` when it is set (a model
 file written by ``tickcast train``, read and checked once when the book is made: see
-:class:`DefaultLearnerFactory`); a symbol restored from its checkpoint never looks at it.
+:class:`DefaultLearnerFactory`); with extra horizons the model starts the first horizon's
+learner (a model is trained for one horizon) and the others start fresh. A symbol restored
+from its checkpoint never looks at it.
 
 Each state keeps the snapshot of its last checkpoint written or restored (``good``, at
 ``good_id``): the worker rebuilds a learner that raised from it
@@ -32,6 +41,7 @@ Each state keeps the snapshot of its last checkpoint written or restored (``good
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -41,6 +51,7 @@ from typing import Any, Protocol
 import redis
 import redis.asyncio
 
+from tickcast.model.horizons import horizons_of, learner_for, load_learner
 from tickcast.service import TickcastError
 from tickcast.service.bus import keys
 from tickcast.service.bus.checkpoint import (
@@ -70,10 +81,18 @@ class WorkerError(TickcastError):
 
 
 class Learner(Protocol):
-    """What the worker needs from :class:`~tickcast.model.learner.OnlineLearner`."""
+    """What the worker needs from :class:`~tickcast.model.learner.OnlineLearner` (or
+    :class:`~tickcast.model.horizons.MultiHorizonLearner`)."""
 
-    horizon_ms: int
-    sample_ms: int
+    @property
+    def horizon_ms(self) -> int:
+        """The (first) horizon, ms."""
+        ...
+
+    @property
+    def sample_ms(self) -> int:
+        """The sample interval, ms."""
+        ...
 
     def update(self, tick: Any) -> Sequence[Any]:
         """Feed one tick; return the predictions of the samples it closed."""
@@ -93,14 +112,22 @@ LearnerLoader = Callable[[bytes], Learner]
 
 
 def learner_kwargs(settings: Settings) -> dict[str, Any]:
-    """The arguments of the worker's :class:`~tickcast.model.learner.OnlineLearner`: the
-    ``worker`` clock settings, every other hyperparameter the default (seed 0)."""
+    """The arguments of the worker's :class:`~tickcast.model.learner.OnlineLearner` (of its
+    first horizon): the ``worker`` clock settings, every other hyperparameter the default
+    (seed 0)."""
     return {"horizon_ms": settings.worker.horizon_ms, "sample_ms": settings.worker.sample_ms}
 
 
+def worker_horizons(settings: Settings) -> tuple[int, ...]:
+    """The worker's horizons, ms: ``worker.horizon_ms``, then ``worker.extra_horizons_ms``."""
+    return (settings.worker.horizon_ms, *settings.worker.extra_horizons_ms)
+
+
 class DefaultLearnerFactory:
-    """``symbol -> OnlineLearner`` with the ``worker`` settings; with ``worker.init_model``,
-    each learner is warm-started from that model file (read and checked once, here).
+    """``symbol -> learner`` with the ``worker`` settings: an ``OnlineLearner``, or with
+    ``worker.extra_horizons_ms`` a :class:`~tickcast.model.horizons.MultiHorizonLearner`
+    (:func:`~tickcast.model.horizons.learner_for`); with ``worker.init_model``, each learner's
+    first horizon is warm-started from that model file (read and checked once, here).
 
     Raises
     ------
@@ -110,6 +137,7 @@ class DefaultLearnerFactory:
 
     def __init__(self, settings: Settings) -> None:
         self.kwargs = learner_kwargs(settings)
+        self.extra_horizons_ms = tuple(settings.worker.extra_horizons_ms)
         self.init_model = settings.worker.init_model
         self.model: dict[str, Any] | None = None
         if self.init_model is not None:
@@ -119,17 +147,14 @@ class DefaultLearnerFactory:
 
     def __call__(self, symbol: str) -> Learner:
         """A fresh learner for ``symbol`` (warm-started with ``worker.init_model``)."""
-        from tickcast.model.learner import OnlineLearner
-
-        if self.model is None:
-            return OnlineLearner(**self.kwargs)
-        from tickcast.service.offline.modelfile import warm_learner
-
-        return warm_learner(self.kwargs, self.model)
+        learner = learner_for(self.kwargs, self.extra_horizons_ms)
+        if self.model is not None:  # a copy: learners started from one model share no array
+            learner.warm_start(copy.deepcopy(self.model))
+        return learner
 
 
 def default_learner_factory(settings: Settings) -> LearnerFactory:
-    """Return ``symbol -> OnlineLearner`` with the ``worker`` settings (seed 0), started from
+    """Return ``symbol -> learner`` with the ``worker`` settings (seed 0), started from
     ``worker.init_model`` when set (see :class:`DefaultLearnerFactory`)."""
     return DefaultLearnerFactory(settings)
 
@@ -143,11 +168,16 @@ def check_init_model(settings: Settings) -> None:
 
 
 def default_learner_loader(data: bytes) -> Learner:
-    """Return ``OnlineLearner.from_snapshot(data)``."""
-    from tickcast.model.learner import OnlineLearner
-
-    learner: Learner = OnlineLearner.from_snapshot(data)
+    """Restore a checkpoint's learner of either kind
+    (:func:`~tickcast.model.horizons.load_learner`: an ``OnlineLearner``, or a
+    ``MultiHorizonLearner``)."""
+    learner: Learner = load_learner(data)
     return learner
+
+
+def _ms(horizons: Sequence[int]) -> str:
+    """Horizons for a message: ``1000, 10000 ms``."""
+    return ", ".join(str(h) for h in horizons) + " ms"
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,14 +383,16 @@ class SymbolBook:
         )
 
     def _check_clock(self, learner: Learner, what: str) -> None:
-        """Raise :class:`WorkerError` when ``learner`` runs on another horizon or sample
+        """Raise :class:`WorkerError` when ``learner`` runs on other horizons or another sample
         interval than the settings."""
-        want = (self.cfg.horizon_ms, self.cfg.sample_ms)
-        got = (learner.horizon_ms, learner.sample_ms)
+        want = (worker_horizons(self.settings), self.cfg.sample_ms)
+        got = (horizons_of(learner), learner.sample_ms)
         if got != want:
             raise WorkerError(
-                f"{what} was made with horizon/sample {got} ms, settings ask for {want} ms: "
-                "use the same settings or delete the checkpoint"
+                f"{what} was made with horizons {_ms(got[0])} and sample interval {got[1]} ms, "
+                f"settings ask for horizons {_ms(want[0])} and {want[1]} ms "
+                "(worker.horizon_ms, worker.extra_horizons_ms, worker.sample_ms): use the same "
+                "settings or delete the checkpoint"
             )
 
     def rebuild(self, state: SymbolState) -> Learner:

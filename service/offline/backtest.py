@@ -10,6 +10,12 @@ The raw features of every scored sample are recorded too, for two references com
 same samples and labels (:mod:`tickcast.model.rules`): the parameter-free rules (``rules``,
 ``best_rule``) and the hindsight least-squares fit on all features (``hindsight_linear``),
 an upper reference that sees the future.
+
+Extra horizons (``extra_horizons_ms``): each symbol's learner is then a
+:class:`~tickcast.model.horizons.MultiHorizonLearner` (one learner per horizon over one set of
+features, as the live worker runs it), every horizon's learner is recorded apart (its own
+labels, scores and references), and the result holds one :class:`BacktestResult` per horizon:
+the first horizon's, with the others in :attr:`BacktestResult.others`.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from tickcast.model.horizons import MultiHorizonLearner, MultiPrediction, learner_for
 from tickcast.model.learner import OnlineLearner, Prediction, Scored
 from tickcast.model.metrics import MetricsSummary, summarize
 from tickcast.model.rules import best_rule, hindsight_linear, rule_forecasts
@@ -104,13 +111,15 @@ class SymbolRecord:
 
 @dataclass
 class BacktestResult:
-    """The outcome of a run: per-symbol records, tick count and wall time of the loop."""
+    """The outcome of a run: per-symbol records, tick count and wall time of the loop, for
+    one horizon; ``others`` holds the results of the extra horizons of the same run."""
 
     symbols: dict[str, SymbolRecord]
     n_ticks: int
     wall_s: float
     horizon_ms: int
     with_oracle: bool
+    others: tuple[BacktestResult, ...] = ()
 
     @property
     def ticks_per_s(self) -> float:
@@ -118,7 +127,18 @@ class BacktestResult:
         return self.n_ticks / self.wall_s if self.wall_s > 0 else math.nan
 
     def to_dict(self) -> dict[str, Any]:
-        """Return ``{"overall": {...}, "symbols": {symbol: {...}}}`` (NaN kept as float nan)."""
+        """Return ``{"overall": {...}, "symbols": {symbol: {...}}}`` (NaN kept as float nan),
+        and with extra horizons ``"horizons": {"<horizon_ms>": {"overall": ..., "symbols":
+        ...}}`` for every horizon, this one first (the top level is this one's)."""
+        out = self._horizon_dict()
+        if self.others:
+            horizons = {str(self.horizon_ms): dict(out)}
+            horizons.update({str(r.horizon_ms): r._horizon_dict() for r in self.others})
+            out["horizons"] = horizons
+        return out
+
+    def _horizon_dict(self) -> dict[str, Any]:
+        """This horizon's ``{"overall": {...}, "symbols": {...}}``."""
         per_symbol = {name: self._figures([rec]) for name, rec in sorted(self.symbols.items())}
         for name, rec in self.symbols.items():
             per_symbol[name].update(_learner_counters(rec.learner))
@@ -213,27 +233,62 @@ class Backtest:
     Parameters
     ----------
     learner_kwargs : mapping, optional
-        Keyword arguments of every :class:`~tickcast.model.learner.OnlineLearner`.
+        Keyword arguments of every :class:`~tickcast.model.learner.OnlineLearner` (with
+        extra horizons: of each horizon's, ``horizon_ms`` being the first horizon).
     oracle : Oracle, optional
         The simulator's oracle; when given, the expected return of each sample is recorded
-        (queried when the sample is scored, for the sample's time) and the results carry
-        ``bayes_hit_rate``.
+        (queried when the sample is scored, for the sample's time and horizon) and the results
+        carry ``bayes_hit_rate``.
+    extra_horizons_ms : sequence of int
+        More horizons learned beside ``learner_kwargs["horizon_ms"]``, on the same features
+        (:func:`~tickcast.model.horizons.learner_for`); none by default.
+
+    Attributes
+    ----------
+    symbols : dict
+        The first horizon's :class:`SymbolRecord` of each symbol.
+    by_horizon : dict
+        Every horizon's records, ``{horizon_ms: {symbol: SymbolRecord}}`` (the first horizon's
+        is :attr:`symbols`).
     """
 
     def __init__(
-        self, learner_kwargs: Mapping[str, Any] | None = None, *, oracle: Oracle | None = None
+        self,
+        learner_kwargs: Mapping[str, Any] | None = None,
+        *,
+        oracle: Oracle | None = None,
+        extra_horizons_ms: Sequence[int] = (),
     ) -> None:
         self.learner_kwargs = dict(learner_kwargs or {})
         self.oracle = oracle
+        self.extra_horizons_ms = tuple(int(h) for h in extra_horizons_ms)
+        first = int(self.learner_kwargs.get("horizon_ms", OnlineLearner.DEFAULT_HORIZON_MS))
+        self.horizons_ms = (first, *self.extra_horizons_ms)
+        if len(set(self.horizons_ms)) != len(self.horizons_ms):
+            raise ValueError(f"the horizons repeat: {list(self.horizons_ms)}")
         self.symbols: dict[str, SymbolRecord] = {}
+        self.by_horizon: dict[int, dict[str, SymbolRecord]] = {h: {} for h in self.horizons_ms}
+        self.by_horizon[first] = self.symbols
+        self._learners: dict[str, OnlineLearner | MultiHorizonLearner] = {}
 
     def _record(self, symbol: str) -> SymbolRecord:
-        learner = OnlineLearner(**self.learner_kwargs)
+        """Make ``symbol``'s learner and the records of each of its horizons; return the
+        first horizon's record."""
+        learner = learner_for(self.learner_kwargs, self.extra_horizons_ms)
+        members = learner.learners if isinstance(learner, MultiHorizonLearner) else (learner,)
+        for horizon, member in zip(self.horizons_ms, members, strict=True):
+            self.by_horizon[horizon][symbol] = self._hook(symbol, member)
+        self._learners[symbol] = learner
+        return self.symbols[symbol]
+
+    def _hook(self, symbol: str, learner: OnlineLearner) -> SymbolRecord:
+        """A record of ``learner``'s scored samples (its hooks set to fill it)."""
         rec = SymbolRecord(learner, learner.feature_names)
         oracle = self.oracle
         pending_raw = rec.pending_raw
         missing = [math.nan] * len(rec.feature_names)
         max_pending = learner.max_pending
+        horizon = learner.horizon_ms
 
         def on_sample(t_ms: int, raw: Sequence[float] | np.ndarray) -> None:
             pending_raw[t_ms] = list(raw)
@@ -252,18 +307,25 @@ class Backtest:
             rec.linear_bps.append(s.linear_bps)
             rec.p_up.append(s.p_up)
             if oracle is not None:
-                expected = oracle.expected_return(symbol, s.t_ms, learner.horizon_ms)
+                expected = oracle.expected_return(symbol, s.t_ms, horizon)
                 rec.expected_bps.append(expected * _BPS)
 
         learner.on_sample = on_sample
         learner.on_score = on_score
-        self.symbols[symbol] = rec
         return rec
 
-    def feed(self, tick: Tick) -> list[Prediction]:
-        """Feed one tick to its symbol's learner; return the predictions it released."""
-        rec = self.symbols.get(tick.symbol) or self._record(tick.symbol)
-        return rec.learner.update(tick)
+    def _update(self, symbol: str) -> Callable[[Tick], Sequence[Prediction | MultiPrediction]]:
+        """The ``update`` of ``symbol``'s learner (made on its first tick)."""
+        learner = self._learners.get(symbol)
+        if learner is None:
+            self._record(symbol)
+            learner = self._learners[symbol]
+        return learner.update
+
+    def feed(self, tick: Tick) -> Sequence[Prediction | MultiPrediction]:
+        """Feed one tick to its symbol's learner; return the predictions it released (with
+        extra horizons, :class:`~tickcast.model.horizons.MultiPrediction`\\ s)."""
+        return self._update(tick.symbol)(tick)
 
     @property
     def n_ticks(self) -> int:
@@ -280,7 +342,7 @@ class Backtest:
         ``progress(n_ticks, event_ms)`` is called every :data:`PROGRESS_EVERY` ticks. The wall
         time covers the whole loop: reading and parsing (the iterator), features, learners.
         """
-        updates: dict[str, Callable[[Tick], list[Prediction]]] = {}
+        updates: dict[str, Callable[[Tick], Sequence[Prediction | MultiPrediction]]] = {}
         it = iter(ticks)
         start = time.perf_counter()
         while True:
@@ -288,8 +350,7 @@ class Backtest:
             for last in islice(it, PROGRESS_EVERY):
                 update = updates.get(last.symbol)
                 if update is None:
-                    rec = self.symbols.get(last.symbol) or self._record(last.symbol)
-                    update = updates[last.symbol] = rec.learner.update
+                    update = updates[last.symbol] = self._update(last.symbol)
                 update(last)
             if last is None:
                 break
@@ -299,23 +360,34 @@ class Backtest:
         return self.result(wall)
 
     def settings(self) -> dict[str, Any]:
-        """The learners' hyperparameters (those of a fresh learner when none was made)."""
+        """The first horizon's learners' hyperparameters (those of a fresh learner when none
+        was made), with ``extra_horizons_ms`` when there are extra horizons."""
+        extra = (
+            {"extra_horizons_ms": list(self.extra_horizons_ms)} if self.extra_horizons_ms else {}
+        )
         for rec in self.symbols.values():
-            return rec.learner.hyperparameters()
-        return OnlineLearner(**self.learner_kwargs).hyperparameters()
+            return {**rec.learner.hyperparameters(), **extra}
+        return {**OnlineLearner(**self.learner_kwargs).hyperparameters(), **extra}
 
     def result(self, wall_s: float) -> BacktestResult:
-        """Return the result so far, with ``wall_s`` as the loop's wall time."""
-        for rec in self.symbols.values():
-            rec.learner.flush()
-        horizon = int(self.learner_kwargs.get("horizon_ms", OnlineLearner.DEFAULT_HORIZON_MS))
-        return BacktestResult(
-            symbols=dict(self.symbols),
-            n_ticks=self.n_ticks,
-            wall_s=wall_s,
-            horizon_ms=horizon,
-            with_oracle=self.oracle is not None,
-        )
+        """Return the result so far (the first horizon's, the others in its ``others``),
+        with ``wall_s`` as the loop's wall time."""
+        for learner in self._learners.values():
+            learner.flush()
+        n_ticks = self.n_ticks
+        results = [
+            BacktestResult(
+                symbols=dict(self.by_horizon[h]),
+                n_ticks=n_ticks,
+                wall_s=wall_s,
+                horizon_ms=h,
+                with_oracle=self.oracle is not None,
+            )
+            for h in self.horizons_ms
+        ]
+        first, *others = results
+        first.others = tuple(others)
+        return first
 
 
 def json_ready(obj: Any) -> Any:

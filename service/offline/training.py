@@ -2,7 +2,9 @@
 
 :class:`WarmBacktest` is :class:`~tickcast.service.offline.backtest.Backtest` whose learners all
 start from one trained model (``--init``): each symbol's learner is made as in a backtest, then
-:meth:`~tickcast.model.learner.OnlineLearner.warm_start`\\ ed before its first tick.
+:meth:`~tickcast.model.learner.OnlineLearner.warm_start`\\ ed before its first tick (with extra
+horizons, the first horizon's learner: a model is trained for one horizon; the others start
+fresh).
 
 :func:`train` is what ``tickcast train`` runs: the backtest engine over the ticks (same
 parser, features and labels, event time; each sample is predicted before its label is known and
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,8 +46,9 @@ class WarmBacktest(Backtest):
         *,
         oracle: Oracle | None = None,
         model_path: str | None = None,
+        extra_horizons_ms: Sequence[int] = (),
     ) -> None:
-        super().__init__(learner_kwargs, oracle=oracle)
+        super().__init__(learner_kwargs, oracle=oracle, extra_horizons_ms=extra_horizons_ms)
         self.model = dict(model)
         self.model_path = model_path
 

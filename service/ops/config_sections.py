@@ -269,10 +269,20 @@ class IngestSettings(_Section):
     flush_interval_ms: int = Field(default=0, ge=0, description="longest wait to fill a batch")
 
 
+MAX_EXTRA_HORIZONS = 7
+"""The most extra horizons per symbol (each costs about one learner's work per sample)."""
+
+
 class WorkerSettings(_Section):
     """The online learner's clock, the model it starts from, and the checkpoint cadence."""
 
     horizon_ms: int = Field(default=1_000, gt=0)
+    extra_horizons_ms: Annotated[list[Annotated[int, Field(gt=0)]], NoDecode] = Field(
+        default_factory=list,
+        max_length=MAX_EXTRA_HORIZONS,
+        description="more horizons (ms) learned per symbol beside horizon_ms, each published in "
+        "the signal's 'horizons' (schema version 2); distinct, none equal to horizon_ms",
+    )
     sample_ms: int = Field(default=100, gt=0)
     checkpoint_every_samples: int = Field(default=6_000, gt=0)
     checkpoint_every_s: float = Field(default=60.0, gt=0)
@@ -293,6 +303,22 @@ class WorkerSettings(_Section):
         description="run/worker: a model file (tickcast train) every symbol without a "
         "checkpoint starts from; a checkpoint always wins",
     )
+
+    @field_validator("extra_horizons_ms", mode="before")
+    @classmethod
+    def _parse_horizons(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @model_validator(mode="after")
+    def _horizons_distinct(self) -> WorkerSettings:
+        """Every horizon once: the extra ones distinct, none the main ``horizon_ms``."""
+        extra = self.extra_horizons_ms
+        if self.horizon_ms in extra or len(set(extra)) != len(extra):
+            raise ValueError(
+                f"extra_horizons_ms {extra} must be distinct and differ from horizon_ms "
+                f"({self.horizon_ms})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _lease_outlives_reads(self) -> WorkerSettings:

@@ -15,11 +15,14 @@ from tickcast.service.schema import (
     FAULT_PRICE,
     FAULT_RETURN,
     FIELD,
+    SCHEMA_ID,
     SCHEMA_VERSION,
+    SINGLE_HORIZON_VERSION,
     Signal,
     SignalDecodeError,
     decode_signal,
     encode_signal,
+    horizon_fields,
     signal_fault,
     signal_fields,
     signal_json_schema,
@@ -45,12 +48,112 @@ def fields(**over: Any) -> dict[str, Any]:
     return signal_fields(**base)
 
 
+def horizon(**over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = dict(
+        horizon_ms=10_000,
+        ret_bps=1.25,
+        p_up=0.57,
+        model_version=40,
+        hit_rate=0.53,
+        ic=0.08,
+        skill_vs_zero=0.01,
+    )
+    base.update(over)
+    return horizon_fields(**base)
+
+
+#: A signal exactly as version 1 of the publisher wrote it.
+V1_ENTRY = (
+    b'{"v":1,"venue":"sim","symbol":"BTC/USDT:USDT","t_ms":1767225600100,"horizon_ms":1000,'
+    b'"ret_bps":0.25,"p_up":0.61,"ref_price":60000.05,"model_version":42,"hit_rate":0.58,'
+    b'"ic":0.21,"skill_vs_zero":0.04,"latency_us":87}'
+)
+
+
 def test_a_published_entry_decodes_to_the_same_values() -> None:
     entry = encode_signal(fields())
     assert list(entry) == [FIELD]
     sig = decode_signal(entry)
-    assert sig.model_dump() == fields()
-    assert sig.v == SCHEMA_VERSION
+    assert sig.model_dump(exclude_none=True) == fields()
+    assert sig.v == SINGLE_HORIZON_VERSION == 1 and sig.horizons is None
+
+
+def test_a_single_horizon_signal_is_still_written_and_read_as_version_1() -> None:
+    assert encode_signal(fields())[FIELD] == V1_ENTRY, "byte for byte what version 1 wrote"
+    sig = decode_signal({FIELD: V1_ENTRY})
+    assert sig.v == 1 and sig.horizons is None and sig.ret_bps == 0.25
+
+
+def test_a_signal_with_extra_horizons_is_version_2_and_round_trips() -> None:
+    data = fields(horizons=[horizon(), horizon(horizon_ms=500, ret_bps=-0.5, p_up=0.3)])
+    assert data["v"] == SCHEMA_VERSION == 2
+    raw = json.loads(encode_signal(data)[FIELD])
+    assert list(raw)[-1] == "horizons" and [h["horizon_ms"] for h in raw["horizons"]] == [
+        10_000,
+        500,
+    ]
+    sig = decode_signal(encode_signal(data))
+    assert sig.v == 2 and sig.horizon_ms == 1000 and sig.ret_bps == 0.25
+    assert sig.horizons is not None
+    assert [(h.horizon_ms, h.ret_bps, h.p_up) for h in sig.horizons] == [
+        (10_000, 1.25, 0.57),
+        (500, -0.5, 0.3),
+    ]
+    assert sig.model_dump(exclude_none=True) == {**data, "horizons": tuple(data["horizons"])}
+    assert decode_signal(encode_signal(sig)) == sig
+
+
+def test_a_horizons_undefined_scores_are_left_out_never_null() -> None:
+    data = fields(horizons=[horizon(hit_rate=math.nan, ic=None, skill_vs_zero=math.inf)])
+    (raw,) = json.loads(encode_signal(data)[FIELD])["horizons"]
+    assert set(raw) == {"horizon_ms", "ret_bps", "p_up", "model_version"}
+    (h,) = decode_signal(encode_signal(data)).horizons or ()
+    assert h.hit_rate is None and h.ic is None and h.skill_vs_zero is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"v": 1},  # horizons in a version-1 signal
+        {"horizons": []},
+        {"horizons": [{"horizon_ms": 1000, "ret_bps": 0.1, "p_up": 0.5, "model_version": 1}]},
+        {"horizons": [{"horizon_ms": 5000, "ret_bps": None, "p_up": 0.5, "model_version": 1}]},
+        {"horizons": [{"horizon_ms": 5000, "ret_bps": 0.1, "p_up": 1.5, "model_version": 1}]},
+        {"horizons": [{"horizon_ms": 5000, "ret_bps": 0.1, "model_version": 1}]},
+    ],
+)
+def test_version_2_entries_breaking_the_schema_are_rejected(change: dict[str, Any]) -> None:
+    data = fields(horizons=[horizon()])
+    data.update(change)
+    with pytest.raises(SignalDecodeError):
+        decode_signal(encode_signal(data))
+
+
+@pytest.mark.parametrize("text", [b'"ret_bps":NaN', b'"ret_bps":1e999', b'"p_up":Infinity'])
+def test_a_non_finite_value_in_a_horizon_is_rejected(text: bytes) -> None:
+    raw = encode_signal(fields(horizons=[horizon()]))[FIELD]
+    head, _, tail = raw.partition(b'"horizons":')
+    name = text.split(b":")[0]
+    before, _, after = tail.partition(name + b":")
+    bad = head + b'"horizons":' + before + text + after[after.index(b",") :]
+    with pytest.raises(SignalDecodeError):
+        decode_signal({FIELD: bad})
+
+
+@pytest.mark.parametrize(
+    ("values", "fault"),
+    [
+        ({"ret_bps": math.nan}, FAULT_RETURN + " (horizon 10000 ms)"),
+        ({"ret_bps": -math.inf}, FAULT_RETURN + " (horizon 10000 ms)"),
+        ({"p_up": math.nan}, FAULT_P_UP + " (horizon 10000 ms)"),
+        ({"p_up": -0.1}, FAULT_P_UP + " (horizon 10000 ms)"),
+        ({}, None),
+    ],
+)
+def test_signal_fault_covers_every_horizon(values: dict[str, float], fault: str | None) -> None:
+    horizons = [horizon(horizon_ms=500), horizon(**values)]
+    assert signal_fault(0.5, 0.6, 100.0, horizons) == fault
+    assert signal_fault(math.nan, 0.6, 100.0, horizons) == FAULT_RETURN, "the main fields first"
 
 
 def test_floats_round_trip_exactly_through_the_stream_entry() -> None:
@@ -156,9 +259,12 @@ def test_signals_are_immutable() -> None:
 
 def test_the_json_schema_names_every_field_and_the_version() -> None:
     schema = signal_json_schema()
-    assert set(schema["properties"]) == set(fields())
-    assert schema["properties"]["v"]["const"] == SCHEMA_VERSION
+    assert set(schema["properties"]) == set(fields(horizons=[horizon()]))
+    assert schema["properties"]["v"]["enum"] == [1, 2]
+    assert schema["$id"] == SCHEMA_ID == "urn:tickcast:schema:signal:v2"
     assert {"venue", "symbol", "t_ms", "ret_bps", "p_up", "latency_us"} <= set(schema["required"])
+    assert "horizons" not in schema["required"]
+    assert set(schema["$defs"]["HorizonForecast"]["properties"]) == set(horizon())
     assert schema["$schema"].endswith("2020-12/schema")
 
 

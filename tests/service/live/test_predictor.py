@@ -12,6 +12,8 @@ import pytest
 import redis
 import redis.asyncio
 
+from tickcast.model.horizons import MultiPrediction
+from tickcast.model.samples import Prediction
 from tickcast.service.bus.resp import DUPLICATE_ID, Lane
 from tickcast.service.live.predictor import Predictor
 from tickcast.service.ops.metrics import SymbolStats
@@ -112,6 +114,47 @@ async def test_a_prediction_with_a_non_finite_value_is_counted_never_published(
     pred = Predictor("sim", "BTC/USDT:USDT", KEY, 1000, stats)
     assert not pred.add(FakePrediction(100, **bad), LearnerInfo(), time.time_ns())
     assert pred.add(FakePrediction(200), LearnerInfo(), time.time_ns())
+    assert pred.pending == 1 and stats.signals_suppressed == 1
+    await send(pred, async_redis_client)
+    assert [s.t_ms for s in signals(redis_client)] == [200]
+
+
+def prediction(t_ms: int, ret_bps: float = 1.5, p_up: float = 0.7) -> Prediction:
+    """A learner's prediction: hit rate 0.52, IC 0.05, skill undefined."""
+    return Prediction(t_ms, ret_bps, p_up, 60_000.1, 7, 0.0, 0.52, 0.05, math.nan, 10)
+
+
+def multi(t_ms: int, *others: Prediction) -> MultiPrediction:
+    horizons = (1000, *(5000 * (i + 1) for i in range(len(others))))
+    return MultiPrediction(prediction(t_ms, 0.5, 0.6), tuple(others), horizons)
+
+
+async def test_extra_horizons_make_a_version_2_signal_with_each_horizons_values(
+    async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis
+) -> None:
+    pred = Predictor("sim", "BTC/USDT:USDT", KEY, 1000, SymbolStats())
+    assert pred.add(multi(100, prediction(100), prediction(100, -2.0, 0.2)), LearnerInfo(), 0)
+    await send(pred, async_redis_client)
+    (sig,) = signals(redis_client)
+    assert sig.v == 2 and (sig.horizon_ms, sig.ret_bps, sig.p_up) == (1000, 0.5, 0.6)
+    assert sig.horizons is not None
+    assert [(h.horizon_ms, h.ret_bps, h.p_up, h.model_version) for h in sig.horizons] == [
+        (5000, 1.5, 0.7, 7),
+        (10_000, -2.0, 0.2, 7),
+    ]
+    assert all(h.hit_rate == 0.52 and h.skill_vs_zero is None for h in sig.horizons)
+    ((_, entry),) = redis_client.xrange(KEY)
+    assert b"null" not in entry[b"s"], "an undefined score is left out"
+
+
+@pytest.mark.parametrize("bad", [{"ret_bps": math.nan}, {"p_up": 1.5}, {"ret_bps": math.inf}])
+async def test_a_non_finite_extra_horizon_suppresses_the_whole_signal(
+    async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis, bad: dict[str, float]
+) -> None:
+    stats = SymbolStats()
+    pred = Predictor("sim", "BTC/USDT:USDT", KEY, 1000, stats)
+    assert not pred.add(multi(100, prediction(100), prediction(100, **bad)), LearnerInfo(), 0)
+    assert pred.add(multi(200, prediction(200), prediction(200)), LearnerInfo(), 0)
     assert pred.pending == 1 and stats.signals_suppressed == 1
     await send(pred, async_redis_client)
     assert [s.t_ms for s in signals(redis_client)] == [200]
