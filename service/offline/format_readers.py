@@ -90,31 +90,66 @@ def read_frames(
     split_time: Callable[[bytes], tuple[int, bytes] | None] = (
         _split_recording if fmt == "recording" else _split_ws_session
     )
-    held: list[tuple[int, bytes]] = []
+    rows = iter(rows)
+    held: list[tuple[int, bytes]] = []  # frames before the venue is known
     parse: Callable[[bytes, int], list[Tick]] | None = None
     for row in rows:
-        if not row.strip():
-            continue
-        parts = split_time(row)
+        parts = _timed(row, split_time, stats)
         if parts is None:
-            if not WS_HEADER_LINE.match(row.strip()):
-                stats.reject(REJECT_LINE)
             continue
-        recv_ns, frame = parts
-        if parse is None:
-            found = detect_venue(frame)
-            if found is None and len(held) < _HELD_MAX:
-                held.append((recv_ns, frame))
-                continue
+        held.append(parts)
+        found = detect_venue(parts[1])
+        if found is not None or len(held) > _HELD_MAX:
             parse = _frame_parser(found or venue(_FALLBACK), stats)
-            for early_ns, early in held:
-                yield from _kept(parse(early, early_ns), wanted, stats)
-            held.clear()
-        yield from _kept(parse(frame, recv_ns), wanted, stats)
-    if parse is None and held:
+            break
+    if parse is None:
+        if not held:
+            return
         parse = _frame_parser(venue(_FALLBACK), stats)
-        for early_ns, early in held:
-            yield from _kept(parse(early, early_ns), wanted, stats)
+    for recv_ns, frame in held:
+        yield from _kept(parse(frame, recv_ns), wanted, stats)
+    yield from _parsed(rows, split_time, parse, wanted, stats)
+
+
+def _timed(
+    row: bytes, split_time: Callable[[bytes], tuple[int, bytes] | None], stats: ParseStats
+) -> tuple[int, bytes] | None:
+    """``(receive ns, frame)`` of a line; None for a blank line, a header, or a bad line
+    (counted)."""
+    if not row or row.isspace():
+        return None
+    parts = split_time(row)
+    if parts is None and not WS_HEADER_LINE.match(row.strip()):
+        stats.reject(REJECT_LINE)
+    return parts
+
+
+def _parsed(
+    rows: Iterator[bytes],
+    split_time: Callable[[bytes], tuple[int, bytes] | None],
+    parse: Callable[[bytes, int], list[Tick]],
+    wanted: frozenset[str] | None,
+    stats: ParseStats,
+) -> Iterator[Tick]:
+    """The ticks of the remaining lines, once the venue is known (the reader's hot loop:
+    ``<ns> <frame>`` lines are split inline)."""
+    if split_time is not _split_recording:
+        for row in rows:
+            parts = _timed(row, split_time, stats)
+            if parts is not None:
+                yield from _kept(parse(parts[1], parts[0]), wanted, stats)
+        return
+    for row in rows:
+        ns, _, frame = row.partition(b" ")
+        try:
+            recv_ns = int(ns)
+        except ValueError:
+            _timed(row, split_time, stats)  # blank, a header, or counted as a bad line
+            continue
+        if wanted is None:
+            yield from parse(frame, recv_ns)
+        else:
+            yield from _kept(parse(frame, recv_ns), wanted, stats)
 
 
 def _frame_parser(found: Venue, stats: ParseStats) -> Callable[[bytes, int], list[Tick]]:

@@ -243,14 +243,13 @@ def _open_lines(path: Path) -> Iterator[Iterator[bytes]]:
 
 
 def _lines(stream: _Readable, chunk: int = 1 << 20) -> Iterator[bytes]:
-    """The lines of ``stream`` (each with its ``\\n``, the last one maybe without), read a
-    chunk at a time: much faster than line by line through a decompressor."""
+    """The lines of ``stream``, without their ``\\n``, read a chunk at a time: much faster
+    than line by line through a decompressor."""
     rest = b""
     while block := stream.read(chunk):
         lines = (rest + block).split(b"\n")
         rest = lines.pop()
-        for line in lines:
-            yield line + b"\n"
+        yield from lines
     if rest:
         yield rest
 
