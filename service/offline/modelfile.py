@@ -30,15 +30,12 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Protocol
 
 from tickcast.model import ModelError
 from tickcast.model.learner import MODEL_FORMAT, MODEL_VERSION
 from tickcast.model.state import pack_state, unpack_state
 from tickcast.service import TickcastError
-
-if TYPE_CHECKING:
-    from tickcast.model.learner import OnlineLearner
 
 __all__ = [
     "MAGIC",
@@ -49,7 +46,6 @@ __all__ = [
     "load_model",
     "read_model",
     "save_model",
-    "warm_learner",
 ]
 
 #: The first word of every model file.
@@ -182,30 +178,16 @@ def load_model(path: str | Path) -> dict[str, Any]:
     return read_model(path).model
 
 
-def warm_learner(learner_kwargs: Mapping[str, Any], model: Mapping[str, Any]) -> OnlineLearner:
-    """A new ``OnlineLearner(**learner_kwargs)`` started from ``model`` (a copy of it, so that
-    learners started from one model share no array).
-
-    Raises
-    ------
-    LearnerError
-        The model does not fit the learner (see :meth:`OnlineLearner.warm_start`).
-    """
-    from tickcast.model.learner import OnlineLearner
-
-    learner = OnlineLearner(**learner_kwargs)
-    learner.warm_start(copy.deepcopy(dict(model)))
-    return learner
-
-
 def check_model(
     model: Mapping[str, Any], learner_kwargs: Mapping[str, Any], *, source: str = "the model"
 ) -> None:
     """Raise :class:`ModelFileError` unless ``model`` can start an
     ``OnlineLearner(**learner_kwargs)``: same features and inputs, same settings except
     ``rolling_window``, ``max_gap_ms`` and ``seed`` (every difference is named)."""
-    try:
-        warm_learner(learner_kwargs, model)
+    from tickcast.model.learner import OnlineLearner
+
+    try:  # a copy: the learner would keep the model's arrays
+        OnlineLearner(**learner_kwargs).warm_start(copy.deepcopy(dict(model)))
     except ModelError as exc:
         raise ModelFileError(f"{source} cannot start this learner: {exc}") from exc
 
