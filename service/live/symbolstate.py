@@ -363,7 +363,11 @@ class SymbolBook:
             return None, self._factory(instrument.symbol)
         if ckpt is None or learner is None:
             return None, self._factory(instrument.symbol)
-        self._check_clock(learner, f"checkpoint {key} of {instrument.symbol}")
+        self._check_clock(
+            learner,
+            f"checkpoint {key} of {instrument.symbol}",
+            f" (redis-cli DEL '{key}': the symbol then learns again from its tick stream)",
+        )
         return ckpt, learner
 
     async def _set_aside(
@@ -382,9 +386,9 @@ class SymbolBook:
             aside,
         )
 
-    def _check_clock(self, learner: Learner, what: str) -> None:
+    def _check_clock(self, learner: Learner, what: str, how: str = "") -> None:
         """Raise :class:`WorkerError` when ``learner`` runs on other horizons or another sample
-        interval than the settings."""
+        interval than the settings (``how``: how to delete the checkpoint)."""
         want = (worker_horizons(self.settings), self.cfg.sample_ms)
         got = (horizons_of(learner), learner.sample_ms)
         if got != want:
@@ -392,7 +396,7 @@ class SymbolBook:
                 f"{what} was made with horizons {_ms(got[0])} and sample interval {got[1]} ms, "
                 f"settings ask for horizons {_ms(want[0])} and {want[1]} ms "
                 "(worker.horizon_ms, worker.extra_horizons_ms, worker.sample_ms): use the same "
-                "settings or delete the checkpoint"
+                f"settings or delete the checkpoint{how}"
             )
 
     def rebuild(self, state: SymbolState) -> Learner:
