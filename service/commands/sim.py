@@ -46,7 +46,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--symbols", help="comma-separated unified symbols")
     parser.add_argument("--replay", type=Path, help="serve this recording instead")
     parser.add_argument("--seconds", type=float, help="stop after this long (default: never)")
-    faults = parser.add_argument_group("faults")
+    faults = parser.add_argument_group(
+        "faults",
+        "A running simulator goes silent on SIGUSR1 (as with --silent) and sends again\n"
+        "on SIGUSR2; it prints a line for each.",
+    )
     faults.add_argument("--drop-every", type=float, metavar="S", help="abort connections every S s")
     faults.add_argument("--silent", action="store_true", help="send no data frames")
     faults.add_argument("--ack-only", action="store_true", help="ack subscriptions, send nothing")
@@ -119,6 +123,8 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, set_silent, faults, True)
+    loop.add_signal_handler(signal.SIGUSR2, set_silent, faults, False)
     if seconds is not None:
         loop.call_later(seconds, stop.set)
     markets = [venue.assumed_market(s) for s in symbols]
@@ -132,3 +138,10 @@ async def serve(
     finally:
         await sim.stop()
         print(f"served {sim.stats.frames_sent} frames to {sim.stats.connections} connections")
+
+
+def set_silent(faults: Any, silent: bool) -> None:
+    """Switch the ``silent`` fault of a running simulator (SIGUSR1 on, SIGUSR2 off) and say so
+    on stdout."""
+    faults.silent = silent
+    print("silent: sending no data" if silent else "sending data again", flush=True)
