@@ -114,7 +114,16 @@ class Signal(BaseModel):
         description=f"rolling skill vs the zero predictor: 1 - MSE / MSE_zero; {_UNDEFINED}",
     )
     latency_us: int = Field(
-        ge=0, description="tick->signal latency: local receive of the sampling tick to publish, us"
+        ge=0,
+        description="local receive of the tick that closed the sample to the signal's hand-off "
+        "to Redis, us (the publisher's own time: without the XADD round trip)",
+    )
+    recv_us: int | None = Field(
+        default=None,
+        gt=0,
+        description="local receive time of the tick that closed the sample, us since the epoch "
+        "(the publishing host's clock): a subscriber on a clock in step measures tick -> signal "
+        "readable as its receive time minus this; absent in signals of earlier publishers",
     )
     horizons: tuple[HorizonForecast, ...] | None = Field(
         default=None,
@@ -257,6 +266,7 @@ def signal_fields(
     skill_vs_zero: float | None,
     latency_us: int,
     horizons: Sequence[dict[str, Any]] = (),
+    recv_us: int | None = None,
 ) -> dict[str, Any]:
     """Return the signal as a plain dict in schema order (the publisher's cheap path).
 
@@ -286,6 +296,8 @@ def signal_fields(
     }
     _add_scores(fields, hit_rate, ic, skill_vs_zero)
     fields["latency_us"] = int(latency_us)
+    if recv_us is not None:
+        fields["recv_us"] = int(recv_us)
     if horizons:
         fields["horizons"] = list(horizons)
     return fields

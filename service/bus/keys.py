@@ -19,6 +19,8 @@ Keys (DESIGN.md §3), one hash slot per symbol thanks to the ``{...}`` Redis Clu
 
 from __future__ import annotations
 
+from typing import Final
+
 from tickcast.service.bus import BusError
 
 
@@ -110,6 +112,10 @@ def unreadable_key(ckpt: str, wall_ms: int) -> str:
     'tickcast:{sim:BTCUSDT}:ckpt:unreadable:1767225600000'
     """
     return f"{unreadable_index_key(ckpt)}:{wall_ms}"
+
+
+START_ID: Final = "0-0"
+"""The stream position before the first entry (a reader there reads the whole stream)."""
 
 
 def id_key(stream_id: bytes | str) -> tuple[int, int]:

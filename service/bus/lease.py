@@ -29,6 +29,7 @@ import os
 import secrets
 import socket
 import time
+from collections import Counter
 from collections.abc import Mapping
 
 import redis
@@ -133,6 +134,12 @@ class SymbolLeases:
         self.held = False
         self.retaken: list[str] = []
         """Symbols whose expired key the last :meth:`renew` took back."""
+        self.acquisitions: Counter[str] = Counter()
+        """Times each symbol's lease was taken (:meth:`acquire`, or taken back by :meth:`renew`)."""
+        self.losses: Counter[str] = Counter()
+        """Times each symbol's lease was found held by another process (or gone) at a renewal."""
+        self.lost: set[str] = set()
+        """Symbols whose lease the last :meth:`renew` found lost (no longer held)."""
         self._renewed = 0.0
 
     @property
@@ -158,6 +165,8 @@ class SymbolLeases:
                 continue
             if not holders:
                 self.held, self._renewed = True, time.monotonic()
+                self.acquisitions.update(list(self.keys))
+                self.lost.clear()
                 log.info("owning %s as %s", ", ".join(self.keys), self.token)
                 return True
             now = time.monotonic()
@@ -212,12 +221,20 @@ class SymbolLeases:
         kept = await pipe.execute()
         self._renewed = time.monotonic()
         self.retaken = [symbol for symbol, ok in zip(self.keys, kept, strict=True) if ok == 2]
+        self.acquisitions.update(self.retaken)
+        lost = [symbol for symbol, ok in zip(self.keys, kept, strict=True) if not ok]
+        self.losses.update(lost)
+        self.lost.update(lost)
         if self.retaken:
             log.warning(
                 "%s: lease expired while Redis was out of reach and nobody took it; taken back",
                 ", ".join(self.retaken),
             )
-        return [symbol for symbol, ok in zip(self.keys, kept, strict=True) if not ok]
+        return lost
+
+    def holds(self, symbol: str) -> bool:
+        """Whether this process holds ``symbol``'s lease (as far as its last renewal knows)."""
+        return self.held and symbol not in self.lost
 
     async def release(self) -> None:
         """Give back every key still holding this token (after the final checkpoint)."""

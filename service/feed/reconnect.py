@@ -190,7 +190,12 @@ async def reconnect_loop(
             on_retry(error, delay)
         if error is not None:
             logger.warning(
-                "%s failed (%s: %s); retry in %.2f s", name, type(error).__name__, error, delay
+                "%s failed (%s: %s); retry in %.2f s",
+                name,
+                type(error).__name__,
+                error,
+                delay,
+                extra={"error": f"{type(error).__name__}: {error}", "retry_in_s": delay},
             )
         else:
             logger.info("%s ended; reconnect in %.2f s", name, delay)

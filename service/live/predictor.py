@@ -23,9 +23,11 @@ are the first horizon's, ``horizons`` holds the others'
 (:func:`~tickcast.service.schema.horizon_fields`); a non-finite value in any horizon
 suppresses the whole signal, as in the main fields.
 
-Latency, from the local receive time (``recv_ns``) of the tick that closed the sample:
-``Signal.latency_us`` runs to the signal's hand-off to Redis (it cannot include its own XADD);
-the ``tickcast_tick_to_signal_latency_seconds`` histogram runs to Redis acknowledging the XADD.
+Latency, from the local receive time (``recv_ns``) of the tick that closed the sample, which
+each signal carries as ``recv_us``: ``Signal.latency_us`` runs to the signal's hand-off to
+Redis (it cannot include its own XADD); the ``tickcast_tick_to_signal_acked_seconds``
+histogram runs to Redis acknowledging the XADD (the signal readable by subscribers), and a
+subscriber on the same clock measures its own receive time minus ``recv_us``.
 """
 
 from __future__ import annotations
@@ -157,6 +159,7 @@ class Predictor:
             skill_vs_zero=p.skill_vs_zero,
             latency_us=0,
             horizons=horizons,
+            recv_us=recv_ns // 1000 or None,
         )
         self._pending.append((fields, recv_ns))
         return True
@@ -175,6 +178,7 @@ class Predictor:
                 p.p_up,
                 p.ref_price,
                 self.stats.signals_suppressed,
+                extra={"venue": self.venue, "symbol": self.symbol, "error": fault},
             )
 
     def pack(self, out: list[bytes]) -> int:

@@ -47,7 +47,7 @@ from typing import Any, Final
 import redis.asyncio
 
 from tickcast.service.bus import codec
-from tickcast.service.bus.keys import id_key
+from tickcast.service.bus.keys import START_ID, id_key
 from tickcast.service.bus.quarantine import (
     INVALID,
     LEARNER,
@@ -57,8 +57,9 @@ from tickcast.service.bus.quarantine import (
     write,
 )
 from tickcast.service.live.predictor import worth_logging
-from tickcast.service.live.symbolstate import START_ID, Learner, SymbolBook, SymbolState
+from tickcast.service.live.symbolstate import Learner, SymbolBook, SymbolState
 from tickcast.service.ops.config import Settings
+from tickcast.service.ops.logs import instrument_fields
 from tickcast.service.ticks import Instrument, Tick, invalid_reason
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,7 @@ class Quarantine:
                 why,
                 state.quarantine_key,
                 stats.quarantined,
+                extra=instrument_fields(state.instrument),
             )
 
     async def write(self, states: Iterable[SymbolState]) -> None:
@@ -197,6 +199,7 @@ class Quarantine:
             fault.stream_id,
             state.good_id,
             state.quarantine_key,
+            extra=instrument_fields(state.instrument),
         )
         await self._check_trimmed(state)
         learned = False
@@ -261,4 +264,5 @@ class Quarantine:
                 state.instrument,
                 state.good_id,
                 first[0][0].decode(),
+                extra=instrument_fields(state.instrument),
             )

@@ -54,7 +54,8 @@ from tickcast.service.live.ingest import Ingester
 from tickcast.service.live.sources import OpenSource, open_source, resolve_markets
 from tickcast.service.live.worker import Worker
 from tickcast.service.ops.config import Settings
-from tickcast.service.ops.health import MetricsServer, Readiness
+from tickcast.service.ops.health import MetricsServer, Readiness, RedisProbe
+from tickcast.service.ops.logs import log_context
 from tickcast.service.ops.metrics import IngestSnapshot, Metrics
 from tickcast.service.ticks import Instrument
 from tickcast.service.venues.markets import MarketInfo
@@ -183,7 +184,8 @@ class Service:
         self.stale_s = stale_s if stale_s is not None else max(10.0, settings.exchange.watchdog_s)
         self.sim_rate_scale = sim_rate_scale
         self.online = online
-        self.metrics = Metrics(self.instruments)
+        role = "run" if ingest and work else "ingest" if ingest else "worker"
+        self.metrics = Metrics(self.instruments, role=role)
         self.opened: list[OpenSource] = []
         self.ingesters: dict[str, Ingester] = {}
         """The ingester of each source, by venue label."""
@@ -213,7 +215,9 @@ class Service:
         lease_keys = {
             str(i): keys.symbol_key(prefix, i.venue, i.symbol, kind) for i in self.instruments
         }
-        return SymbolLeases(client, lease_keys, ttl_s=self.settings.worker.lease_ttl_s)
+        leases = SymbolLeases(client, lease_keys, ttl_s=self.settings.worker.lease_ttl_s)
+        self.metrics.add_leases(kind, leases)
+        return leases
 
     async def _keep(self, leases: SymbolLeases) -> None:
         """Renew the ingest leases until cancelled (taking back those that expired while Redis
@@ -282,14 +286,27 @@ class Service:
                 functools.partial(ingest_snapshot, source.label, ingester, opened.started_monotonic)
             )
 
-    def _start_metrics(self) -> Readiness | None:
+    def _positions(self) -> dict[Instrument, tuple[str, str]]:
+        """The worker's position in each tick stream (for the lag metric; read from the
+        metrics server's thread: plain attribute reads)."""
+        worker = self.worker
+        if worker is None or not worker.restored:
+            return {}
+        return {i: (s.ticks_key, s.last_id) for i, s in list(worker.states.items())}
+
+    def _start_metrics(self) -> list[Readiness | RedisProbe]:
+        """Serve the metrics (when enabled); return the probes to close at the end."""
         cfg = self.settings.metrics
         if not cfg.enabled:
-            return None
+            return []
         readiness = Readiness(self.redis_url, self.tick_clock, self.stale_s, self.settings)
+        redis_probe = RedisProbe(
+            self.redis_url, self.settings, self._positions if self.run_worker else None
+        )
+        self.metrics.redis_source = redis_probe
         self.metrics_server = MetricsServer(self.metrics, cfg.host, cfg.port, readiness=readiness)
         self.metrics_server.start()
-        return readiness
+        return [readiness, redis_probe]
 
     async def _watch_flow(self) -> None:
         """Track when the ingesters last received ticks (for readiness)."""
@@ -315,10 +332,10 @@ class Service:
                 loop.add_signal_handler(sig, self.request_stop)
         ingest_client = connection.connect(self.redis_url, self.settings)
         worker_client = connection.connect(self.redis_url, self.settings)
-        readiness: Readiness | None = None
+        probes: list[Readiness | RedisProbe] = []
         tasks: dict[str, asyncio.Task[Any]] = {}
         try:
-            readiness = self._start_metrics()
+            probes = self._start_metrics()
             handoff = None
             if self.run_worker and self.run_ingest and self.settings.worker.handoff:
                 handoff = Handoff(self.instruments)
@@ -343,9 +360,10 @@ class Service:
                 tasks["leases"] = loop.create_task(self._keep(self.ingest_leases), name="leases")
                 await self._build_ingest(ingest_client, handoff, markets)
                 for label, ingester in self.ingesters.items():
-                    tasks[f"ingest {label}"] = loop.create_task(
-                        ingester.run(), name=f"ingest {label}"
-                    )
+                    with log_context(venue=label):  # the task's log lines carry the venue
+                        tasks[f"ingest {label}"] = loop.create_task(
+                            ingester.run(), name=f"ingest {label}"
+                        )
             tasks["flow"] = loop.create_task(self._watch_flow(), name="flow")
             settle_heap()
             self.ready.set()
@@ -378,8 +396,8 @@ class Service:
                 await sim.stop()
             if self.metrics_server is not None:
                 self.metrics_server.stop()
-            if readiness is not None:
-                readiness.close()
+            for health_probe in probes:
+                health_probe.close()
             await ingest_client.aclose()
             await worker_client.aclose()
 

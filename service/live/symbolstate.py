@@ -62,16 +62,16 @@ from tickcast.service.bus.checkpoint import (
     save,
     set_aside,
 )
-from tickcast.service.bus.keys import id_key
+from tickcast.service.bus.keys import START_ID, id_key
 from tickcast.service.bus.quarantine import Quarantined, quarantined_after
 from tickcast.service.live.predictor import Predictor
 from tickcast.service.ops.config import Settings
+from tickcast.service.ops.logs import instrument_fields
 from tickcast.service.ops.metrics import SymbolStats
 from tickcast.service.ticks import Instrument
 
 log = logging.getLogger(__name__)
 
-START_ID = "0-0"
 STATUS_EVERY_S = 1.0
 """How often the live ``samples`` / ``ticks`` counts of the checkpoint hashes are refreshed."""
 
@@ -384,6 +384,7 @@ class SymbolBook:
             type(exc).__name__,
             exc,
             aside,
+            extra=instrument_fields(instrument),
         )
 
     def _check_clock(self, learner: Learner, what: str, how: str = "") -> None:
@@ -454,6 +455,7 @@ class SymbolBook:
                     state.instrument,
                     state.last_id,
                     first[0][0].decode(),
+                    extra=instrument_fields(state.instrument),
                 )
 
     def due(self) -> list[SymbolState]:
@@ -505,6 +507,7 @@ class SymbolBook:
             state.last_id,
             refusal,
             state.good_id,
+            extra=instrument_fields(state.instrument),
         )
         return None
 

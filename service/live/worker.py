@@ -50,12 +50,12 @@ import redis
 import redis.asyncio
 
 from tickcast.service.bus import codec
+from tickcast.service.bus.keys import START_ID
 from tickcast.service.bus.lease import SymbolLeases
 from tickcast.service.bus.quarantine import INVALID, UNDECODABLE
 from tickcast.service.live.handoff import Handoff
 from tickcast.service.live.quarantine import OTHER_INSTRUMENT, Quarantine
 from tickcast.service.live.symbolstate import (
-    START_ID,
     Fault,
     Learner,
     LearnerFactory,

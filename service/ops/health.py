@@ -9,21 +9,26 @@ arrived in the last ``stale_s`` seconds.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import redis
 
 from tickcast.service import TickcastError
 from tickcast.service.bus.connection import probe
+from tickcast.service.bus.keys import START_ID, id_key
 from tickcast.service.ops.config import Settings
-from tickcast.service.ops.metrics import Metrics
+from tickcast.service.ops.metrics import Metrics, RedisReading
+from tickcast.service.ticks import Instrument
 
 log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], tuple[bool, str]]
+Positions = Callable[[], Mapping[Instrument, tuple[str, str]]]
+"""``() -> {instrument: (tick stream key, ID of the last entry the worker processed)}``."""
 
 
 class MetricsError(TickcastError):
@@ -62,6 +67,81 @@ class Readiness:
         if age > self.stale_s:
             return False, f"no ticks for {age:.1f} s"
         return True, "ready"
+
+    def close(self) -> None:
+        """Close the probe's Redis connections."""
+        self.client.close()
+
+
+class RedisProbe:
+    """The ``tickcast_redis_*`` gauges and the worker lag, read from Redis at each scrape.
+
+    PING, ``INFO memory``, and for each symbol the worker serves the ID of its tick stream's
+    newest entry (``XREVRANGE + - COUNT 1``, one pipelined round trip; an entry ID is the
+    tick's receive time in ms) and, for a symbol not read yet, the oldest. Every wait is bounded
+    by ``timeout_s``; a command the user may not run (ACL) is logged once and its figures left
+    out. Thread-safe (called from the metrics server's threads).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        settings: Settings,
+        positions: Positions | None = None,
+        timeout_s: float = 0.5,
+    ) -> None:
+        self.client = probe(url, settings, timeout_s)
+        self.positions = positions
+        self._lock = threading.Lock()
+        self._refused: set[str] = set()
+
+    def __call__(self) -> RedisReading:
+        with self._lock:
+            try:
+                self.client.ping()
+            except (redis.RedisError, OSError):
+                return RedisReading(up=False)
+            used, limit = self._memory()
+            return RedisReading(True, used, limit, self._lag())
+
+    def _memory(self) -> tuple[float, float]:
+        try:
+            info = self.client.info("memory")
+        except redis.ResponseError as exc:
+            self._refused_once("INFO", exc)
+            return math.nan, math.nan
+        return float(info.get("used_memory", math.nan)), float(info.get("maxmemory", math.nan))
+
+    def _lag(self) -> dict[Instrument, float]:
+        positions = dict(self.positions()) if self.positions is not None else {}
+        if not positions:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for key, last_id in positions.values():
+            pipe.xrevrange(key, count=1)
+            if last_id == START_ID:
+                pipe.xrange(key, count=1)
+        try:
+            replies = iter(pipe.execute())
+        except redis.ResponseError as exc:
+            self._refused_once("XREVRANGE", exc)
+            return {}
+        lag: dict[Instrument, float] = {}
+        for instrument, (_, last_id) in positions.items():
+            newest = next(replies)
+            oldest = next(replies) if last_id == START_ID else None
+            if not newest:
+                lag[instrument] = 0.0
+                continue
+            top_ms = id_key(newest[0][0])[0]
+            done_ms = id_key(oldest[0][0])[0] if oldest else id_key(last_id)[0]
+            lag[instrument] = max(0.0, (top_ms - done_ms) / 1000.0)
+        return lag
+
+    def _refused_once(self, command: str, exc: Exception) -> None:
+        if command not in self._refused:
+            self._refused.add(command)
+            log.warning("metrics: Redis refused %s (%s); its figures are left out", command, exc)
 
     def close(self) -> None:
         """Close the probe's Redis connections."""

@@ -259,7 +259,8 @@ def test_signals_are_immutable() -> None:
 
 def test_the_json_schema_names_every_field_and_the_version() -> None:
     schema = signal_json_schema()
-    assert set(schema["properties"]) == set(fields(horizons=[horizon()]))
+    assert set(schema["properties"]) == set(fields(horizons=[horizon()], recv_us=1))
+    assert "recv_us" not in fields() and "recv_us" not in schema["required"]
     assert schema["properties"]["v"]["enum"] == [1, 2]
     assert schema["$id"] == SCHEMA_ID == "urn:tickcast:schema:signal:v2"
     assert {"venue", "symbol", "t_ms", "ret_bps", "p_up", "latency_us"} <= set(schema["required"])

@@ -144,11 +144,11 @@ def test_ingest_worker_subscribe_and_status_run_under_their_own_users_with_nothi
     eth_ticks = keys.ticks_key("tickcast", "sim", SYMBOLS[1])
     admin.xadd(eth_ticks, {"v": "1", "t": "not a tick"}, id="1-1")  # quarantined by the worker
     admin.hset(CKPT, mapping={"v": "1", "model": "junk", "last_id": "0-0", "last_t": "0"})
-    port = free_port()
+    port, worker_port = free_port(), free_port()
     ingest_log, worker_log = tmp_path / "ingest.log", tmp_path / "worker.log"
     ingest = start(["ingest", "--exchange", "sim", "--metrics-port", str(port), "--stats-every",
                     "0"], as_user(acl_server, "ingest", tmp_path / "i"), ingest_log)  # fmt: skip
-    worker = start(["worker", "--exchange", "sim", "--metrics-port", "0"],
+    worker = start(["worker", "--exchange", "sim", "--metrics-port", str(worker_port)],
                    as_user(acl_server, "worker", tmp_path / "w"), worker_log)  # fmt: skip
     try:
         both = ((ingest, ingest_log), (worker, worker_log))
@@ -163,6 +163,10 @@ def test_ingest_worker_subscribe_and_status_run_under_their_own_users_with_nothi
 
         wait_until("the ingester ready (its health check's PING as its user)", ready, 60)
         wait_until("signals of every symbol", published, 60)
+        for at, series in ((port, "tickcast_redis_used_memory_bytes "),
+                           (worker_port, "tickcast_worker_lag_seconds{")):  # fmt: skip
+            code, scraped = http(f"http://127.0.0.1:{at}/metrics")  # INFO, XREVRANGE as the user
+            assert code == 200 and "tickcast_redis_up 1.0" in scraped and series in scraped
         got = cli(["subscribe", "--json", "--from-start", "--count", "3", "--symbols", BTC],
                   as_user(acl_server, "subscriber", tmp_path / "s"))  # fmt: skip
         assert got.returncode == 0, got.stderr

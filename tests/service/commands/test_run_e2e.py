@@ -131,7 +131,7 @@ EXPECTED_METRICS = INGEST_METRICS | {
     "tickcast_ic",
     "tickcast_skill_vs_zero",
     "tickcast_model_version",
-    "tickcast_tick_to_signal_latency_seconds_bucket",
+    "tickcast_tick_to_signal_acked_seconds_bucket",
     "tickcast_last_tick_event_time_seconds",
     "tickcast_checkpoint_age_seconds",
     "tickcast_signals_published_total",
@@ -159,8 +159,8 @@ def test_every_metric_appears_on_the_metrics_endpoint_with_live_values(live: Liv
     assert got["tickcast_samples_total"][btc] > 0
     assert got["tickcast_model_version"][btc] > 0
     assert got["tickcast_ticks_written_total"][(("kind", "trade"), *btc)] > 0
-    assert got["tickcast_tick_to_signal_latency_seconds_count"][btc] > 0
-    sub_ms = {dict(k)["le"] for k in got["tickcast_tick_to_signal_latency_seconds_bucket"]}
+    assert got["tickcast_tick_to_signal_acked_seconds_count"][btc] > 0
+    sub_ms = {dict(k)["le"] for k in got["tickcast_tick_to_signal_acked_seconds_bucket"]}
     assert {"0.0001", "0.0005"} <= sub_ms
     assert abs(got["tickcast_last_tick_event_time_seconds"][btc] - time.time()) < 600
     labels = {dict(k).get("symbol") for k in got["tickcast_samples_total"]}

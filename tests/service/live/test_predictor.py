@@ -79,8 +79,9 @@ async def test_a_prediction_becomes_a_signal_with_its_values(
     assert sig.t_ms == 1_767_225_600_100 and sig.horizon_ms == 1000
     assert (sig.ret_bps, sig.p_up, sig.ref_price) == (0.5, 0.6, 60_000.1)
     assert 2_000 <= sig.latency_us < 2_000_000
+    assert sig.recv_us == recv_ns // 1000  # a subscriber's end-to-end latency starts there
     assert stats.signals == 1 and stats.latency.count == 1
-    assert stats.latency.sum >= sig.latency_us * 1e-6
+    assert stats.latency.sum >= sig.latency_us * 1e-6  # the histogram runs on to the ack
 
 
 async def test_undefined_rolling_scores_are_left_out_of_the_signal(

@@ -9,11 +9,21 @@ import urllib.error
 import urllib.request
 
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from tickcast.service.bus.embedded import free_port
-from tickcast.service.ops.health import MetricsError, MetricsServer, Readiness
-from tickcast.service.ops.metrics import LATENCY_BUCKETS, Histogram, IngestSnapshot, Metrics
+from tickcast.service import __version__
+from tickcast.service.bus import keys
+from tickcast.service.ops.config import Settings
+from tickcast.service.ops.health import MetricsError, MetricsServer, Readiness, RedisProbe
+from tickcast.service.ops.metrics import (
+    LATENCY_BUCKETS,
+    Histogram,
+    IngestSnapshot,
+    Metrics,
+    RedisReading,
+)
 from tickcast.service.ticks import Instrument
 
 SYMBOLS = ("BTC/USDT:USDT", "ETH/USDT:USDT")
@@ -55,6 +65,90 @@ def test_the_latency_histogram_resolves_sub_millisecond_latencies() -> None:
     assert sum(b < 1e-3 for b in LATENCY_BUCKETS) >= 5
 
 
+def test_latency_buckets_are_at_most_a_third_apart_between_a_quarter_ms_and_10_ms() -> None:
+    inside = [b for b in LATENCY_BUCKETS if 0.25e-3 <= b <= 10e-3]
+    assert inside[0] == 0.25e-3 and inside[-1] == 10e-3
+    ratios = [hi / lo for lo, hi in zip(inside, inside[1:], strict=False)]
+    assert max(ratios) < 1.34, "histogram_quantile's p99 stays within a third of the truth"
+
+
+def test_every_process_exports_build_info_and_the_process_and_python_collectors() -> None:
+    got = scrape(Metrics(instruments("sim"), role="worker"))
+    assert got["tickcast_build_info"] == {
+        labels(version=__version__, venues="sim", role="worker"): 1.0
+    }
+    assert got["process_start_time_seconds"][()] > 0
+    assert "python_info" in got and "python_gc_collections_total" in got
+
+
+def test_an_ingest_process_exports_no_worker_metrics() -> None:
+    got = scrape(Metrics(instruments("sim"), role="ingest"))
+    assert not {"tickcast_samples_total", "tickcast_checkpoint_age_seconds"} & set(got)
+    worker = scrape(Metrics(instruments("sim"), role="worker"))
+    assert {"tickcast_samples_total", "tickcast_checkpoint_age_seconds"} <= set(worker)
+
+
+class _Leases:
+    def __init__(self) -> None:
+        self.acquisitions = {"sim:BTC/USDT:USDT": 2, "sim:ETH/USDT:USDT": 1}
+        self.losses = {"sim:BTC/USDT:USDT": 1}
+
+    def holds(self, symbol: str) -> bool:
+        return symbol != "sim:BTC/USDT:USDT"
+
+
+def test_leases_are_exported_per_symbol_and_role() -> None:
+    m = Metrics(instruments("sim"))
+    m.add_leases("owner", _Leases())
+    got = scrape(m)
+    btc = labels(venue="sim", symbol="BTC/USDT:USDT", role="owner")
+    eth = labels(venue="sim", symbol="ETH/USDT:USDT", role="owner")
+    assert got["tickcast_lease_held"] == {btc: 0.0, eth: 1.0}
+    assert got["tickcast_lease_acquisitions_total"] == {btc: 2.0, eth: 1.0}
+    assert got["tickcast_lease_losses_total"] == {btc: 1.0, eth: 0.0}
+
+
+def test_the_redis_reading_gives_the_redis_gauges_and_the_worker_lag() -> None:
+    m = Metrics(instruments("sim"))
+    btc = Instrument("sim", SYMBOLS[0])
+    m.redis_source = lambda: RedisReading(True, 1e6, 0.0, {btc: 2.5})
+    got = scrape(m)
+    assert got["tickcast_redis_up"][()] == 1.0
+    assert got["tickcast_redis_used_memory_bytes"][()] == 1e6
+    assert got["tickcast_worker_lag_seconds"] == {labels(venue="sim", symbol=SYMBOLS[0]): 2.5}
+    m.redis_source = lambda: RedisReading(False)
+    down = scrape(m)
+    assert down["tickcast_redis_up"][()] == 0.0
+    assert (
+        "tickcast_redis_used_memory_bytes" not in down and "tickcast_worker_lag_seconds" not in down
+    )
+
+
+def test_the_redis_probe_reads_memory_and_the_lag_behind_each_tick_stream(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    btc, eth = (Instrument("sim", s) for s in SYMBOLS)
+    btc_key, eth_key = (keys.ticks_key("tickcast", "sim", i.symbol) for i in (btc, eth))
+    for ms in (1_000, 2_000, 4_500):
+        redis_client.xadd(btc_key, {"t": "x"}, id=f"{ms}-0")
+    redis_client.xadd(eth_key, {"t": "x"}, id="7000-0")
+    positions = {btc: (btc_key, "2000-0"), eth: (eth_key, "0-0")}
+    probe = RedisProbe(redis_url, Settings(), lambda: positions)
+    try:
+        reading = probe()
+        assert reading.up and reading.used_memory_bytes > 0
+        assert reading.lag_s == {btc: 2.5, eth: 0.0}  # eth: not read yet, one entry only
+        positions[btc] = (btc_key, "4500-0")
+        assert probe().lag_s[btc] == 0.0
+    finally:
+        probe.close()
+    gone = RedisProbe(f"redis://127.0.0.1:{free_port()}/0", Settings(), lambda: positions)
+    try:
+        assert gone() == RedisReading(up=False)
+    finally:
+        gone.close()
+
+
 def test_worker_stats_appear_with_base_units_and_bounded_labels() -> None:
     m = Metrics(instruments("sim"))
     st = m.stats("sim", "BTC/USDT:USDT")
@@ -69,9 +163,9 @@ def test_worker_stats_appear_with_base_units_and_bounded_labels() -> None:
     assert got["tickcast_model_version"][btc] == 5
     assert got["tickcast_hit_rate"][btc] == 0.6
     assert got["tickcast_last_tick_event_time_seconds"][btc] == 1_700_000_000.5
-    lat = got["tickcast_tick_to_signal_latency_seconds_bucket"]
+    lat = got["tickcast_tick_to_signal_acked_seconds_bucket"]
     assert lat[labels(venue="sim", symbol="BTC/USDT:USDT", le="0.0002")] == 0
-    assert lat[labels(venue="sim", symbol="BTC/USDT:USDT", le="0.0003")] == 1
+    assert lat[labels(venue="sim", symbol="BTC/USDT:USDT", le="0.00025")] == 1
     assert math.isnan(got["tickcast_ic"][labels(venue="sim", symbol="ETH/USDT:USDT")])
     symbols = {dict(k)["symbol"] for k in got["tickcast_samples_total"]}
     assert symbols == set(SYMBOLS)
