@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps run test lint typecheck pytest chaos bench bench-e2e lock image k8s-check systemd-check clean
+.PHONY: install system-deps run test lint typecheck pytest chaos bench bench-e2e lock image k8s-check systemd-check compose-check rules-check clean
 
 install: $(STAMP)
 
@@ -78,6 +78,16 @@ k8s-check: $(STAMP) system-deps
 
 systemd-check: $(STAMP) system-deps
 	$(BIN)/python -m pytest tests/deploy/test_systemd.py
+
+# The Compose deployment (deploy/compose: the Compose specification's schema, offline, the
+# project's rules, then Redis, ingest and worker run here as Compose runs them) and the
+# Prometheus rules with the Grafana dashboard (promtool check and unit tests, the metric names
+# they query); `make test` runs both.
+compose-check: $(STAMP) system-deps
+	$(BIN)/python -m pytest tests/deploy/test_compose.py
+
+rules-check: $(STAMP) system-deps
+	$(BIN)/python -m pytest tests/deploy/test_prometheus_rules.py tests/deploy/test_grafana.py
 
 # Each benchmark prints its figures beside a reference measured in the same run.
 bench: $(STAMP)
