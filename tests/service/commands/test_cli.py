@@ -1,17 +1,20 @@
-"""The console script answers --version and --help."""
+"""The console script answers --version and --help (in plain text)."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tickcast.service import __version__
 from tickcast.service.bus.embedded import free_port
-from tickcast.service.cli import main
+from tickcast.service.cli import build_parser, command_modules, main, plain_text
 from tickcast.service.venues.registry import VENUES, venue
 
 from support import CLI, environment
@@ -55,3 +58,51 @@ def test_venues_lists_every_registered_venue_and_what_it_is_given(
     assert main(["venues"]) == 0
     table = capsys.readouterr().out
     assert "retired: recordings only" in table and table.rstrip().endswith("on loopback")
+
+
+def parsers(
+    parser: argparse.ArgumentParser, name: str = "tickcast"
+) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """``parser`` and every subcommand's parser below it, by command line."""
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from parsers(sub, f"{name} {sub_name}")
+
+
+REST_MARKUP = re.compile(r"``|:[a-z]+:`|`")
+
+
+def test_every_help_text_is_plain_text_without_none_defaults() -> None:
+    found = dict(parsers(build_parser()))
+    assert {"tickcast run", "tickcast status", "tickcast config show"} <= set(found)
+    assert {f"tickcast {name}" for name in command_modules()} <= set(found)
+    for name, parser in found.items():
+        text = parser.format_help()
+        assert not REST_MARKUP.search(text), f"{name} --help: {REST_MARKUP.findall(text)}"
+        assert "(default: None)" not in text, f"{name} --help"
+        assert "(default: False)" not in text, f"{name} --help"
+    backtest = found["tickcast backtest"].format_help()
+    assert "(default: 1000)" in backtest, "a real default is still named"
+    words = " ".join(backtest.split())
+    assert "default: --horizon-ms alone --sample-ms" in words, "no second default after the own"
+    run = found["tickcast run"].format_help()
+    assert "tickcast run: ingest + worker + metrics" in " ".join(run.split())
+
+
+def test_run_help_from_the_command_line_is_plain_text() -> None:
+    done = subprocess.run([*CLI, "run", "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert "usage: tickcast run" in done.stdout
+    assert not REST_MARKUP.search(done.stdout) and "default: None" not in done.stdout
+    paragraphs = done.stdout.split("\n\n")
+    assert any(p.startswith("Ctrl-C or q in the view") for p in paragraphs), "paragraphs kept"
+
+
+def test_plain_text_drops_the_markup_and_keeps_the_words() -> None:
+    assert plain_text("see :class:`~tickcast.service.live.service.Service` and ``--symbols``") == (
+        "see Service and --symbols"
+    )
+    assert plain_text(":mod:`tickcast.service.bus.lease`") == "tickcast.service.bus.lease"
+    assert plain_text("``--horizons\n1000,10000``") == "--horizons\n1000,10000"
