@@ -3,7 +3,10 @@ checkpoint age and who owns it (the ``host:pid`` holding its worker lease; ``--j
 gives the ingester's), read from Redis (the running service's embedded one by default).
 
 Without ``--symbols`` it shows every symbol with a tick stream in Redis (of ``--exchange``
-when given)."""
+when given), then the configured symbols that have no ticks yet: every symbol the settings name
+(``--config`` file, ``TICKCAST__EXCHANGE__*``, ``--set exchange...``), or, on the built-in
+defaults, those a process has taken (a lease) or checkpointed.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import redis.asyncio
 
+    from tickcast.service.ops.config import Settings
+
 
 def register(subparsers: Any) -> None:
     """Add the ``status`` subcommand."""
@@ -24,7 +29,10 @@ def register(subparsers: Any) -> None:
         "status", help="show the state of each symbol", description=__doc__
     )
     add_config_arguments(parser)
-    parser.add_argument("--symbols", help="comma-separated unified symbols (default: all found)")
+    parser.add_argument(
+        "--symbols",
+        help="comma-separated unified symbols (default: those with ticks, and the configured ones)",
+    )
     parser.add_argument("--exchange", help="venue (default: all found)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
@@ -74,8 +82,52 @@ async def symbol_status(
     return out
 
 
+def names_symbols(settings: Settings) -> bool:
+    """Whether the settings name the venues or symbols (a file, the environment, a flag)
+    rather than leaving the built-in defaults.
+
+    Examples
+    --------
+    >>> from tickcast.service.ops.config import load_settings
+    >>> names_symbols(load_settings(None, {})), names_symbols(
+    ...     load_settings(None, {"exchange.symbols": ["BTC/USDT:USDT"]}))
+    (False, True)
+    """
+    return bool(settings.exchange.model_fields_set & {"name", "symbols", "venue_symbols"})
+
+
+def taken(row: dict[str, Any]) -> bool:
+    """Whether a process holds a lease on the row's symbol or has checkpointed it."""
+    keys = ("worker_owner", "ingester_owner", "checkpoint_age_s")
+    return any(row[key] is not None for key in keys)
+
+
+async def configured_without_ticks(
+    client: redis.asyncio.Redis,
+    settings: Settings,
+    venue: str | None,
+    shown: dict[str, list[str]],
+) -> list[dict[str, Any]]:
+    """Status rows of the configured symbols (of ``venue`` when given) that are not in
+    ``shown`` (those with a tick stream): all of them when the settings name the symbols,
+    else (the built-in defaults) those a process has taken or checkpointed."""
+    from tickcast.service.commands.subscribe import configured_streams
+
+    explicit = names_symbols(settings)
+    rows = []
+    for label, symbols in configured_streams(settings, venue).items():
+        for symbol in symbols:
+            if symbol in shown.get(label, ()):
+                continue
+            row = await symbol_status(client, settings.redis.prefix, label, symbol)
+            if explicit or taken(row):
+                rows.append(row)
+    return rows
+
+
 async def collect(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Status rows of every requested or discovered (venue, symbol)."""
+    """Status rows of every requested or discovered (venue, symbol), then of the configured
+    symbols without ticks (see the module docstring)."""
     from tickcast.service.bus.connection import connect
     from tickcast.service.commands.subscribe import resolve_streams, settings_for, venue_label
 
@@ -85,11 +137,14 @@ async def collect(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     client = connect(url, settings)
     try:
         prefix = settings.redis.prefix
-        return [
-            await symbol_status(client, prefix, venue, symbol)
-            for venue, symbols in streams.items()
+        rows = [
+            await symbol_status(client, prefix, label, symbol)
+            for label, symbols in streams.items()
             for symbol in symbols
         ]
+        if not args.symbols:
+            rows += await configured_without_ticks(client, settings, venue, streams)
+        return rows
     finally:
         await client.aclose()
 
@@ -112,7 +167,7 @@ def _fmt(value: Any, kind: str) -> str:
 COLUMNS = (
     ("venue", "venue", "str", 11),
     ("symbol", "symbol", "str", 16),
-    ("last tick", "last_tick_age_s", "age", 10),
+    ("last tick", "last_tick_age_s", "age", 12),
     ("samples", "samples", "str", 9),
     ("hit rate", "hit_rate", "pct", 8),
     ("IC", "ic", "num", 7),
@@ -124,7 +179,8 @@ COLUMNS = (
 
 
 def render(rows: list[dict[str, Any]], url: str) -> str:
-    """The status rows as a plain table (ages: since the last tick's receipt / the save)."""
+    """The status rows as a plain table (ages: since the last tick's receipt / the save; a
+    symbol without ticks says so)."""
 
     def cell(text: str, i: int, width: int) -> str:
         return f"{text:<{width}}" if i < 2 else f"{text:>{width}}"
@@ -133,6 +189,8 @@ def render(rows: list[dict[str, Any]], url: str) -> str:
     lines.append(" ".join(cell(h, i, w) for i, (h, _, _, w) in enumerate(COLUMNS)))
     for row in rows:
         texts = [_fmt(row[key], kind) for _, key, kind, _ in COLUMNS]
+        if not row["ticks_in_stream"]:
+            texts[2] = "no ticks yet"
         lines.append(
             " ".join(cell(t, i, c[3]) for i, (t, c) in enumerate(zip(texts, COLUMNS, strict=True)))
         )
