@@ -145,8 +145,9 @@ class Table:
         row.signal, row.n = signal, row.n + 1
         row.up += signal.ret_bps > 0.0
 
-    def render(self, color: bool = True) -> str:
-        """Return the table as text (ANSI colours when ``color``)."""
+    def render(self, color: bool = True, waiting: Callable[[str, str], str] | None = None) -> str:
+        """Return the table as text (ANSI colours when ``color``); a symbol without a signal
+        yet reads ``waiting(venue, symbol)`` (default: waiting for signals...)."""
 
         def c(code: str, text: str) -> str:
             return f"{code}{text}{RESET}" if color else text
@@ -170,11 +171,12 @@ class Table:
             name = f"{venue} {symbol}" if several else symbol
             s = row.signal
             if s is None:
-                lines.append(f"{name:<{name_w}} {c(DIM, 'waiting for signals...')}")
+                note = waiting(venue, symbol) if waiting else "waiting for signals..."
+                lines.append(f"{name:<{name_w}} {c(DIM, note)}")
                 continue
             lines.append(
                 f"{name:<{name_w}} {_clock(s.t_ms):<12} {s.ref_price:>12.6g} {s.ret_bps:>+9.3f} "
-                f"{s.p_up:>6.3f} {_arrow(s.ret_bps, c)} {_pct(s.hit_rate):>8} {_num(s.ic):>7} "
+                f"{s.p_up:>6.3f} {_arrow(s.p_up, c)} {_pct(s.hit_rate):>8} {_num(s.ic):>7} "
                 f"{_num(s.skill_vs_zero):>7} {s.model_version:>8} "
                 f"{_latency(s.latency_us):>9} {row.n:>8}"
             )
@@ -182,7 +184,7 @@ class Table:
                 label = f"  {_span(h.horizon_ms)} horizon"
                 lines.append(
                     f"{label:<{name_w}} {'':<12} {'':>12} {h.ret_bps:>+9.3f} {h.p_up:>6.3f} "
-                    f"{_arrow(h.ret_bps, c)} {_pct(h.hit_rate):>8} {_num(h.ic):>7} "
+                    f"{_arrow(h.p_up, c)} {_pct(h.hit_rate):>8} {_num(h.ic):>7} "
                     f"{_num(h.skill_vs_zero):>7} {h.model_version:>8}"
                 )
         lines.append(
@@ -191,8 +193,9 @@ class Table:
         return "\n".join(lines) + "\n"
 
 
-def _arrow(ret_bps: float, c: Callable[[str, str], str]) -> str:
-    return c(GREEN, "▲") if ret_bps > 0 else c(RED, "▼") if ret_bps < 0 else "·"
+def _arrow(p_up: float, c: Callable[[str, str], str]) -> str:
+    """The arrow beside P(up): up above 0.5, down below, a dot at 0.5."""
+    return c(GREEN, "▲") if p_up > 0.5 else c(RED, "▼") if p_up < 0.5 else "·"
 
 
 def _span(ms: int) -> str:

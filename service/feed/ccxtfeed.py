@@ -249,7 +249,7 @@ class CcxtFeed:
             return False
 
         def on_retry(exc: BaseException | None, delay: float) -> None:
-            self.routes[route].connected = False
+            self.routes[route].retry(exc, delay)
             if exc is not None:
                 self.stats.errors += 1
 

@@ -225,6 +225,7 @@ class Feed:
             return await self._session(connection, sink, sequence, policy)
 
         def on_retry(exc: BaseException | None, delay: float) -> None:
+            self.routes[connection.route].retry(exc, delay)
             if exc is not None:
                 self.stats.errors += 1
 

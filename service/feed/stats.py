@@ -7,6 +7,7 @@ metrics) and the state of each of its connections in a :class:`RouteState`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -65,6 +66,27 @@ class RouteState:
     """Whether the connection is open."""
     last_frame_monotonic: float = 0.0
     """``time.monotonic()`` of the latest frame received (0: none yet)."""
+    retry_at_monotonic: float = 0.0
+    """``time.monotonic()`` when the next connection attempt starts, once a connection failed
+    or ended (0: none yet); in the past while that attempt is under way."""
+    last_error: str = ""
+    """The latest failure in one line (``gaierror: [Errno -2] Name or service not known``);
+    empty after a connection that ended without an error."""
+
+    def retry(self, error: BaseException | None, delay_s: float) -> None:
+        """Note that the connection failed (``error``) or ended, and that the next attempt
+        starts in ``delay_s`` seconds.
+
+        Examples
+        --------
+        >>> state = RouteState(connected=True)
+        >>> state.retry(ConnectionRefusedError("refused"), 2.0)
+        >>> state.connected, state.last_error, state.retry_at_monotonic > time.monotonic()
+        (False, 'ConnectionRefusedError: refused', True)
+        """
+        self.connected = False
+        self.retry_at_monotonic = time.monotonic() + delay_s
+        self.last_error = "" if error is None else f"{type(error).__name__}: {error}"
 
 
 def is_loopback(url: str) -> bool:
