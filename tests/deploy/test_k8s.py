@@ -403,19 +403,62 @@ def rule_groups(path: Path) -> list[Any]:
     return groups
 
 
+DURATION = re.compile(r"0|(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?")
+"""A Prometheus duration, as the PrometheusRule resource's schema takes it."""
+GROUP_KEYS = {"name", "interval", "rules", "limit", "labels", "query_offset"}
+RULE_KEYS = {"alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations"}
+
+
+def rule_problems(groups: list[Any]) -> list[str]:
+    """What the Prometheus operator's PrometheusRule schema would refuse in ``groups``:
+    unknown keys, a group name twice, a rule both or neither alert and record, no
+    expression, a malformed duration, a label or annotation value that is not a string."""
+    problems = []
+    names = [group.get("name") for group in groups]
+    if len(set(names)) != len(names) or not all(names):
+        problems.append(f"group names missing or repeated: {names}")
+    for group in groups:
+        problems += [f"{group.get('name')}: key {k}" for k in set(group) - GROUP_KEYS]
+        for rule in group["rules"]:
+            what = f"{group.get('name')}/{rule.get('alert') or rule.get('record')}"
+            problems += [f"{what}: key {k}" for k in set(rule) - RULE_KEYS]
+            if ("alert" in rule) == ("record" in rule) or not rule.get("expr"):
+                problems.append(f"{what}: alert or record, and expr")
+            for key in ("for", "keep_firing_for"):
+                if key in rule and not DURATION.fullmatch(str(rule[key])):
+                    problems.append(f"{what}: {key} {rule[key]!r}")
+            for key in ("labels", "annotations"):
+                problems += [
+                    f"{what}: {key}.{k} is not a string"
+                    for k, v in rule.get(key, {}).items()
+                    if not isinstance(v, str)
+                ]
+    return problems
+
+
 def test_the_prometheusrule_carries_the_groups_of_the_prometheus_rule_files() -> None:
     rule = find("PrometheusRule", "tickcast")
     assert rule["apiVersion"] == OPERATOR_API
-    assert rule["spec"]["groups"] == rule_groups(PROMETHEUS / "recording.yml") + rule_groups(
+    groups = rule["spec"]["groups"]
+    assert groups == rule_groups(PROMETHEUS / "recording.yml") + rule_groups(
         PROMETHEUS / "alerts.yml"
     )
-    for group in rule["spec"]["groups"]:
-        for item in group["rules"]:
-            assert ("record" in item) != ("alert" in item) and item["expr"], item
+    assert rule_problems(groups) == []
     check = subprocess.run(
         [sys.executable, str(RENDER_RULES), "--check"], capture_output=True, text=True, timeout=60
     )
     assert check.returncode == 0, check.stderr
+
+
+def test_the_rule_checks_catch_what_the_operator_would_refuse() -> None:
+    groups = rule_groups(PROMETHEUS / "alerts.yml")
+    alert = next(r for g in groups for r in g["rules"] if "alert" in r)
+    broken = [
+        {"name": "a", "rules": [{**alert, "for": "10 minutes"}]},
+        {"name": "a", "rules": [{**alert, "record": "x:y:z"}]},
+        {"name": "b", "rules": [{**alert, "labels": {"severity": 1}}], "evaluation": "1m"},
+    ]
+    assert len(rule_problems(broken)) == 5
 
 
 def test_the_rule_renderer_notices_a_stale_copy(tmp_path: Path) -> None:
