@@ -42,6 +42,7 @@ from tickcast.service.feed.guard import EdgeGuard
 from tickcast.service.feed.reconnect import Backoff, reconnect_loop
 from tickcast.service.feed.sequence import TradeSequence
 from tickcast.service.feed.stats import FeedStats, RouteState, Sink, is_loopback
+from tickcast.service.ops.logs import log_context
 from tickcast.service.ticks import TRADE
 from tickcast.service.venues.base import REJECT_OVERSIZED, ParseStats
 from tickcast.service.venues.markets import MarketInfo
@@ -230,7 +231,8 @@ class Feed:
                 self.stats.errors += 1
 
         name = f"{self.label} {connection.route} feed"
-        await reconnect_loop(session, policy, on_retry=on_retry, name=name)
+        with log_context(route=connection.route, url=connection.url):
+            await reconnect_loop(session, policy, on_retry=on_retry, name=name)
 
     async def _open(self, connection: Connection) -> ClientConnection:
         """Connect (counting the attempt), then send the subscription messages, paced."""

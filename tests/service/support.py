@@ -31,12 +31,12 @@ INGEST_METRICS = frozenset(
         "tickcast_feed_seconds_since_last_frame",
         "tickcast_feed_gaps_total",
         "tickcast_feed_watchdog_trips_total",
-        "tickcast_feed_lag_seconds_bucket",
         "tickcast_ingest_queue_depth",
         "tickcast_xadd_batch_size_bucket",
     }
 )
-"""The metric families (sample names) every ingesting service serves."""
+"""The metric families (sample names) every ingesting service serves (the feed lag histogram is
+the worker's: it observes each tick's receive - event time as it reads it)."""
 
 
 def worker_settings(symbols: Sequence[str], **worker: object) -> Settings:

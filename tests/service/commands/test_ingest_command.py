@@ -41,6 +41,7 @@ def written_by_symbol(metrics_url: str) -> dict[str, float]:
                 assert sample.labels["kind"] in ("trade", "quote")
                 out[sample.labels["symbol"]] += sample.value
     assert names >= INGEST_METRICS
+    assert "tickcast_samples_total" not in names, "an ingester exports no worker metrics"
     return out
 
 
