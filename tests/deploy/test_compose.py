@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -205,9 +206,8 @@ def test_every_variable_has_a_line_in_env_example_and_passwords_are_required() -
     passwords = {name for name in used if name.endswith("_PASSWORD")}
     assert passwords >= {f"TICKCAST_{n}_PASSWORD" for n in ("ADMIN", "INGEST", "WORKER")}
     for name in passwords:
-        assert re.findall(rf"\$\{{{name}(:?.)?", text) and all(
-            op == ":?" for op in re.findall(rf"\$\{{{name}(:?.)", text)
-        ), f"{name}: use ${{{name}:?...}} so that Compose stops when it is missing"
+        forms = re.findall(rf"\$\{{{name}(\W{{0,2}})", text)  # ":?" of ${NAME:?error}
+        assert forms and set(forms) == {":?"}, f"{name}: write ${{{name}:?...}} (required)"
     with pytest.raises(KeyError, match=r"_PASSWORD: run \./make-env first"):
         interpolate(raw_compose(), {k: v for k, v in documented.items() if v})
 
@@ -318,12 +318,12 @@ def test_each_tickcast_service_connects_as_its_own_acl_user(
     compose: dict[str, Any], env_file: Path, name: str, user: str
 ) -> None:
     service = compose["services"][name]
-    url = redis.connection.parse_url(service["environment"]["TICKCAST__REDIS__URL"])
-    assert url["username"] == user and url["host"] == "redis"
-    assert url["password"] == read_env(env_file)[f"TICKCAST_{name.upper()}_PASSWORD"]
+    url = urlsplit(service["environment"]["TICKCAST__REDIS__URL"])
+    assert url.scheme == "redis" and url.username == user and url.hostname == "redis"
+    assert url.password == read_env(env_file)[f"TICKCAST_{name.upper()}_PASSWORD"]
     assert re.search(rf"^user {re.escape(user)} on ", ACL_TEMPLATE.read_text(), re.MULTILINE)
     acl_env = compose["services"]["redis-acl"]["environment"]
-    assert acl_env[f"TICKCAST_{name.upper()}_PASSWORD"] == url["password"]
+    assert acl_env[f"TICKCAST_{name.upper()}_PASSWORD"] == url.password
 
 
 @pytest.mark.parametrize("name", sorted(TICKCAST_SERVICES))
@@ -355,9 +355,8 @@ def test_redis_keeps_an_append_only_file_and_loads_the_rendered_acl(
     assert command[0] == "redis-server"
     options = dict(zip(command[1::2], command[2::2], strict=True))
     assert options["--appendonly"] == "yes"
-    acl_dir = next(t for s, t in (str(v).split(":")[:2] for v in services["redis"]["volumes"])
-                   if s == "redis-acl")  # fmt: skip
-    assert options["--aclfile"].startswith(acl_dir + "/")
+    mounts = dict(str(volume).split(":")[:2] for volume in services["redis"]["volumes"])
+    assert options["--aclfile"].startswith(mounts["redis-acl"] + "/")
     assert services["redis"]["depends_on"]["redis-acl"] == {
         "condition": "service_completed_successfully"
     }
