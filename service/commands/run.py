@@ -21,6 +21,8 @@ the ticks and samples so far); and the latest log lines.
 Ctrl-C or q in the view, SIGTERM, SIGINT or SIGHUP: stop the feed, flush, checkpoint, exit 0
 (within 10 s). The view reads Ctrl-C as a key, so that under ``make run`` it stops tickcast
 alone, cleanly, and make ends with status 0; Ctrl-\\ and Ctrl-Z keep their usual meaning.
+SIGUSR1 makes the simulated exchanges go silent (connections open, pings answered, no data) and
+SIGUSR2 makes them send again, as with ``tickcast sim``: a way to try the feed alerts.
 """
 
 from __future__ import annotations

@@ -64,6 +64,8 @@ from tickcast.service.venues.registry import Source
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+SILENCE_SIGNALS = {signal.SIGUSR1: True, signal.SIGUSR2: False}
+"""Simulated sources go silent on SIGUSR1 and send again on SIGUSR2 (as ``tickcast sim``)."""
 """Signals that stop the service cleanly (a closed terminal sends SIGHUP)."""
 
 
@@ -249,6 +251,13 @@ class Service:
             log.info("stopping: %s", " and ".join(filter(None, (flush, ckpt))))
         self._stop.set()
 
+    def silence(self, silent: bool) -> None:
+        """Make this service's simulated exchanges send no data (``silent``) or send again:
+        the ``silent`` fault, which keeps connections open and answers pings."""
+        for sim in self.sims:
+            sim.faults.silent = silent
+        log.warning("simulated exchanges %s", "silent" if silent else "sending again")
+
     def tick_clock(self) -> float:
         """Monotonic time of the latest tick received (ingest) or read (worker); 0 if none."""
         worker = self.worker.last_tick_monotonic if self.worker is not None else 0.0
@@ -365,6 +374,9 @@ class Service:
                             ingester.run(), name=f"ingest {label}"
                         )
             tasks["flow"] = loop.create_task(self._watch_flow(), name="flow")
+            if handle_signals and self.sims:
+                for sig, silent in SILENCE_SIGNALS.items():
+                    loop.add_signal_handler(sig, self.silence, silent)
             settle_heap()
             self.ready.set()
             stop = loop.create_task(self._stop.wait(), name="stop")
@@ -387,7 +399,7 @@ class Service:
             return 1 if failed else 0
         finally:
             if handle_signals:
-                for sig in STOP_SIGNALS:
+                for sig in (*STOP_SIGNALS, *SILENCE_SIGNALS):
                     loop.remove_signal_handler(sig)
             for task in tasks.values():
                 task.cancel()

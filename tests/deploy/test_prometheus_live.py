@@ -1,11 +1,10 @@
 """A real Prometheus scraping a running tickcast.
 
 Debian's ``prometheus`` server (``make system-deps``) runs on loopback with a 1 s scrape and
-evaluation interval, scraping ``tickcast run`` fed by ``tickcast sim`` (the simulated Binance
-USDⓈ-M exchange as a process of its own, so that it can be told to go silent: SIGUSR1, and to
-send again: SIGUSR2). Its rule files are the project's recording rules and its alert rules,
-the feed-silence alert with a ``for:`` of seconds instead of minutes (its expression as
-shipped). Through Prometheus' HTTP API the tests check that
+evaluation interval, scraping a running ``tickcast run --exchange sim``, whose simulated
+exchange is told to go silent with SIGUSR1 and to send again with SIGUSR2. Its rule files are
+the project's recording rules and its alert rules, the feed-silence alert with a ``for:`` of
+seconds instead of minutes (its expression as shipped). Through Prometheus' HTTP API the tests check that
 
 * every series the alerts, the recording rules and the Grafana dashboards query exists, and
   every series the recording rules record;
@@ -46,7 +45,7 @@ RECORDING = RULES_DIR / "recording.yml"
 DASHBOARDS = REPO / "deploy" / "grafana" / "dashboards"
 PROMETHEUS_HINT = "run `make system-deps` (Debian: apt-get install prometheus)"
 
-VENUE = "binanceusdm"
+VENUE = "sim"
 SYMBOLS = ("BTC/USDT:USDT", "ETH/USDT:USDT")
 SILENCE_ALERT = re.compile(r"silen", re.IGNORECASE)
 """How the feed-silence alert is known among the alert rules: by its name."""
@@ -231,10 +230,9 @@ def tail(log: Path, lines: int = 30) -> str:
 
 @dataclass
 class Lab:
-    """The three processes: the simulator, tickcast and Prometheus, and their logs."""
+    """The two processes, tickcast (with its simulated exchange) and Prometheus, and their logs."""
 
     root: Path
-    sim: subprocess.Popen[bytes]
     tickcast: subprocess.Popen[bytes]
     prometheus: subprocess.Popen[bytes]
     prometheus_port: int
@@ -265,8 +263,7 @@ class Lab:
         naming ``what`` (with the logs) after ``timeout`` s or when a process exited."""
         deadline = time.monotonic() + timeout
         while True:
-            for name, proc in (("sim", self.sim), ("tickcast", self.tickcast),
-                               ("prometheus", self.prometheus)):  # fmt: skip
+            for name, proc in (("tickcast", self.tickcast), ("prometheus", self.prometheus)):
                 assert proc.poll() is None, f"{name} exited ({proc.returncode})\n{self.logs()}"
             got = check()
             if got is not None:
@@ -276,11 +273,12 @@ class Lab:
             time.sleep(0.5)
 
     def signal_sim(self, sig: signal.Signals, says: str) -> None:
-        """Send ``sig`` to the simulator and wait until it prints ``says``."""
-        log = self.root / "sim.log"
+        """Send ``sig`` to tickcast and wait until it logs ``says`` (its simulated exchange
+        went silent or sends again)."""
+        log = self.root / "tickcast.log"
         before = len(log.read_text(errors="replace"))
-        self.sim.send_signal(sig)
-        wait_for_line(self.sim, log, f"^{re.escape(says)}$", after=before, timeout=10.0)
+        self.tickcast.send_signal(sig)
+        wait_for_line(self.tickcast, log, re.escape(says), after=before, timeout=10.0)
 
     def state(self) -> str | None:
         """The silence alert's state on the venue: pending, firing, or None when inactive."""
@@ -319,26 +317,13 @@ def silence_alert_rules(out: Path) -> str:
     return str(names[0])
 
 
-def start_sim(root: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """``tickcast sim`` on a free port: the process and its base URL."""
-    argv = [*CLI, "sim", "--port", "0", "--symbols", ",".join(SYMBOLS)]
-    log = root / "sim.log"
-    sim = spawn(argv, log, environment(root / "sim-state"))
-    return sim, wait_for_line(sim, log, r"^simulated .* on (ws://127\.0\.0\.1:\d+)$").group(1)
-
-
-def start_tickcast(root: Path, sim_url: str) -> tuple[subprocess.Popen[bytes], int]:
-    """``tickcast run`` on the venue, pointed at the simulator, with its own embedded Redis and
-    metrics on a free port: the process and that port."""
-    env = environment(
-        root / "state",
-        **{f"TICKCAST__EXCHANGE__URLS__{VENUE.upper()}__PUBLIC": sim_url + "/public"},
-        **{f"TICKCAST__EXCHANGE__URLS__{VENUE.upper()}__MARKET": sim_url + "/market"},
-    )
-    argv = [*CLI, "run", "--exchange", VENUE, "--symbols", ",".join(SYMBOLS), "--offline"]
+def start_tickcast(root: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """``tickcast run --exchange sim`` with its own embedded Redis and metrics on a free port:
+    the process and that port."""
+    argv = [*CLI, "run", "--exchange", VENUE, "--symbols", ",".join(SYMBOLS)]
     argv += ["--metrics-port", "0", "--no-view", "--log-format", "json"]
     log = root / "tickcast.log"
-    proc = spawn(argv, log, env)
+    proc = spawn(argv, log, environment(root / "state"))
     return proc, int(wait_for_line(proc, log, r"metrics on http://127\.0\.0\.1:(\d+)/").group(1))
 
 
@@ -379,19 +364,17 @@ def start_prometheus(root: Path, metrics_port: int) -> tuple[subprocess.Popen[by
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """The simulator, tickcast and Prometheus, running; all stopped on the way out."""
+    """tickcast and Prometheus, running; both stopped on the way out."""
     root = tmp_path_factory.mktemp("prometheus-live")
     prometheus_binary()
     alert = silence_alert_rules(root / "alerts.yml")
     started: list[subprocess.Popen[bytes]] = []
     try:
-        sim, url = start_sim(root)
-        started.append(sim)
-        tickcast, metrics_port = start_tickcast(root, url)
+        tickcast, metrics_port = start_tickcast(root)
         started.append(tickcast)
         prometheus, prometheus_port = start_prometheus(root, metrics_port)
         started.append(prometheus)
-        yield Lab(root, sim, tickcast, prometheus, prometheus_port, alert)
+        yield Lab(root, tickcast, prometheus, prometheus_port, alert)
     finally:
         for proc in reversed(started):
             stop(proc)
@@ -438,9 +421,9 @@ def test_the_latency_p99_query_answers_a_finite_positive_number(lab: Lab) -> Non
 def test_the_feed_silence_alert_fires_while_the_venue_is_silent_and_resolves(lab: Lab) -> None:
     """The alert's window is a minute of no ticks: this test waits that long."""
     lab.wait(f"{lab.silence_alert} quiet while ticks flow", lambda: lab.quiet() or None)
-    lab.signal_sim(signal.SIGUSR1, "silent: sending no data")
+    lab.signal_sim(signal.SIGUSR1, "simulated exchanges silent")
     lab.wait(f"{lab.silence_alert} to fire", lambda: lab.state() == "firing" or None, 150.0)
-    lab.signal_sim(signal.SIGUSR2, "sending data again")
+    lab.signal_sim(signal.SIGUSR2, "simulated exchanges sending again")
     lab.wait(f"{lab.silence_alert} to resolve", lambda: lab.quiet() or None)
 
 
