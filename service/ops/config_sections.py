@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -103,6 +103,12 @@ class RedisSettings(_Section):
     retry_cap_s: float = Field(default=2.0, gt=0, description="longest retry/backoff delay")
     embedded_unix_socket: bool = Field(
         default=True, description="embedded server on a unix socket (else a loopback port)"
+    )
+    cluster: bool | Literal["auto"] = Field(
+        default="auto",
+        description="Redis Cluster: true (the URL names one node of a cluster, the others are "
+        "found from it), false (a single Redis), or auto (ask the server once, HELLO; "
+        "a server out of reach then is taken for a single Redis: set true for a cluster)",
     )
 
     @field_validator("url", mode="after")
