@@ -15,6 +15,7 @@ import pkgutil
 import re
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import redis
 
@@ -22,10 +23,16 @@ from tickcast.service import TickcastError, __version__
 
 
 def command_modules() -> list[str]:
-    """Names of the subcommand modules under ``tickcast.service.commands``, sorted."""
+    """Names of the subcommand modules under ``tickcast.service.commands``, sorted: those with
+    a ``register(subparsers)`` (the others, such as ``view``, serve the commands)."""
     import tickcast.service.commands as commands
 
-    return sorted(info.name for info in pkgutil.iter_modules(commands.__path__))
+    names = sorted(info.name for info in pkgutil.iter_modules(commands.__path__))
+    return [n for n in names if hasattr(_command(n), "register")]
+
+
+def _command(name: str) -> Any:
+    return importlib.import_module(f"tickcast.service.commands.{name}")
 
 
 _LITERAL = re.compile(r"``(.+?)``", re.DOTALL)
@@ -132,8 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in command_modules():
-        module = importlib.import_module(f"tickcast.service.commands.{name}")
-        module.register(subparsers)
+        _command(name).register(subparsers)
     tidy_help(parser)
     return parser
 

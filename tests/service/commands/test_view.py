@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tickcast.service.bus.embedded import free_port
-from tickcast.service.commands import run as view
+from tickcast.service.commands import view
 from tickcast.service.commands.subscribe import Table
 from tickcast.service.feed.stats import RouteState
 from tickcast.service.live.service import Service
