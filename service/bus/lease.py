@@ -234,7 +234,7 @@ class SymbolLeases:
 
     def holds(self, symbol: str) -> bool:
         """Whether this process holds ``symbol``'s lease (as far as its last renewal knows)."""
-        return self.held and symbol not in self.lost
+        return self.held and symbol in self.keys and symbol not in self.lost
 
     async def release(self) -> None:
         """Give back every key still holding this token (after the final checkpoint)."""

@@ -16,6 +16,11 @@ ingester and a worker on one machine do not collide. ``--set metrics.enabled=fal
 One ingester per symbol: it takes the symbols' ``ingester`` leases in Redis before connecting
 (a second one on the same symbols waits; see :mod:`tickcast.service.bus.lease`).
 
+``--pool``: this process is one of a pool of ``tickcast ingest --pool`` processes on the same
+Redis and settings, which split the configured symbols about evenly between them (each runs
+one feed per venue on its share), take a stopped or killed member's symbols over within the
+lease's time to live, and hand symbols to a new member (see :mod:`tickcast.service.live.pool`).
+
 SIGTERM / SIGINT / SIGHUP (or ``--seconds``): stop the feed, flush the buffer, exit 0.
 """
 
@@ -25,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -64,6 +70,12 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="live venues: market metadata from the table shipped with tickcast, no REST call",
     )
+    parser.add_argument(
+        "--pool",
+        action="store_true",
+        help="share the configured symbols with the other ingest --pool processes on this "
+        "Redis, about evenly, and take over those of a member that stops",
+    )
     parser.set_defaults(func=run)
 
 
@@ -91,9 +103,10 @@ def run(args: argparse.Namespace) -> int:
     configure_logs(args)
     settings = load_settings(args)
     with redis_url_for(settings) as url:
-        code, _ = asyncio.run(
-            ingest(settings, url, args.seconds, args.stats_every, online=not args.offline)
-        )
+        online = not args.offline
+        if args.pool:
+            return asyncio.run(ingest_pool(settings, url, args.seconds, args.stats_every, online))
+        code, _ = asyncio.run(ingest(settings, url, args.seconds, args.stats_every, online=online))
     return code
 
 
@@ -121,7 +134,7 @@ async def ingest(
     service = Service(settings, redis_url, work=False, online=online)
     loop = asyncio.get_running_loop()
     timer = loop.call_later(seconds, service.request_stop) if seconds is not None else None
-    reporter = loop.create_task(report(service, stats_every))
+    reporter = loop.create_task(report(lambda: service, stats_every))
     log.info(
         "ingesting %s into %s",
         " ".join(str(i) for i in settings.exchange.instruments()),
@@ -140,14 +153,42 @@ async def ingest(
     return code, counters
 
 
-async def report(service: Service, every: float) -> None:
-    """Log the ingester's counters every ``every`` seconds (never when ``every <= 0``)."""
+async def ingest_pool(
+    settings: Settings,
+    redis_url: str,
+    seconds: float | None = None,
+    stats_every: float = 10.0,
+    online: bool = True,
+) -> int:
+    """Take part in the ingest pool of ``settings`` on ``redis_url`` until a stop signal or
+    ``seconds``; return the exit code."""
+    from tickcast.service.live.pool import Pool
+    from tickcast.service.ops.redaction import redact_url
+
+    pool = Pool(settings, redis_url, role="ingest", online=online)
+    loop = asyncio.get_running_loop()
+    timer = loop.call_later(seconds, pool.request_stop) if seconds is not None else None
+    reporter = loop.create_task(report(lambda: pool.service, stats_every))
+    log.info("ingest pool on %s", redact_url(redis_url))
+    try:
+        return await pool.run()
+    finally:
+        if timer is not None:
+            timer.cancel()
+        reporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporter
+
+
+async def report(current: Callable[[], Service | None], every: float) -> None:
+    """Log the ingesters' counters of the service ``current()`` returns every ``every``
+    seconds (never when ``every <= 0``)."""
     if every <= 0:
         return
-    await service.ready.wait()
     while True:
         await asyncio.sleep(every)
-        for label, ingester in service.ingesters.items():
+        service = current()
+        for label, ingester in service.ingesters.items() if service is not None else ():
             log.info("ingest %s: %s", label, format_counters(ingester.counters()))
 
 

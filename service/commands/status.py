@@ -1,6 +1,10 @@
 """``tickcast status``: per symbol, the last tick's age, samples, scores, model version,
-checkpoint age and who owns it (the ``host:pid`` holding its worker lease; ``--json`` also
-gives the ingester's), read from Redis (the running service's embedded one by default).
+checkpoint age and who serves it (the ``host:pid`` holding its worker lease and its ingester
+lease), read from Redis (the running service's embedded one by default); then, per role, the
+members of the ``--pool`` processes and how many of the symbols shown each one holds.
+
+On a Redis Cluster it finds the tick streams on every master (each symbol's keys share one
+hash slot, so every per-symbol read goes to one node).
 
 Without ``--symbols`` it shows every symbol with a tick stream in Redis (of ``--exchange``
 when given), then the configured symbols that have no ticks yet: every symbol the settings name
@@ -13,11 +17,11 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import redis.asyncio
-
+    from tickcast.service.bus.connection import AsyncClient
     from tickcast.service.ops.config import Settings
 
 
@@ -39,7 +43,7 @@ def register(subparsers: Any) -> None:
 
 
 async def symbol_status(
-    client: redis.asyncio.Redis, prefix: str, venue: str, symbol: str
+    client: AsyncClient, prefix: str, venue: str, symbol: str
 ) -> dict[str, Any]:
     """Collect one symbol's status from its tick stream, signal stream and checkpoint."""
     from tickcast.service.bus import codec, keys
@@ -103,7 +107,7 @@ def taken(row: dict[str, Any]) -> bool:
 
 
 async def configured_without_ticks(
-    client: redis.asyncio.Redis,
+    client: AsyncClient,
     settings: Settings,
     venue: str | None,
     shown: dict[str, list[str]],
@@ -125,9 +129,28 @@ async def configured_without_ticks(
     return rows
 
 
-async def collect(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+async def pool_members(
+    client: AsyncClient, prefix: str, rows: list[dict[str, Any]]
+) -> dict[str, list[dict[str, Any]]]:
+    """The live members of each role's pool (:mod:`tickcast.service.live.pool`) and how many
+    of ``rows``' symbols each holds: ``{"worker": [{"member": token, "symbols": n}], ...}``."""
+    from tickcast.service.live.pool import LEASE_KIND, members_key
+
+    now_ms = time.time_ns() // 1_000_000
+    out: dict[str, list[dict[str, Any]]] = {}
+    for role, kind in LEASE_KIND.items():
+        raw: Any = await client.zrangebyscore(members_key(prefix, role), now_ms, "+inf")
+        column = "worker_owner" if kind == "owner" else "ingester_owner"
+        held = Counter(row[column] for row in rows)
+        members = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in raw)
+        out[role] = [{"member": m, "symbols": held[m]} for m in members]
+    return out
+
+
+async def collect(url: str, args: argparse.Namespace) -> dict[str, Any]:
     """Status rows of every requested or discovered (venue, symbol), then of the configured
-    symbols without ticks (see the module docstring)."""
+    symbols without ticks (see the module docstring), and the pools' members:
+    ``{"symbols": [...], "pools": {...}}``."""
     from tickcast.service.bus.connection import connect
     from tickcast.service.commands.subscribe import resolve_streams, settings_for, venue_label
 
@@ -144,9 +167,20 @@ async def collect(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         ]
         if not args.symbols:
             rows += await configured_without_ticks(client, settings, venue, streams)
-        return rows
+        return {"symbols": rows, "pools": await pool_members(client, prefix, rows)}
     finally:
         await client.aclose()
+
+
+def short_token(token: str) -> str:
+    """``host:pid`` of an owner token (``host:pid:namespace:random``).
+
+    Examples
+    --------
+    >>> short_token("vm:3314:4026531836:73a66ec8")
+    'vm:3314'
+    """
+    return ":".join(token.split(":")[:2])
 
 
 def _fmt(value: Any, kind: str) -> str:
@@ -159,8 +193,8 @@ def _fmt(value: Any, kind: str) -> str:
         return f"{100 * value:.1f}%"
     if kind == "num":
         return f"{value:+.3f}"
-    if kind == "owner":  # host:pid:random -> host:pid
-        return ":".join(str(value).split(":")[:2])
+    if kind == "owner":  # host:pid:namespace:random -> host:pid
+        return short_token(str(value))
     return str(value)
 
 
@@ -174,13 +208,14 @@ COLUMNS = (
     ("skill", "skill_vs_zero", "num", 7),
     ("model v", "model_version", "str", 8),
     ("checkpoint", "checkpoint_age_s", "age", 10),
-    ("owner", "worker_owner", "owner", 16),
+    ("worker", "worker_owner", "owner", 16),
+    ("ingester", "ingester_owner", "owner", 16),
 )
 
 
-def render(rows: list[dict[str, Any]], url: str) -> str:
+def render(rows: list[dict[str, Any]], url: str, pools: dict[str, list[dict[str, Any]]]) -> str:
     """The status rows as a plain table (ages: since the last tick's receipt / the save; a
-    symbol without ticks says so)."""
+    symbol without ticks says so), then a line per pool that has members."""
 
     def cell(text: str, i: int, width: int) -> str:
         return f"{text:<{width}}" if i < 2 else f"{text:>{width}}"
@@ -196,6 +231,10 @@ def render(rows: list[dict[str, Any]], url: str) -> str:
         )
     if not rows:
         lines.append("(no tick streams yet)")
+    for role, members in pools.items():
+        if members:
+            shares = ", ".join(f"{short_token(m['member'])} {m['symbols']}" for m in members)
+            lines.append(f"{role} pool: {len(members)} members, symbols held: {shares}")
     return "\n".join(lines)
 
 
@@ -208,9 +247,9 @@ def run(args: argparse.Namespace) -> int:
     from tickcast.service.ops.redaction import redact_url
 
     url = find_redis(settings_for(args))
-    rows = asyncio.run(collect(url, args))
+    found = asyncio.run(collect(url, args))
     if args.json:
-        print(json.dumps({"symbols": rows}, indent=2))
+        print(json.dumps(found, indent=2))
     else:
-        print(render(rows, redact_url(url)))
-    return 0 if any(r["last_tick_age_s"] is not None for r in rows) else 1
+        print(render(found["symbols"], redact_url(url), found["pools"]))
+    return 0 if any(r["last_tick_age_s"] is not None for r in found["symbols"]) else 1

@@ -6,12 +6,22 @@ each symbol's checkpoint on; give it the same ``--exchange`` and ``--symbols`` a
 ``--init MODEL`` (``worker.init_model``) starts every symbol that has no checkpoint from a model
 file written by ``tickcast train``. ``--horizons 1000,10000`` learns and publishes several
 horizons per symbol (``worker.horizon_ms``, then ``worker.extra_horizons_ms``).
+
+``--pool``: rather than serving every configured symbol, this process is one of a pool of
+``tickcast worker --pool`` processes on the same Redis and settings: they split the symbols
+about evenly, a new member takes symbols from the most loaded, and a stopped or killed
+member's symbols are taken over within the lease's time to live (``worker.lease_ttl_s``),
+each from its last checkpoint, without a signal published twice (see
+:mod:`tickcast.service.live.pool`). ``tickcast status`` shows who holds what.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tickcast.service.ops.config import Settings
 
 
 def register(subparsers: Any) -> None:
@@ -36,6 +46,12 @@ def register(subparsers: Any) -> None:
     add_service_arguments(parser)
     add_init_argument(parser)
     add_horizons_argument(parser)
+    parser.add_argument(
+        "--pool",
+        action="store_true",
+        help="share the configured symbols with the other worker --pool processes on this "
+        "Redis, about evenly, and take over those of a member that stops",
+    )
     parser.set_defaults(func=run)
 
 
@@ -54,4 +70,15 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, overrides(args))
     check_settings(settings)
     with redis_url_for(settings) as url:
+        if args.pool:
+            return run_pool(settings, url)
         return run_service(settings, url, ingest=False, view=False)
+
+
+def run_pool(settings: Settings, url: str) -> int:
+    """Take part in the worker pool until SIGTERM/SIGINT; return the exit code."""
+    import asyncio
+
+    from tickcast.service.live.pool import Pool
+
+    return asyncio.run(Pool(settings, url, role="worker").run())

@@ -162,6 +162,11 @@ class Service:
     online : bool
         Live venues: load market metadata from the venue's REST API (``False``: the metadata
         shipped with tickcast, no REST call).
+    metrics : Metrics, optional
+        Count into these metrics, which their owner serves (``--pool``: one endpoint for the
+        process across its services); by default the service makes and serves its own.
+    token : str, optional
+        Owner token of its leases (default: a new :func:`~tickcast.service.bus.lease.owner_token`).
     """
 
     def __init__(
@@ -175,6 +180,8 @@ class Service:
         stale_s: float | None = None,
         sim_rate_scale: float = 1.0,
         online: bool = True,
+        metrics: Metrics | None = None,
+        token: str | None = None,
     ) -> None:
         self.settings = settings
         self.redis_url = redis_url
@@ -187,7 +194,9 @@ class Service:
         self.sim_rate_scale = sim_rate_scale
         self.online = online
         role = "run" if ingest and work else "ingest" if ingest else "worker"
-        self.metrics = Metrics(self.instruments, role=role)
+        self.metrics = metrics if metrics is not None else Metrics(self.instruments, role=role)
+        self.serve_metrics = metrics is None
+        self.token = token
         self.opened: list[OpenSource] = []
         self.ingesters: dict[str, Ingester] = {}
         """The ingester of each source, by venue label."""
@@ -217,7 +226,9 @@ class Service:
         lease_keys = {
             str(i): keys.symbol_key(prefix, i.venue, i.symbol, kind) for i in self.instruments
         }
-        leases = SymbolLeases(client, lease_keys, ttl_s=self.settings.worker.lease_ttl_s)
+        leases = SymbolLeases(
+            client, lease_keys, ttl_s=self.settings.worker.lease_ttl_s, token=self.token
+        )
         self.metrics.add_leases(kind, leases)
         return leases
 
@@ -295,7 +306,7 @@ class Service:
                 functools.partial(ingest_snapshot, source.label, ingester, opened.started_monotonic)
             )
 
-    def _positions(self) -> dict[Instrument, tuple[str, str]]:
+    def positions(self) -> dict[Instrument, tuple[str, str]]:
         """The worker's position in each tick stream (for the lag metric; read from the
         metrics server's thread: plain attribute reads)."""
         worker = self.worker
@@ -306,11 +317,11 @@ class Service:
     def _start_metrics(self) -> list[Readiness | RedisProbe]:
         """Serve the metrics (when enabled); return the probes to close at the end."""
         cfg = self.settings.metrics
-        if not cfg.enabled:
+        if not cfg.enabled or not self.serve_metrics:
             return []
         readiness = Readiness(self.redis_url, self.tick_clock, self.stale_s, self.settings)
         redis_probe = RedisProbe(
-            self.redis_url, self.settings, self._positions if self.run_worker else None
+            self.redis_url, self.settings, self.positions if self.run_worker else None
         )
         self.metrics.redis_source = redis_probe
         self.metrics_server = MetricsServer(self.metrics, cfg.host, cfg.port, readiness=readiness)

@@ -19,9 +19,10 @@ import logging
 import math
 import time
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Final, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, Protocol
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -248,7 +249,11 @@ class Metrics:
             i: SymbolStats() for i in self.instruments
         }
         self._ingest: list[Callable[[], IngestSnapshot]] = []
+        self._retired_ingest: dict[str, IngestSnapshot] = {}
+        """Per venue, what the ingest sources :meth:`retire` forgot had counted."""
         self._leases: list[tuple[str, LeaseHolder]] = []
+        self._retired_leases: dict[str, tuple[Counter[str], Counter[str]]] = {}
+        """Per role, the acquisitions and losses of the leases :meth:`retire` forgot."""
         self.redis_source: Callable[[], RedisReading] | None = None
         """Read at every scrape for the ``tickcast_redis_*`` and worker lag metrics."""
         self.started_wall_s = time.time()
@@ -267,6 +272,25 @@ class Metrics:
     def add_leases(self, role: str, leases: LeaseHolder) -> None:
         """Export the lease metrics of ``leases`` (``role``: ``"ingester"`` or ``"owner"``)."""
         self._leases.append((role, leases))
+
+    def retire(self) -> None:
+        """Keep what the ingest sources and leases added so far counted, and stop reading them.
+
+        A process that replaces its service by another on other symbols (``--pool``) keeps
+        one :class:`Metrics`: the next service adds its own sources and leases, and every
+        counter goes on from these totals (routes, queue depth and held leases are the live
+        service's only).
+        """
+        for snap in self.ingest_snapshots():
+            kept = self._retired_ingest.get(snap.venue)
+            frozen = replace(snap, routes={}, queue_depth=0)
+            self._retired_ingest[snap.venue] = frozen if kept is None else _fold(kept, frozen)
+        for role, leases in self._leases:
+            taken, lost = self._retired_leases.setdefault(role, (Counter(), Counter()))
+            taken.update(dict(leases.acquisitions))
+            lost.update(dict(leases.losses))
+        self._ingest.clear()
+        self._leases.clear()
 
     def redis_reading(self) -> RedisReading | None:
         """Call the Redis source (errors are logged: a scrape never fails)."""
@@ -297,8 +321,9 @@ class Metrics:
         return encoder(self.registry), content_type
 
     def ingest_snapshots(self) -> list[IngestSnapshot]:
-        """Call every ingest source (errors are logged, not raised: a scrape never fails)."""
-        out = []
+        """Call every ingest source (errors are logged, not raised: a scrape never fails),
+        after the totals of those :meth:`retire` forgot."""
+        out = list(self._retired_ingest.values())
         for source in self._ingest:
             try:
                 out.append(source())
@@ -355,12 +380,17 @@ class _Collector(Collector):
             "Times this process found the symbol's lease taken by another (it then stops).",
             labels=labels,
         )
-        for role, leases in m._leases:
+        for role in dict.fromkeys([*m._retired_leases, *(r for r, _ in m._leases)]):
+            holders = [leases for r, leases in m._leases if r == role]
+            base_taken, base_lost = m._retired_leases.get(role, (Counter(), Counter()))
             for instrument in m.instruments:
                 name, values = str(instrument), [*instrument, role]
-                held.add_metric(values, 1.0 if leases.holds(name) else 0.0)
-                taken.add_metric(values, leases.acquisitions.get(name, 0))
-                lost.add_metric(values, leases.losses.get(name, 0))
+                is_held = any(leases.holds(name) for leases in holders)
+                held.add_metric(values, 1.0 if is_held else 0.0)
+                n_taken = base_taken[name] + sum(h.acquisitions.get(name, 0) for h in holders)
+                taken.add_metric(values, n_taken)
+                n_lost = base_lost[name] + sum(h.losses.get(name, 0) for h in holders)
+                lost.add_metric(values, n_lost)
         yield held
         yield taken
         yield lost
@@ -582,6 +612,36 @@ class _Collector(Collector):
                 h: Histogram = getattr(st, attr)
                 fam.add_metric(list(instrument), h.cumulative(), h.sum)
             yield fam
+
+
+_VENUE_COUNTS: Final = (
+    "reconnects", "connect_errors", "gaps", "missed_trades", "watchdog_trips",
+    "keepalive_timeouts", "duplicates",
+)  # fmt: skip
+"""The per-venue counts of an :class:`IngestSnapshot`."""
+
+
+def _fold(a: IngestSnapshot, b: IngestSnapshot) -> IngestSnapshot:
+    """One venue's two snapshots as one: every count summed (routes and depth are ``b``'s)."""
+
+    def add(x: Mapping[Any, int], y: Mapping[Any, int]) -> dict[Any, int]:
+        return dict(Counter(x) + Counter(y))
+
+    sizes = Histogram(BATCH_BUCKETS)
+    for h in (a.batch_sizes, b.batch_sizes):
+        if h is not None:
+            _merge(sizes, h)
+    counts = {name: getattr(a, name) + getattr(b, name) for name in _VENUE_COUNTS}
+    return replace(
+        b,
+        received=add(a.received, b.received),
+        written=add(a.written, b.written),
+        dropped=add(a.dropped, b.dropped),
+        rejected=add(a.rejected, b.rejected),
+        skipped=add(a.skipped, b.skipped),
+        batch_sizes=sizes,
+        **counts,
+    )
 
 
 def _merge(into: Histogram, other: Histogram) -> None:

@@ -1,0 +1,377 @@
+"""The self-balancing pool (``--pool``): the plan every member applies, simulated round after
+round; its metrics across services; and real ``tickcast worker --pool`` processes sharing the
+symbols of a ``tickcast ingest`` against a real redis-server, joined, killed and stopped."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import threading
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+import redis
+
+from tickcast.model.learner import OnlineLearner
+from tickcast.service.bus import codec, keys
+from tickcast.service.live.pool import (
+    Balancer,
+    Snapshot,
+    members_key,
+    plan,
+    restrict,
+)
+from tickcast.service.ops.config import load_settings
+from tickcast.service.ops.metrics import Histogram, IngestSnapshot, Metrics
+from tickcast.service.schema import decode_signal
+from tickcast.service.ticks import Instrument
+
+from support import CLI, environment, start, wait_until
+
+# -- the plan, simulated ----------------------------------------------------------------------
+
+
+def names_of(m: int) -> list[str]:
+    return [f"sim:S{i}/USDT:USDT" for i in range(m)]
+
+
+class Simulation:
+    """Members applying their :class:`Balancer` to one shared snapshot per round (all at
+    once: the harshest case for races), their takes applied in a random order, first come
+    first served, as the leases are."""
+
+    def __init__(self, names: Sequence[str], members: Sequence[str], seed: int = 0) -> None:
+        self.names = list(names)
+        self.holders: dict[str, str | None] = dict.fromkeys(names)
+        self.balancers = {m: Balancer(names, m) for m in members}
+        self.rng = random.Random(seed)
+        self.moves: list[tuple[str, str | None, str | None]] = []
+
+    def join(self, member: str) -> None:
+        self.balancers[member] = Balancer(self.names, member)
+
+    def die(self, member: str) -> None:
+        """The member stops renewing: its entry and leases expire."""
+        del self.balancers[member]
+        for name, holder in self.holders.items():
+            if holder == member:
+                self.holders[name] = None
+
+    def counts(self) -> Counter[str]:
+        return Counter({m: 0 for m in self.balancers} | Counter(self.holders.values()))
+
+    def round(self, members: Sequence[str] | None = None) -> int:
+        """One round; ``members``: who the snapshot lists (default: every member). Returns
+        the number of lease changes."""
+        listed = tuple(sorted(self.balancers if members is None else members))
+        snapshot = Snapshot(listed, dict(self.holders))
+        decisions = {}
+        for member, balancer in self.balancers.items():
+            current = {n for n, h in self.holders.items() if h == member}
+            decisions[member] = (current, balancer.decide(snapshot, current).wanted)
+        changes = 0
+        for member, (current, wanted) in decisions.items():
+            for name in current - wanted:
+                self.holders[name] = None
+                self.moves.append((name, member, None))
+                changes += 1
+        order = list(decisions.items())
+        self.rng.shuffle(order)
+        for member, (current, wanted) in order:
+            for name in wanted - current:
+                if self.holders[name] is None:
+                    self.holders[name] = member
+                    self.moves.append((name, None, member))
+                    changes += 1
+        return changes
+
+    def settle(self, limit: int = 50) -> int:
+        """Run rounds until 5 in a row change nothing; return the rounds it took."""
+        quiet = 0
+        for n in range(limit):
+            quiet = quiet + 1 if self.round() == 0 else 0
+            if quiet == 5:
+                return n
+        raise AssertionError(f"not settled after {limit} rounds: {self.counts()}")
+
+
+@pytest.mark.parametrize(
+    ("m", "n"), [(6, 2), (6, 3), (5, 2), (4, 3), (7, 3), (1, 3), (3, 7), (50, 4), (500, 7)]
+)
+def test_members_split_the_symbols_about_evenly_and_then_stay_put(m: int, n: int) -> None:
+    sim = Simulation(names_of(m), [f"host:{100 + i}:ns:{i:02x}" for i in range(n)], seed=m * n)
+    sim.settle()
+    counts = sim.counts()
+    assert None not in counts, "every symbol has a worker"
+    assert max(counts.values()) - min(counts.values()) <= 1, counts
+    assert sum(1 for _, _, to in sim.moves if to is not None) < m + n, "few races and retries"
+
+
+def test_a_newcomer_takes_symbols_from_the_most_loaded_and_nothing_else_moves() -> None:
+    sim = Simulation(names_of(6), ["a", "b"])
+    sim.settle()
+    before = dict(sim.holders)
+    sim.moves.clear()
+    sim.join("c")
+    sim.settle()
+    assert sorted(sim.counts().values()) == [2, 2, 2]
+    moved = {name for name, _, _ in sim.moves}
+    assert len(moved) == 2, "only the newcomer's share changed hands"
+    assert {before[name] for name in moved} == {"a", "b"}, "one from each of the most loaded"
+    assert all(sim.holders[name] == "c" for name in moved)
+
+
+def test_a_dead_members_symbols_are_taken_by_the_others_and_only_those() -> None:
+    sim = Simulation(names_of(6), ["a", "b", "c"])
+    sim.settle()
+    before = dict(sim.holders)
+    sim.moves.clear()
+    sim.die("c")
+    sim.settle()
+    assert sorted(sim.counts().values()) == [3, 3]
+    assert {name for name, _, _ in sim.moves} == {n for n, h in before.items() if h == "c"}
+
+
+def test_a_member_seen_for_one_round_only_moves_nothing() -> None:
+    sim = Simulation(names_of(6), ["a", "b"])
+    sim.settle()
+    sim.moves.clear()
+    sim.round(members=["a", "b", "ghost"])  # a slow scrape of the members, say
+    sim.round()
+    sim.round()
+    assert sim.moves == [], "a giving back waits for the same plan twice in a row"
+
+
+def test_symbols_held_outside_the_pool_are_left_to_their_holder() -> None:
+    names = names_of(6)
+    sim = Simulation(names, ["a", "b"])
+    sim.holders[names[0]] = sim.holders[names[1]] = "worker-without-pool"
+    sim.settle()
+    counts = sim.counts()
+    assert counts["worker-without-pool"] == 2
+    assert counts["a"] == counts["b"] == 2, "the pool shares what is within its reach"
+
+
+def test_members_reading_one_snapshot_take_different_free_symbols() -> None:
+    rng = random.Random(7)
+    for _ in range(200):
+        names = names_of(rng.randint(1, 40))
+        members = [f"h{rng.randint(0, 9)}:{rng.randint(1, 99999)}:ns:x" for _ in range(4)]
+        snapshot = Snapshot(tuple(members), dict.fromkeys(names))
+        takes = [plan(names, snapshot, me, set()).take for me in set(members)]
+        flat = [name for take in takes for name in take]
+        assert len(flat) == len(set(flat)) == len(names)
+
+
+def test_a_restricted_settings_keeps_the_sources_and_symbols_named() -> None:
+    settings = load_settings(None, {"exchange.name": ["sim", "sim:okx"]})
+    narrowed = restrict(settings, {"sim:BTC/USDT:USDT", "sim-okx:SOL/USDT:USDT"})
+    assert narrowed.exchange.instruments() == [
+        Instrument("sim", "BTC/USDT:USDT"),
+        Instrument("sim-okx", "SOL/USDT:USDT"),
+    ]
+    assert restrict(settings, set()).exchange.instruments() == []
+
+
+# -- metrics across the services of one process ------------------------------------------------
+
+
+class _Leases:
+    def __init__(self, held: set[str]) -> None:
+        self.acquisitions = Counter(held)
+        self.losses: Counter[str] = Counter()
+        self.held = held
+
+    def holds(self, symbol: str) -> bool:
+        return symbol in self.held
+
+
+def _snapshot(received: int) -> IngestSnapshot:
+    sizes = Histogram((1, 10))
+    sizes.observe(2)
+    return IngestSnapshot(
+        venue="sim",
+        received={("BTC/USDT:USDT", "trade"): received},
+        written={("BTC/USDT:USDT", "trade"): received},
+        dropped={},
+        reconnects=1,
+        queue_depth=5,
+        batch_sizes=sizes,
+        routes={"public": (True, 0.1)},
+    )
+
+
+def _samples(m: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body, _ = m.exposition()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+
+
+def test_counters_go_on_across_the_services_of_a_pool_process() -> None:
+    btc, eth = "sim:BTC/USDT:USDT", "sim:ETH/USDT:USDT"
+    m = Metrics([Instrument("sim", "BTC/USDT:USDT"), Instrument("sim", "ETH/USDT:USDT")], "ingest")
+    m.add_ingest_source(lambda: _snapshot(7))
+    m.add_leases("ingester", _Leases({btc}))
+    m.retire()
+    m.add_ingest_source(lambda: _snapshot(3))
+    m.add_leases("ingester", _Leases({eth}))
+    got = _samples(m)
+    btc_trade = (("kind", "trade"), ("symbol", "BTC/USDT:USDT"), ("venue", "sim"))
+    assert got["tickcast_ticks_received_total", btc_trade] == 10
+    assert got["tickcast_feed_reconnects_total", (("venue", "sim"),)] == 2
+    assert got["tickcast_ingest_queue_depth", (("venue", "sim"),)] == 5, "the live one's only"
+    assert got["tickcast_xadd_batch_size_count", (("venue", "sim"),)] == 2
+    routes = [k for k in got if k[0] == "tickcast_feed_connected"]
+    assert len(routes) == 1, "one series per route: the retired service has none"
+
+    def lease(name: str, symbol: str) -> float:
+        labels = (("role", "ingester"), ("symbol", symbol), ("venue", "sim"))
+        return got[name, labels]
+
+    assert lease("tickcast_lease_held", "BTC/USDT:USDT") == 0.0
+    assert lease("tickcast_lease_held", "ETH/USDT:USDT") == 1.0
+    assert lease("tickcast_lease_acquisitions_total", "BTC/USDT:USDT") == 1.0
+    assert lease("tickcast_lease_acquisitions_total", "ETH/USDT:USDT") == 1.0
+
+
+# -- real processes -----------------------------------------------------------------------------
+
+SYMBOLS = [f"{base}/USDT:USDT" for base in ("BTC", "ETH", "SOL", "XRP", "ADA", "DOGE")]
+TTL_S = 2.0
+
+
+class Owners:
+    """Samples every symbol's worker lease every 20 ms in a thread: the owners seen, in
+    order, per symbol."""
+
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(url, socket_timeout=5.0)
+        self.keys = {s: keys.symbol_key("tickcast", "sim", s, "owner") for s in SYMBOLS}
+        self.seen: dict[str, list[str | None]] = {s: [] for s in SYMBOLS}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            for symbol, owner in self.now().items():
+                if not self.seen[symbol] or self.seen[symbol][-1] != owner:
+                    self.seen[symbol].append(owner)
+
+    def now(self) -> dict[str, str | None]:
+        raw: list[bytes | None] = self.client.mget(list(self.keys.values()))  # type: ignore[assignment]
+        return {s: v.decode() if v else None for s, v in zip(SYMBOLS, raw, strict=True)}
+
+    def pids(self) -> Counter[int]:
+        """How many symbols each process holds now (by pid; held by nobody: 0)."""
+        return Counter(int(o.split(":")[1]) if o else 0 for o in self.now().values())
+
+    def __enter__(self) -> Owners:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.client.close()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def replay(client: redis.Redis, symbol: str) -> list[tuple[int, float, float]]:
+    """What one uninterrupted learner predicts over the symbol's whole tick stream."""
+    learner = OnlineLearner(horizon_ms=1000, sample_ms=100)
+    out = []
+    for _, fields in client.xrange(keys.ticks_key("tickcast", "sim", symbol)):
+        out.extend((p.t_ms, p.ret_bps, p.p_up) for p in learner.update(codec.decode(fields)))
+    return out
+
+
+def published(client: redis.Redis, symbol: str) -> list[tuple[int, float, float]]:
+    entries = client.xrange(keys.signals_key("tickcast", "sim", symbol))
+    signals = [decode_signal(fields) for _, fields in entries]
+    return [(s.t_ms, s.ret_bps, s.p_up) for s in signals]
+
+
+def stop(proc: subprocess.Popen[bytes], log: Path) -> None:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0, log.read_text()
+
+
+def test_worker_pool_splits_hands_over_and_takes_over_without_a_duplicate_signal(
+    redis_url: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    procs: list[subprocess.Popen[bytes]],
+) -> None:
+    env = environment(
+        tmp_path,
+        TICKCAST__REDIS__URL=redis_url,
+        TICKCAST__METRICS__ENABLED="false",
+        TICKCAST__WORKER__LEASE_TTL_S=str(TTL_S),
+        TICKCAST__WORKER__CHECKPOINT_EVERY_SAMPLES="40",
+    )
+    symbols = ["--exchange", "sim", "--symbols", ",".join(SYMBOLS)]
+    logs = {name: tmp_path / f"{name}.log" for name in ("ingest", "a", "b", "c")}
+
+    def worker(name: str) -> subprocess.Popen[bytes]:
+        proc = start(["worker", *symbols, "--pool"], env, logs[name])
+        procs.append(proc)
+        return proc
+
+    def split(*workers: subprocess.Popen[bytes]) -> list[int]:
+        counts = owners.pids()
+        return sorted(counts[w.pid] for w in workers) if counts[0] == 0 else []
+
+    ingest = start(["ingest", *symbols, "--speed", "3", "--stats-every", "0"], env, logs["ingest"])
+    procs.append(ingest)
+    with Owners(redis_url) as owners:
+        a, b = worker("a"), worker("b")
+        wait_until("two workers sharing six symbols", lambda: split(a, b) == [3, 3])
+        c = worker("c")
+        wait_until("the newcomer's share", lambda: split(a, b, c) == [2, 2, 2])
+        before = owners.now()
+        b.kill()  # SIGKILL: no final checkpoint, leases left to expire
+        b.wait()
+        wait_until("b's symbols taken over", lambda: split(a, c) == [3, 3], timeout=5 * TTL_S)
+        after = owners.now()
+        moved = {s for s in SYMBOLS if before[s] != after[s]}
+        assert moved == {s for s in SYMBOLS if f":{b.pid}:" in str(before[s])}
+        status = subprocess.run(
+            [*CLI, "status", "--json", *symbols[2:]], env=env, capture_output=True, timeout=30
+        )
+        pool = json.loads(status.stdout)["pools"]["worker"]
+        assert sorted(m["symbols"] for m in pool) == [3, 3]
+        assert {m["member"].split(":")[1] for m in pool} == {str(a.pid), str(c.pid)}
+        stop(ingest, logs["ingest"])
+        expected = {s: replay(redis_client, s) for s in SYMBOLS}
+        wait_until(
+            "every sample published",
+            lambda: all(len(published(redis_client, s)) >= len(expected[s]) for s in SYMBOLS),
+        )
+        stop(a, logs["a"])
+        stop(c, logs["c"])
+    for symbol in SYMBOLS:
+        assert published(redis_client, symbol) == expected[symbol], (
+            "each sample once, as one uninterrupted learner over the stream: no duplicate, "
+            "no gap, through every hand-over"
+        )
+        holders = [o for o in owners.seen[symbol] if o is not None]
+        assert all(o.split(":")[1] in {str(p.pid) for p in (a, b, c)} for o in holders)
+    assert redis_client.zcard(members_key("tickcast", "worker")) == 0, "the members left"
