@@ -178,7 +178,7 @@ def _ask_cluster_enabled(url: str, settings: Settings) -> bool | None:
 def _server_mode(client: redis.Redis) -> bytes:
     """``standalone``, ``cluster`` or ``sentinel``, as the server says."""
     try:
-        reply: Any = client.execute_command("HELLO", "2")
+        reply: Any = client.execute_command("HELLO", "2")  # type: ignore[no-untyped-call]
     except redis.ResponseError:  # Redis < 6
         info: Any = client.info("cluster")
         return b"cluster" if int(info.get("cluster_enabled", 0)) else b"standalone"

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import hiredis
 import redis
 import redis.asyncio
 from redis._parsers.base import BaseParser
+from redis.asyncio.cluster import ClusterNode
 
 DUPLICATE_ID: Final = "equal or smaller than the target stream top item"
 """Redis's refusal of an XADD whose explicit ID is not above the stream's last one: how a
@@ -73,18 +75,28 @@ class Lane:
 
     Parameters
     ----------
-    client : redis.asyncio.Redis
+    client : redis.asyncio.Redis or redis.asyncio.cluster.ClusterNode
         Its pool provides (and on ``aclose()`` closes) the connection; its
-        ``socket_timeout`` bounds each wait beyond any ``BLOCK`` the commands ask for.
+        ``socket_timeout`` bounds each wait beyond any ``BLOCK`` the commands ask for. On a
+        Redis Cluster, one node of the cluster client (:mod:`tickcast.service.bus.cluster`):
+        the connection is that node's (the cluster's credentials and TLS; closed with the
+        cluster client).
     tolerate : str, optional
         Error replies containing this text are returned like other replies, never raised
         (e.g. :data:`DUPLICATE_ID` for XADDs with fixed IDs that may be sent twice).
     """
 
-    def __init__(self, client: redis.asyncio.Redis, *, tolerate: str | None = None) -> None:
+    def __init__(
+        self, client: redis.asyncio.Redis | ClusterNode, *, tolerate: str | None = None
+    ) -> None:
         self.client = client
         self.tolerate = tolerate
-        kwargs = client.connection_pool.connection_kwargs
+        if isinstance(client, ClusterNode):
+            kwargs = client.connection_kwargs
+            self._acquire: Callable[[], Awaitable[Any]] = self._node_connection
+        else:
+            kwargs = client.connection_pool.connection_kwargs
+            self._acquire = client.connection_pool.get_connection
         self.timeout_s = float(kwargs.get("socket_timeout") or 5.0)
         self._conn: Any = None
         self._parser = hiredis.Reader()
@@ -148,7 +160,7 @@ class Lane:
             self._got, self._got_ns = [], []
             raise redis.ConnectionError("Redis connection lost with replies pending (fast lane)")
         if conn is None:
-            conn = self._conn = await self.client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+            conn = self._conn = await self._acquire()
             self._parser = hiredis.Reader()
         elif not self._owed and conn.is_connected and conn._reader.at_eof():
             await conn.disconnect(nowait=True)  # closed by Redis while idle (a restart)
@@ -156,6 +168,22 @@ class Lane:
             self._parser = hiredis.Reader()
             await conn.connect()
         return conn
+
+    async def _node_connection(self) -> Any:
+        """A connection of the cluster node this lane is on (connected by :meth:`_connection`)."""
+        assert isinstance(self.client, ClusterNode)
+        return self.client.acquire_connection()
+
+    async def close(self) -> None:
+        """Drop the connection (a cluster node's goes back to it, closed); the next call opens
+        one again."""
+        conn, self._conn = self._conn, None
+        self._owed = 0
+        self._got, self._got_ns = [], []
+        if conn is not None:
+            await conn.disconnect(nowait=True)
+            if isinstance(self.client, ClusterNode):
+                self.client.release(conn)
 
     async def call(
         self,

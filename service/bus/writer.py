@@ -4,6 +4,7 @@ idempotent when re-sent."""
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -12,8 +13,16 @@ import hiredis
 import orjson
 import redis
 import redis.asyncio
+import redis.asyncio as redis_asyncio
 from redis._parsers.base import BaseParser
 
+from tickcast.service.bus.cluster import (
+    MAX_ROUNDS,
+    ClusterRoutes,
+    SlotMapError,
+    redirection,
+    slot_of,
+)
 from tickcast.service.bus.codec import (
     JSON_NULL,
     T_FIELD,
@@ -24,6 +33,7 @@ from tickcast.service.bus.codec import (
     decode,
     encode_tick,
 )
+from tickcast.service.bus.connection import AsyncClient
 from tickcast.service.bus.keys import id_key, ticks_key
 from tickcast.service.bus.resp import DUPLICATE_ID, Lane, bulk
 from tickcast.service.ops.config import Settings
@@ -37,6 +47,10 @@ FIELDS: Final = bulk(V_FIELD) + bulk(V_VALUE) + bulk(T_FIELD)
 """``v 1 t`` packed: the fields between an entry's ID and its blob."""
 TRADE_SCAN: Final = 1000
 """Entries :meth:`TickWriter.last_trade_ids` looks back through for a stream's latest trade."""
+LOSS_WINDOW: Final = 256
+"""Entry IDs acknowledged per stream kept, on a cluster, to count what a failover lost (a
+replica is normally well under a batch behind its master; more lost than this is counted as
+this many)."""
 
 
 @dataclass
@@ -51,6 +65,9 @@ class WriterStats:
     """Batches sent that Redis executed."""
     duplicates: int = 0
     """Entries of a re-sent batch that Redis had already stored (not stored twice)."""
+    lost: int = 0
+    """Ticks a Redis Cluster acknowledged and then lost: their master died (a failover)
+    before its replica copied them. A gap in the stream, counted, never silent."""
 
 
 class WriteTap(Protocol):
@@ -78,6 +95,9 @@ class Batch:
     """The packed XADD commands, one per tick."""
     rejected: list[Tick] = field(default_factory=list)
     """Ticks that cannot be encoded: counted, never sent."""
+    commands: list[bytes] = field(default_factory=list)
+    """Each tick's packed XADD (``payload`` is their concatenation): a cluster's are sent to
+    the master of each stream's slot."""
 
 
 class TickWriter:
@@ -97,15 +117,25 @@ class TickWriter:
     :class:`~tickcast.service.bus.resp.Lane` of the client: one buffer out, the replies parsed by
     hiredis.
 
+    On a Redis Cluster (a cluster client), each XADD goes to the master of its stream's slot
+    (:class:`~tickcast.service.bus.cluster.ClusterRoutes`: one lane per master, the parts of a
+    batch sent concurrently, ``ASK`` followed, ``MOVED`` re-routed after reading the slot map;
+    a lane that fails makes the next attempt read the map first, so a promoted replica is
+    found). The last :data:`LOSS_WINDOW` IDs acknowledged per stream are kept: when a slot's
+    master changed or failed, its streams' newest entries are read before writing on, and the
+    acknowledged entries above them, lost with the old master, are counted in ``stats.lost``
+    and logged (one warning). New IDs stay above the lost ones (the stream's last ID is not
+    read again), hence above the new top.
+
     Parameters
     ----------
     redis
-        An asyncio client (see :func:`connect`).
+        An asyncio client (see :func:`connect`), plain or cluster.
     settings
         ``redis.prefix`` names the keys, ``redis.tick_maxlen`` bounds each stream (``~``).
     """
 
-    def __init__(self, redis: redis.asyncio.Redis, settings: Settings) -> None:
+    def __init__(self, redis: AsyncClient, settings: Settings) -> None:
         self.redis = redis
         self.prefix = settings.redis.prefix
         self.maxlen = settings.redis.tick_maxlen
@@ -113,7 +143,15 @@ class TickWriter:
         self._keys: dict[tuple[str, str], str] = {}
         self._streams: dict[tuple[str, str], list[Any]] = {}
         """Per stream: ``[packed XADD head, ms, seq]`` of its last entry ID."""
-        self._lane = Lane(redis)
+        self._lane: Lane | None = None
+        self._routes: ClusterRoutes | None = None
+        if isinstance(redis, redis_asyncio.Redis):
+            self._lane = Lane(redis)
+        else:
+            self._routes = ClusterRoutes(redis)
+        self._slots: dict[tuple[str, str], int] = {}
+        self._acked: dict[tuple[str, str], deque[bytes]] = {}
+        """Cluster: per stream, the last :data:`LOSS_WINDOW` entry IDs Redis acknowledged."""
         self.tap: WriteTap | None = None
         """Told of every batch Redis acknowledged, with its entry IDs, and of every failure
         (:class:`~tickcast.service.live.handoff.Handoff`)."""
@@ -205,6 +243,7 @@ class TickWriter:
             ids.append(entry_id)
             batch.ticks.append(tick)
         batch.payload = b"".join(parts)
+        batch.commands = parts
         return batch
 
     async def send(self, batch: Batch) -> None:
@@ -215,7 +254,10 @@ class TickWriter:
             return
         tap = self.tap
         try:
-            replies = await self._lane.call(batch.payload, len(batch.ticks), check=False)
+            if self._lane is not None:
+                replies = await self._lane.call(batch.payload, len(batch.ticks), check=False)
+            else:
+                replies = await self._route(batch)
             refused = [i for i, r in enumerate(replies) if type(r) is ReplyError]
             for i in refused:
                 if DUPLICATE_ID not in str(replies[i]):
@@ -240,3 +282,87 @@ class TickWriter:
         batch = await self.prepare(ticks)
         await self.send(batch)
         return batch.rejected
+
+    # -- on a Redis Cluster -----------------------------------------------------------------
+
+    def _slot(self, venue: str, symbol: str) -> int:
+        """The (cached) hash slot of ``symbol``'s stream."""
+        try:
+            return self._slots[venue, symbol]
+        except KeyError:
+            slot = self._slots[venue, symbol] = slot_of(self.key(venue, symbol))
+            return slot
+
+    async def _route(self, batch: Batch) -> list[Any]:
+        """Send ``batch``'s XADDs to the masters of their slots; return the replies in order
+        (error replies as ``hiredis.ReplyError``). Streams of slots whose master changed are
+        checked for lost entries first."""
+        routes = self._routes
+        assert routes is not None
+        slot = self._slot
+        slots = [slot(t.venue, t.symbol) for t in batch.ticks]
+        replies: list[Any] = [None] * len(slots)
+        todo = list(range(len(slots)))
+        for _ in range(MAX_ROUNDS):
+            await routes.ensure()
+            await self._check_losses(routes)
+            got = await routes.round([slots[i] for i in todo], [batch.commands[i] for i in todo])
+            moved = []
+            for i, reply in zip(todo, got, strict=True):
+                replies[i] = reply
+                if redirection(reply) is not None:
+                    moved.append(i)
+            if not moved:
+                break
+            todo = moved
+        else:
+            raise SlotMapError(f"slots kept moving after {MAX_ROUNDS} reads of the slot map")
+        self._remember(batch, replies)
+        return replies
+
+    def _remember(self, batch: Batch, replies: list[Any]) -> None:
+        """Keep the IDs Redis acknowledged, per stream (the last :data:`LOSS_WINDOW`)."""
+        acked = self._acked
+        for tick, entry_id, reply in zip(batch.ticks, batch.ids, replies, strict=True):
+            if type(reply) is ReplyError:
+                continue
+            window = acked.get((tick.venue, tick.symbol))
+            if window is None:
+                window = acked[tick.venue, tick.symbol] = deque(maxlen=LOSS_WINDOW)
+            window.append(entry_id)
+
+    async def _check_losses(self, routes: ClusterRoutes) -> None:
+        """For the streams of the slots whose master changed or failed: count the entries
+        acknowledged above the stream's newest one now (lost with the old master)."""
+        suspect = routes.take_suspect()
+        if not suspect:
+            return
+        streams = [s for s, ids in self._acked.items() if ids and self._slots[s] in suspect]
+        if not streams:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for venue, symbol in streams:
+            pipe.xrevrange(self.key(venue, symbol), count=1)
+        try:
+            tops = await pipe.execute()
+        except BaseException:
+            routes.suspect |= suspect  # checked at the next attempt
+            raise
+        found: list[str] = []
+        for stream, top in zip(streams, tops, strict=True):
+            top_id = id_key(top[0][0]) if top else (0, 0)
+            window = self._acked[stream]
+            lost = sum(1 for entry_id in window if id_key(entry_id) > top_id)
+            if lost:
+                self.stats.lost += lost
+                newest = window[-1].decode()
+                found.append(
+                    f"{stream[0]} {stream[1]}: {lost}{'+' if lost == len(window) else ''} "
+                    f"(up to {newest}, the stream ends at {top_id[0]}-{top_id[1]})"
+                )
+            window.clear()
+        if found:
+            log.warning(
+                "Redis Cluster failover lost ticks it had acknowledged (a gap): %s",
+                "; ".join(found),
+            )

@@ -30,6 +30,20 @@ logger = logging.getLogger(__name__)
 
 #: HTTP statuses of a failed websocket handshake that may succeed later.
 RETRYABLE_HTTP_STATUSES = frozenset({408, 418, 425, 429, 500, 502, 503, 504})
+REDIS_CLUSTER_TRANSIENT = (
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.RedisClusterUnreachableError,
+    redis.exceptions.SlotNotCoveredError,
+)
+"""What a Redis Cluster answers while a failover or a resharding is under way (the last two
+are not ``RedisError``: catch them beside it)."""
+REDIS_TRANSIENT = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    *REDIS_CLUSTER_TRANSIENT,
+)
+"""The Redis errors a retry loop catches (then asks :func:`is_retryable`)."""
 
 
 def backoff(
@@ -110,7 +124,8 @@ def is_retryable(exc: BaseException) -> bool:
 
     Retryable: connection closed or refused, resets, DNS and socket errors (``OSError``),
     timeouts, websocket protocol errors and handshake answers 408/418/425/429/5xx, and Redis
-    connection, timeout, loading and read-only-replica errors. Not retryable: everything else
+    connection, timeout, loading and read-only-replica errors, and a Redis Cluster's
+    :data:`REDIS_CLUSTER_TRANSIENT` ones. Not retryable: everything else
     (bad URL, authentication, a refused command, a Redis server certificate that does not
     verify, 4xx handshake answers, programmer errors) — retrying those only hides a mistake.
 
@@ -129,6 +144,8 @@ def is_retryable(exc: BaseException) -> bool:
         | websockets.exceptions.InvalidHandshake
         | websockets.exceptions.ProtocolError,
     ):
+        return True
+    if isinstance(exc, REDIS_CLUSTER_TRANSIENT):
         return True
     if isinstance(exc, redis.exceptions.AuthenticationError | redis.exceptions.ResponseError):
         return isinstance(exc, redis.exceptions.BusyLoadingError | redis.exceptions.ReadOnlyError)

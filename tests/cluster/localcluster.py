@@ -230,6 +230,38 @@ class LocalCluster:
             os.kill(node.proc.pid, signal.SIGKILL)
             node.proc.wait(timeout=10)
 
+    def pause(self, node: Node) -> None:
+        """SIGSTOP ``node`` (it answers nothing, its sockets stay open)."""
+        if node.proc is not None and node.running:
+            os.kill(node.proc.pid, signal.SIGSTOP)
+
+    def resume(self, node: Node) -> None:
+        """SIGCONT a paused ``node``."""
+        if node.proc is not None and node.running:
+            os.kill(node.proc.pid, signal.SIGCONT)
+
+    def cut_replication(self, master: Node) -> None:
+        """Close ``master``'s links to its replicas (``CLIENT KILL TYPE replica``): until a
+        replica connects again (its next replication cron, within a second, unless paused),
+        what the master acknowledges is on the master only."""
+        master.call("CLIENT", "KILL", "TYPE", "replica")
+
+    def wait_replicated(self, master: Node, timeout_s: float = 10.0) -> None:
+        """Wait until every replica of ``master`` has acknowledged its replication offset."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            client = master.client()
+            try:
+                info: Any = client.info("replication")
+            finally:
+                client.close()
+            offset = info["master_repl_offset"]
+            links = [v for k, v in info.items() if k.startswith("slave") and k[5:].isdigit()]
+            if links and all(int(link["offset"]) >= offset for link in links):
+                return
+            time.sleep(0.02)
+        raise ClusterError(f"the replicas of {master.address} did not catch up in {timeout_s} s")
+
     def wait_failover(self, dead: Node, slot: int, timeout_s: float = 30.0) -> Node:
         """Wait until another node serves ``slot`` (that ``dead`` served) and every running
         node says ``cluster_state:ok``; return the new master."""
@@ -250,6 +282,50 @@ class LocalCluster:
         _wait_ping(node, 10.0)
         if wait:
             self.wait_ok(timeout_s)
+
+    # -- resharding -------------------------------------------------------------------------
+
+    def start_migration(self, slot: int, target: Node) -> Node:
+        """Mark ``slot`` as migrating from its master to ``target`` (``CLUSTER SETSLOT ...
+        IMPORTING`` / ``MIGRATING``); return the source. Its keys stay where they are until
+        :meth:`move_keys`; the source answers ``ASK`` for a key it no longer has."""
+        source = self.master_of_slot(slot)
+        target.call("CLUSTER", "SETSLOT", slot, "IMPORTING", source.node_id)
+        source.call("CLUSTER", "SETSLOT", slot, "MIGRATING", target.node_id)
+        return source
+
+    def move_keys(self, slot: int, source: Node, target: Node) -> int:
+        """``MIGRATE`` every key of ``slot`` from ``source`` to ``target``; return how many."""
+        keys = source.call("CLUSTER", "GETKEYSINSLOT", slot, 100_000)
+        if keys:
+            source.call("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+        return len(keys)
+
+    def finish_migration(self, slot: int, target: Node) -> None:
+        """Give ``slot`` to ``target`` on every master (``CLUSTER SETSLOT ... NODE``), then
+        wait until every node agrees."""
+        target.call("CLUSTER", "SETSLOT", slot, "NODE", target.node_id)
+        for node in self.masters_now():
+            if node.port != target.port:
+                node.call("CLUSTER", "SETSLOT", slot, "NODE", target.node_id)
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            views = []
+            for node in self.nodes:
+                if node.running:
+                    view = _parse_nodes(node.call("CLUSTER", "NODES").decode())
+                    views.append(view[target.address]["slots"])
+            if all(any(a <= slot <= b for a, b in v) for v in views):
+                return
+            time.sleep(0.05)
+        raise ClusterError(f"the nodes do not agree that {target.address} serves slot {slot}")
+
+    def migrate(self, slot: int, target: Node) -> Node:
+        """Move ``slot`` and its keys to ``target`` at once; return the former master."""
+        source = self.start_migration(slot, target)
+        self.move_keys(slot, source, target)
+        self.finish_migration(slot, target)
+        return source
 
     # -- state ------------------------------------------------------------------------------
 
