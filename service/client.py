@@ -14,6 +14,13 @@ signal delivered per symbol: pass it back as ``from_id`` to resume exactly after
 client survives Redis restarts: connection errors are retried with a capped, jittered backoff
 and reading resumes from ``last_ids``. Signals of a worker with extra horizons (schema version 2)
 carry them in ``signal.horizons`` (``None`` in version 1).
+
+On a Redis Cluster (told by the server, or by ``redis.cluster`` in the settings) each symbol's
+signal stream lives in its own hash slot, and one ``XREAD`` may not name several slots: a
+subscription then keeps one blocking ``XREAD`` per stream in flight, each on a connection to
+the node that owns the stream's slot, and hands out what each one returns as it returns
+(per symbol in stream order, as on a single Redis). The cluster client follows ``MOVED`` and
+``ASK`` replies and a failover; a read that fails is retried as above.
 """
 
 from __future__ import annotations
@@ -25,10 +32,11 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import redis
-import redis.asyncio
 
 from tickcast.service import TickcastError
+from tickcast.service.bus import connection
 from tickcast.service.bus.keys import signals_key
+from tickcast.service.ops.config import Settings
 from tickcast.service.schema import Signal, SignalDecodeError, decode_signal
 
 log = logging.getLogger(__name__)
@@ -37,6 +45,18 @@ START = "0-0"
 """``from_id`` that replays each stream from its oldest retained signal."""
 NEW = "$"
 """``from_id`` that delivers only signals published after the subscription starts."""
+RETRIED = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    OSError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,
+    redis.exceptions.RedisClusterUnreachableError,
+)
+"""What a read retries: Redis (or a cluster node) out of reach, and a cluster between a
+master's failure and its replica's promotion (``CLUSTERDOWN``, ``TRYAGAIN``, a slot no node
+serves yet)."""
 
 
 class SubscribeError(TickcastError):
@@ -65,8 +85,12 @@ class Subscription:
         Longest wait of one read (ms); the socket timeout is set above it.
     max_retries : int or None
         Consecutive failed reads before :class:`SubscribeError`; ``None`` retries forever.
-    client : redis.asyncio.Redis, optional
+    client : redis.asyncio.Redis or redis.asyncio.cluster.RedisCluster, optional
         A client to use instead of opening one from ``url`` (it is not closed here).
+    settings : Settings, optional
+        Where the credentials, TLS files and ``redis.cluster`` of the client opened from
+        ``url`` come from (default: the environment's ``TICKCAST__REDIS__*``, as for tickcast's
+        commands).
     """
 
     def __init__(
@@ -80,7 +104,8 @@ class Subscription:
         count: int = 500,
         block_ms: int = 1000,
         max_retries: int | None = None,
-        client: redis.asyncio.Redis | None = None,
+        client: connection.AsyncClient | None = None,
+        settings: Settings | None = None,
     ) -> None:
         if not symbols:
             raise ValueError("subscribe to at least one symbol")
@@ -96,12 +121,10 @@ class Subscription:
         self.max_retries = max_retries
         self.invalid = 0
         self._own_client = client is None
-        self._client = client or redis.asyncio.Redis.from_url(
-            url,
-            decode_responses=False,
-            socket_timeout=block_ms / 1000.0 + 5.0,
-            socket_connect_timeout=5.0,
-        )
+        self._client = client or connection.connect(url, reading_settings(settings, block_ms))
+        self._cluster = connection.is_cluster(self._client)
+        self._reads: dict[str, asyncio.Task[Any]] = {}
+        """On a cluster: the blocking read in flight of each stream (by key)."""
         self._rng = random.Random()
         self._stopping = asyncio.Event()
 
@@ -121,8 +144,10 @@ class Subscription:
                 self.last_ids[symbol] = last[0][0].decode() if last else START
 
     async def _read(self) -> list[tuple[str, str, Signal | None]]:
-        streams: dict[Any, Any] = {k: self.last_ids[s] for k, s in self.keys.items()}
-        reply: Any = await self._client.xread(streams, count=self.count, block=self.block_ms)
+        if self._cluster:
+            reply = await self._read_each()
+        else:
+            reply = await self._xread({k: self.last_ids[s] for k, s in self.keys.items()})
         out: list[tuple[str, str, Signal | None]] = []
         for raw_key, entries in reply or ():
             symbol = self.keys[raw_key.decode() if isinstance(raw_key, bytes) else raw_key]
@@ -135,6 +160,37 @@ class Subscription:
                     log.debug("skipping invalid signal %s %s: %s", symbol, stream_id, exc)
         return out
 
+    async def _xread(self, streams: dict[Any, Any]) -> Any:
+        """``XREAD COUNT count BLOCK block_ms STREAMS ...`` (a reply, or None after the wait)."""
+        return await self._client.xread(streams, count=self.count, block=self.block_ms)
+
+    async def _read_each(self) -> list[Any]:
+        """A cluster's read: one ``XREAD BLOCK`` per stream in flight (started from the last
+        ID handed out), waiting for the first to answer; the answers that came, as one XREAD
+        reply. Raises what a failed read raised (the streams it returned are read again)."""
+        loop = asyncio.get_running_loop()
+        for key, symbol in self.keys.items():
+            if key not in self._reads:
+                self._reads[key] = loop.create_task(self._xread({key: self.last_ids[symbol]}))
+        await asyncio.wait(self._reads.values(), return_when=asyncio.FIRST_COMPLETED)
+        done = [key for key, task in self._reads.items() if task.done()]
+        tasks = [self._reads.pop(key) for key in done]
+        errors = [error for error in (t.exception() for t in tasks) if error is not None]
+        if errors:  # (every one retrieved: none is reported as lost)
+            raise errors[0]
+        return [stream for task in tasks for stream in task.result() or ()]
+
+    async def _finish_reads(self) -> None:
+        """Let the reads in flight end (each within ``block_ms``), then forget them."""
+        reads = list(self._reads.values())
+        self._reads.clear()
+        if not reads:
+            return
+        _, late = await asyncio.wait(reads, timeout=self.block_ms / 1000.0 + 1.0)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*reads, return_exceptions=True)
+
     async def entries(self) -> AsyncIterator[tuple[str, str, Signal]]:
         """Yield ``(symbol, stream_id, signal)`` forever, in stream order per symbol.
 
@@ -146,7 +202,7 @@ class Subscription:
             try:
                 await self._resolve_new()
                 batch = await self._read()
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            except RETRIED as exc:
                 failures += 1
                 if self.max_retries is not None and failures > self.max_retries:
                     raise SubscribeError(f"Redis unreachable: {exc}") from exc
@@ -170,7 +226,9 @@ class Subscription:
             yield signal
 
     async def aclose(self) -> None:
-        """Close the Redis client when this subscription opened it."""
+        """Wait for the reads in flight (a cluster's), then close the Redis client when this
+        subscription opened it."""
+        await self._finish_reads()
         if self._own_client:
             await self._client.aclose()
 
@@ -182,11 +240,12 @@ class Subscription:
 
 
 async def list_streams(
-    client: redis.asyncio.Redis, prefix: str = "tickcast"
+    client: connection.AsyncClient, prefix: str = "tickcast"
 ) -> dict[str, list[str]]:
     """Venues and unified symbols that have a tick stream under ``prefix``: ``{venue: [...]}``.
 
-    Each stream's symbol is read from its newest tick (key tags hold venue ids only).
+    Each stream's symbol is read from its newest tick (key tags hold venue ids only). On a
+    Redis Cluster the keys are scanned on every master (redis-py's cluster ``scan_iter``).
     """
     from tickcast.service.bus import codec
 
@@ -201,6 +260,21 @@ async def list_streams(
             continue
         found.setdefault(tick.venue, set()).add(tick.symbol)
     return {venue: sorted(symbols) for venue, symbols in sorted(found.items())}
+
+
+def reading_settings(settings: Settings | None, block_ms: int) -> Settings:
+    """``settings`` (default: from the environment) with a socket timeout above a blocking
+    read of ``block_ms``.
+
+    Examples
+    --------
+    >>> reading_settings(Settings(), 30_000).redis.socket_timeout_s
+    35.0
+    """
+    base = settings if settings is not None else Settings()
+    cfg = base.redis
+    timeout_s = max(cfg.socket_timeout_s, block_ms / 1000.0 + 5.0)
+    return base.model_copy(update={"redis": cfg.model_copy(update={"socket_timeout_s": timeout_s})})
 
 
 def subscribe(
