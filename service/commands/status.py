@@ -133,7 +133,10 @@ async def pool_members(
     client: AsyncClient, prefix: str, rows: list[dict[str, Any]]
 ) -> dict[str, list[dict[str, Any]]]:
     """The live members of each role's pool (:mod:`tickcast.service.live.pool`) and how many
-    of ``rows``' symbols each holds: ``{"worker": [{"member": token, "symbols": n}], ...}``."""
+    of ``rows``' symbols each holds: ``{"worker": [{"member": token, "symbols": n}], ...}``.
+    A member whose entry has not expired yet but whose process, on this host, is gone is left
+    out (as the pool itself does)."""
+    from tickcast.service.bus.lease import held_by_dead_local_process
     from tickcast.service.live.pool import LEASE_KIND, members_key
 
     now_ms = time.time_ns() // 1_000_000
@@ -142,7 +145,8 @@ async def pool_members(
         raw: Any = await client.zrangebyscore(members_key(prefix, role), now_ms, "+inf")
         column = "worker_owner" if kind == "owner" else "ingester_owner"
         held = Counter(row[column] for row in rows)
-        members = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in raw)
+        tokens = (m.decode() if isinstance(m, bytes) else str(m) for m in raw)
+        members = sorted(m for m in tokens if not held_by_dead_local_process(m))
         out[role] = [{"member": m, "symbols": held[m]} for m in members]
     return out
 

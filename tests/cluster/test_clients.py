@@ -118,7 +118,7 @@ def test_status_finds_and_reads_the_symbols_of_every_master(
             tick = trade("sim", symbol, now_ms + i, time.time_ns(), 100.0, 1.0, 1, str(i + 1))
             client.xadd(keys.ticks_key("tickcast", "sim", symbol), codec.encode(tick))  # type: ignore[arg-type]
         publish(client, symbol, now_ms - 1000)
-    owner, other = "vm:101:4026531836:aa", "vm:102:4026531836:bb"
+    owner, other = "node-a:101:4026531836:aa", "node-b:102:4026531836:bb"
     for symbol in SYMBOLS[:3]:
         client.set(keys.symbol_key("tickcast", "sim", symbol, "owner"), owner)
     client.set(keys.symbol_key("tickcast", "sim", SYMBOLS[3], "owner"), other)
@@ -139,7 +139,7 @@ def test_status_finds_and_reads_the_symbols_of_every_master(
     }, "the member whose entry expired is not listed"
     assert main(["status"]) == 0
     table = capsys.readouterr().out
-    assert "worker pool: 1 members, symbols held: vm:101 3" in table
+    assert "worker pool: 1 members, symbols held: node-a:101 3" in table
 
 
 async def test_the_client_receives_every_symbols_signals_from_every_master(

@@ -18,6 +18,7 @@ import redis
 
 from tickcast.model.learner import OnlineLearner
 from tickcast.service.bus import codec, keys
+from tickcast.service.bus.embedded import free_port
 from tickcast.service.live.pool import (
     Balancer,
     Snapshot,
@@ -30,7 +31,7 @@ from tickcast.service.ops.metrics import Histogram, IngestSnapshot, Metrics
 from tickcast.service.schema import decode_signal
 from tickcast.service.ticks import Instrument
 
-from support import CLI, environment, start, wait_until
+from support import CLI, environment, http, start, wait_until
 
 # -- the plan, simulated ----------------------------------------------------------------------
 
@@ -375,3 +376,71 @@ def test_worker_pool_splits_hands_over_and_takes_over_without_a_duplicate_signal
         holders = [o for o in owners.seen[symbol] if o is not None]
         assert all(o.split(":")[1] in {str(p.pid) for p in (a, b, c)} for o in holders)
     assert redis_client.zcard(members_key("tickcast", "worker")) == 0, "the members left"
+
+
+def scrape(port: int) -> Counter[str]:
+    """``/metrics`` of a process, summed by sample name (and ``held <symbol>`` per lease)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    code, body = http(f"http://127.0.0.1:{port}/metrics")
+    assert code == 200, body
+    out: Counter[str] = Counter()
+    for family in text_string_to_metric_families(body):
+        for s in family.samples:
+            out[s.name] += s.value
+            if s.name == "tickcast_lease_held" and s.value:
+                out[f"held {s.labels['symbol']}"] += 1
+    return out
+
+
+def test_ingest_pool_splits_the_feeds_and_a_killed_members_streams_keep_flowing(
+    redis_url: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    procs: list[subprocess.Popen[bytes]],
+) -> None:
+    symbols = SYMBOLS[:4]
+    env = environment(
+        tmp_path, TICKCAST__REDIS__URL=redis_url, TICKCAST__WORKER__LEASE_TTL_S=str(TTL_S)
+    )
+    ports = [free_port(), free_port()]
+    args = ["ingest", "--pool", "--exchange", "sim", "--symbols", ",".join(symbols)]
+    args += ["--speed", "3", "--stats-every", "0"]
+    a, b = (
+        start([*args, "--metrics-port", str(port)], env, tmp_path / f"ingest-{port}.log")
+        for port in ports
+    )
+    procs += [a, b]
+    lease_keys = [keys.symbol_key("tickcast", "sim", s, "ingester") for s in symbols]
+
+    def holders() -> Counter[int]:
+        """How many feeds each process holds, by pid (0: nobody)."""
+        raw: list[bytes | None] = redis_client.mget(lease_keys)  # type: ignore[assignment]
+        return Counter(int(v.split(b":")[1]) if v else 0 for v in raw)
+
+    def split() -> list[int]:
+        held = holders()
+        return sorted(held.values()) if 0 not in held else []
+
+    def lengths() -> list[int]:
+        return [int(redis_client.xlen(keys.ticks_key("tickcast", "sim", s))) for s in symbols]  # type: ignore[arg-type]
+
+    wait_until("two feeds of two symbols", lambda: split() == [2, 2])
+    wait_until("ticks on every stream", lambda: min(lengths()) > 0)
+    before = scrape(ports[0])
+    assert before["tickcast_lease_held"] == holders()[a.pid] == 2
+    b.kill()
+    b.wait()
+    wait_until("a's four feeds", lambda: holders() == Counter({a.pid: 4}), timeout=5 * TTL_S)
+    taken_over = lengths()
+    wait_until(
+        "ticks flowing on every stream",
+        lambda: all(n > m for n, m in zip(lengths(), taken_over, strict=True)),
+    )
+    after = scrape(ports[0])
+    assert after["tickcast_lease_held"] == 4 and all(after[f"held {s}"] == 1 for s in symbols)
+    assert after["tickcast_ticks_written_total"] > before["tickcast_ticks_written_total"]
+    assert after["tickcast_lease_acquisitions_total"] > before["tickcast_lease_acquisitions_total"]
+    a.send_signal(signal.SIGTERM)
+    assert a.wait(timeout=20) == 0
+    assert redis_client.mget(lease_keys) == [None] * 4, "released at the stop"
