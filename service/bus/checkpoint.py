@@ -40,6 +40,7 @@ import redis
 import redis.asyncio
 
 from tickcast.service import TickcastError
+from tickcast.service.bus.connection import AsyncClient
 from tickcast.service.bus.keys import unreadable_index_key, unreadable_key
 from tickcast.service.ticks import MAX_EVENT_MS
 
@@ -103,7 +104,7 @@ class Checkpoint:
             raise CheckpointError(f"malformed checkpoint: {exc!r}") from exc
 
 
-async def save(client: redis.asyncio.Redis, key: str, ckpt: Checkpoint) -> int:
+async def save(client: AsyncClient, key: str, ckpt: Checkpoint) -> int:
     """Write ``ckpt`` to the hash ``key`` in one MULTI; return the save time (ms)."""
     fields = ckpt.fields()
     async with client.pipeline(transaction=True) as pipe:
@@ -118,7 +119,7 @@ def queue_status(pipe: Any, key: str, samples: int, ticks: int) -> None:
     pipe.hset(key, mapping={"samples": samples, "ticks": ticks})
 
 
-async def load(client: redis.asyncio.Redis, key: str) -> Checkpoint | None:
+async def load(client: AsyncClient, key: str) -> Checkpoint | None:
     """Return the checkpoint in ``key``, or ``None`` when there is none.
 
     Raises
@@ -137,7 +138,7 @@ async def load(client: redis.asyncio.Redis, key: str) -> Checkpoint | None:
     return Checkpoint.from_fields(fields)
 
 
-async def set_aside(client: redis.asyncio.Redis, key: str) -> str:
+async def set_aside(client: AsyncClient, key: str) -> str:
     """Rename the checkpoint ``key`` to ``<key>:unreadable:<wall ms>``, list it first in
     ``<key>:unreadable`` and delete the copies beyond the :data:`UNREADABLE_KEPT` newest;
     return the new key. ``key`` holds no checkpoint afterwards.
@@ -166,7 +167,7 @@ async def set_aside(client: redis.asyncio.Redis, key: str) -> str:
     return aside
 
 
-async def last_published_t(client: redis.asyncio.Redis, signals_key: str) -> int:
+async def last_published_t(client: AsyncClient, signals_key: str) -> int:
     """Sample time (ms) of the newest signal in a signals stream (0 when empty).
 
     A worker killed after publishing but before its next checkpoint learns here which samples

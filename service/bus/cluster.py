@@ -248,14 +248,15 @@ class ClusterRoutes:
         if error is not None:
             raise error
         for i, address in asks:
-            replies[i] = await self._ask(address, commands[i], extra_s)
+            replies[i] = await self.ask(address, commands[i], extra_s)
         return replies
 
     async def _send(self, name: str, commands: list[bytes], extra_s: float) -> list[Any]:
         return await self.lane(name).call(b"".join(commands), len(commands), extra_s, check=False)
 
-    async def _ask(self, address: str, command: bytes, extra_s: float) -> Any:
-        """``ASKING`` + ``command`` on the node at ``address`` (importing the slot)."""
+    async def ask(self, address: str, command: bytes, extra_s: float = 0.0) -> Any:
+        """``ASKING`` + ``command`` on the node at ``address`` (importing the slot): the
+        command's reply (an error reply as ``hiredis.ReplyError``)."""
         try:
             lane = self.lane(address)
         except SlotMapError:

@@ -32,10 +32,8 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 
-import redis
-import redis.asyncio
-
-from tickcast.service.feed.reconnect import is_retryable
+from tickcast.service.bus.connection import AsyncClient
+from tickcast.service.feed.reconnect import REDIS_TRANSIENT, is_retryable
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +106,7 @@ class SymbolLeases:
 
     Parameters
     ----------
-    client : redis.asyncio.Redis
+    client : redis.asyncio.Redis or redis.asyncio.cluster.RedisCluster
         Bytes-mode client.
     keys : mapping of str to str
         Owner key of each symbol.
@@ -120,7 +118,7 @@ class SymbolLeases:
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: AsyncClient,
         keys: Mapping[str, str],
         ttl_s: float = 10.0,
         token: str | None = None,
@@ -154,7 +152,7 @@ class SymbolLeases:
         while not stop.is_set():
             try:
                 holders = await self._try_all()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except REDIS_TRANSIENT as exc:
                 if not is_retryable(exc):
                     raise  # a certificate that does not verify: a configuration error
                 log.warning(

@@ -33,6 +33,7 @@ from typing import Any, Final
 import redis
 import redis.asyncio
 
+from tickcast.service.bus.connection import AsyncClient
 from tickcast.service.bus.resp import DUPLICATE_ID
 
 UNDECODABLE: Final = "undecodable"
@@ -100,9 +101,7 @@ def _bytes(value: Any) -> bytes:
     return str(value).encode("utf-8", "backslashreplace")
 
 
-async def write(
-    client: redis.asyncio.Redis, key: str, maxlen: int, records: Iterable[Quarantined]
-) -> int:
+async def write(client: AsyncClient, key: str, maxlen: int, records: Iterable[Quarantined]) -> int:
     """Add ``records`` (in stream order) to the quarantine stream ``key`` in one pipeline;
     return how many were new (the others were there already).
 
@@ -127,7 +126,7 @@ async def write(
     return new
 
 
-async def quarantined_after(client: redis.asyncio.Redis, key: str, after: str) -> set[bytes]:
+async def quarantined_after(client: AsyncClient, key: str, after: str) -> set[bytes]:
     """The tick stream IDs quarantined in ``key`` after the tick stream ID ``after``."""
     out: set[bytes] = set()
     lower = "(" + after

@@ -12,6 +12,7 @@ import redis.asyncio
 from redis.typing import KeyT, StreamIdT
 
 from tickcast.service.bus.codec import BusDecodeError, decode
+from tickcast.service.bus.connection import AsyncClient
 from tickcast.service.bus.keys import ticks_key
 from tickcast.service.ops.config import Settings
 from tickcast.service.ticks import Tick
@@ -54,7 +55,7 @@ class TickReader:
     pass it back to :meth:`read` to continue where the last read stopped.
     """
 
-    def __init__(self, redis: redis.asyncio.Redis, settings: Settings) -> None:
+    def __init__(self, redis: AsyncClient, settings: Settings) -> None:
         self.redis = redis
         self.prefix = settings.redis.prefix
         self._max_block_ms = int(settings.redis.socket_timeout_s * 1000)

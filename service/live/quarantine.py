@@ -44,9 +44,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any, Final
 
-import redis.asyncio
-
 from tickcast.service.bus import codec
+from tickcast.service.bus.connection import AsyncClient
 from tickcast.service.bus.keys import START_ID, id_key
 from tickcast.service.bus.quarantine import (
     INVALID,
@@ -115,7 +114,7 @@ class Quarantine:
 
     Parameters
     ----------
-    client : redis.asyncio.Redis
+    client : redis.asyncio.Redis or redis.asyncio.cluster.RedisCluster
         Bytes-mode client.
     settings : Settings
         ``redis.quarantine_maxlen`` is used.
@@ -123,7 +122,7 @@ class Quarantine:
         The worker's symbols (their last good learners).
     """
 
-    def __init__(self, client: redis.asyncio.Redis, settings: Settings, book: SymbolBook):
+    def __init__(self, client: AsyncClient, settings: Settings, book: SymbolBook):
         self.client = client
         self.maxlen = settings.redis.quarantine_maxlen
         self.book = book

@@ -47,7 +47,7 @@ from tickcast.service import TickcastError
 from tickcast.service.bus import connection, keys
 from tickcast.service.bus.lease import SymbolLeases
 from tickcast.service.bus.writer import TickWriter
-from tickcast.service.feed.reconnect import is_retryable
+from tickcast.service.feed.reconnect import REDIS_TRANSIENT, is_retryable
 from tickcast.service.feed.shell import Feed
 from tickcast.service.live.handoff import Handoff
 from tickcast.service.live.ingest import Ingester
@@ -220,7 +220,7 @@ class Service:
         """Every ingester's counters, summed (see :func:`merged_counters`)."""
         return merged_counters(list(self.ingesters.values()))
 
-    def _leases(self, client: redis.asyncio.Redis, kind: str) -> SymbolLeases:
+    def _leases(self, client: connection.AsyncClient, kind: str) -> SymbolLeases:
         """Leases on the instruments' ``owner`` (worker) or ``ingester`` keys."""
         prefix = self.settings.redis.prefix
         lease_keys = {
@@ -239,7 +239,7 @@ class Service:
             await asyncio.sleep(leases.renew_every_s)
             try:
                 lost = await leases.renew(retake=True)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except REDIS_TRANSIENT as exc:
                 log.warning("cannot renew the ingest leases, Redis unreachable (%s)", exc)
                 continue
             if leases.retaken:
@@ -287,7 +287,7 @@ class Service:
 
     async def _build_ingest(
         self,
-        client: redis.asyncio.Redis,
+        client: connection.AsyncClient,
         handoff: Handoff | None,
         markets: dict[str, list[MarketInfo]],
     ) -> None:

@@ -62,6 +62,7 @@ from tickcast.service.bus.checkpoint import (
     save,
     set_aside,
 )
+from tickcast.service.bus.connection import AsyncClient
 from tickcast.service.bus.keys import START_ID, id_key
 from tickcast.service.bus.quarantine import Quarantined, quarantined_after
 from tickcast.service.live.predictor import Predictor
@@ -259,7 +260,7 @@ class SymbolBook:
 
     Parameters
     ----------
-    client : redis.asyncio.Redis
+    client : redis.asyncio.Redis or redis.asyncio.cluster.RedisCluster
         Bytes-mode client.
     settings : Settings
         ``redis.prefix``, ``redis.signal_maxlen`` and the ``worker`` section are used.
@@ -274,7 +275,7 @@ class SymbolBook:
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: AsyncClient,
         settings: Settings,
         instruments: Iterable[Instrument],
         *,

@@ -46,13 +46,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import redis
-import redis.asyncio
-
 from tickcast.service.bus import codec
+from tickcast.service.bus.connection import AsyncClient
 from tickcast.service.bus.keys import START_ID
 from tickcast.service.bus.lease import SymbolLeases
 from tickcast.service.bus.quarantine import INVALID, UNDECODABLE
+from tickcast.service.feed.reconnect import REDIS_TRANSIENT
 from tickcast.service.live.handoff import Handoff
 from tickcast.service.live.quarantine import OTHER_INSTRUMENT, Quarantine
 from tickcast.service.live.symbolstate import (
@@ -64,7 +63,7 @@ from tickcast.service.live.symbolstate import (
     SymbolState,
     WorkerError,
 )
-from tickcast.service.live.workerlane import WorkerLane
+from tickcast.service.live.workerlane import make as make_lane
 from tickcast.service.ops.config import Settings
 from tickcast.service.ops.metrics import SymbolStats
 from tickcast.service.ticks import Instrument, Tick, invalid_reason
@@ -75,7 +74,7 @@ log = logging.getLogger(__name__)
 
 FRESH_NS = 1_000_000_000
 """A signal made on a tick received less than this long ago (ns) is published at once."""
-RETRYABLE = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
+RETRYABLE = (*REDIS_TRANSIENT, ConnectionError, OSError)
 
 
 class Worker:
@@ -83,7 +82,7 @@ class Worker:
 
     Parameters
     ----------
-    client : redis.asyncio.Redis
+    client : redis.asyncio.Redis or redis.asyncio.cluster.RedisCluster
         Bytes-mode client (:func:`tickcast.service.connection.connect`).
     settings : Settings
         ``redis.prefix``, ``redis.signal_maxlen`` and the ``worker`` section are used.
@@ -107,7 +106,7 @@ class Worker:
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: AsyncClient,
         settings: Settings,
         *,
         instruments: Sequence[Instrument] | None = None,
@@ -142,7 +141,7 @@ class Worker:
         self.leases = leases
         self.lost: list[str] = []
         """Symbols whose lease was lost (the worker then stops without checkpointing)."""
-        self.io = WorkerLane(client, self.cfg.read_count)
+        self.io = make_lane(client, self.cfg.read_count)
         self.quarantine = Quarantine(client, settings, self.book)
         self._touched: list[SymbolState] = []
 

@@ -1,0 +1,175 @@
+"""The worker on a real Redis Cluster: per-stream XREADs routed to each master, signals to
+their masters, checkpoints (MULTI of same-slot keys), leases and quarantine through the cluster
+client — the signals exactly a backtest's, a restored worker publishing nothing twice, a slot
+migrated under a running worker followed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Sequence
+
+import pytest
+import redis
+import redis.asyncio.cluster
+
+from tickcast.model.learner import OnlineLearner
+from tickcast.service.bus import keys
+from tickcast.service.bus.cluster import slot_of
+from tickcast.service.bus.connection import AsyncClient, connect
+from tickcast.service.bus.lease import SymbolLeases
+from tickcast.service.bus.writer import TickWriter
+from tickcast.service.live.worker import Worker
+from tickcast.service.live.workerlane import ClusterWorkerLane
+from tickcast.service.offline.backtest import Backtest
+from tickcast.service.ops.config import Settings
+from tickcast.service.schema import decode_signal
+from tickcast.service.sim.market import SyntheticMarket
+from tickcast.service.sim.symbols import specs_for
+from tickcast.service.ticks import Instrument, Tick
+
+from localcluster import LocalCluster
+from support import worker_settings
+
+SYMBOLS = ("BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT", "XRP/USDT:USDT")
+
+
+@pytest.fixture(scope="module")
+def ticks() -> list[Tick]:
+    return list(SyntheticMarket(specs_for(SYMBOLS), seed=5).ticks(30.0))
+
+
+@pytest.fixture
+async def client(redis_cluster: LocalCluster) -> AsyncIterator[AsyncClient]:
+    masters = {redis_cluster.master_of(keys.ticks_key("tickcast", "sim", s)).port for s in SYMBOLS}
+    assert len(masters) == 3, "the symbols span the three masters"
+    c = connect(redis_cluster.url, Settings())
+    assert isinstance(c, redis.asyncio.cluster.RedisCluster)
+    try:
+        yield c
+    finally:
+        await c.aclose()
+
+
+@pytest.fixture
+def sync_client(redis_cluster: LocalCluster) -> Iterator[redis.cluster.RedisCluster]:
+    c = redis.cluster.RedisCluster.from_url(redis_cluster.url)
+    yield c
+    c.close()
+
+
+async def write(client: AsyncClient, ticks: Sequence[Tick]) -> None:
+    writer = TickWriter(client, Settings())
+    for i in range(0, len(ticks), 500):
+        await writer.write(ticks[i : i + 500])
+
+
+async def drain(worker: Worker) -> int:
+    total = 0
+    while n := await worker.step(block_ms=0):
+        total += n
+    return total
+
+
+def reference(ticks: Sequence[Tick], symbol: str) -> tuple[OnlineLearner, list[tuple[int, float]]]:
+    backtest = Backtest({"horizon_ms": 1000, "sample_ms": 100})
+    out = []
+    for tick in ticks:
+        predictions = backtest.feed(tick)
+        if tick.symbol == symbol:
+            out.extend((p.t_ms, p.ret_bps) for p in predictions)
+    return backtest.symbols[symbol].learner, out
+
+
+def published(client: redis.cluster.RedisCluster, symbol: str) -> list[tuple[int, float]]:
+    entries = client.xrange(keys.signals_key("tickcast", "sim", symbol))
+    return [(s.t_ms, s.ret_bps) for s in (decode_signal(f) for _, f in entries)]
+
+
+def leases(client: AsyncClient) -> SymbolLeases:
+    names = {f"sim:{s}": keys.symbol_key("tickcast", "sim", s, "owner") for s in SYMBOLS}
+    return SymbolLeases(client, names, ttl_s=5.0)
+
+
+async def test_the_worker_publishes_exactly_what_a_backtest_predicts(
+    client: AsyncClient, sync_client: redis.cluster.RedisCluster, ticks: list[Tick]
+) -> None:
+    await write(client, ticks)
+    worker = Worker(client, worker_settings(SYMBOLS), leases=leases(client))
+    assert isinstance(worker.io, ClusterWorkerLane)
+    await worker.restore()
+    assert await drain(worker) == len(ticks)
+    assert len(worker.io.routes.lanes) == 3
+    for symbol in SYMBOLS:
+        learner, expected = reference(ticks, symbol)
+        assert len(expected) > 200
+        assert published(sync_client, symbol) == expected
+        state = worker.states[Instrument("sim", symbol)]
+        assert isinstance(state.learner, OnlineLearner)
+        assert state.learner.snapshot() == learner.snapshot()
+        assert state.stats.signals == len(expected)
+    worker.stop()
+    await worker.run()  # final checkpoint (MULTI on each symbol's master), leases released
+    for symbol in SYMBOLS:
+        fields = sync_client.hgetall(keys.ckpt_key("tickcast", "sim", symbol))
+        top = sync_client.xrevrange(keys.ticks_key("tickcast", "sim", symbol), count=1)[0][0]
+        assert fields[b"last_id"] == top
+        assert not sync_client.exists(keys.symbol_key("tickcast", "sim", symbol, "owner"))
+
+
+async def test_a_restored_worker_goes_on_without_publishing_a_sample_twice(
+    client: AsyncClient, sync_client: redis.cluster.RedisCluster, ticks: list[Tick]
+) -> None:
+    cut = len(ticks) // 3
+    await write(client, ticks[:cut])
+    first = Worker(client, worker_settings(SYMBOLS))
+    await first.restore()
+    await drain(first)
+    await first.checkpoint(force=True)
+    await write(client, ticks[cut : 2 * cut])
+    await drain(first)  # published past its checkpoint, then "dies"
+    await write(client, ticks[2 * cut :])
+    second = Worker(client, worker_settings(SYMBOLS))
+    await second.restore()
+    await drain(second)
+    for symbol in SYMBOLS:
+        learner, expected = reference(ticks, symbol)
+        assert published(sync_client, symbol) == expected
+        restored = second.states[Instrument("sim", symbol)]
+        assert isinstance(restored.learner, OnlineLearner)
+        assert restored.learner.snapshot() == learner.snapshot()
+        assert restored.stats.duplicates_skipped > 0
+
+
+async def test_a_running_worker_waits_for_ticks_and_follows_a_slot_that_moves(
+    redis_cluster: LocalCluster,
+    client: AsyncClient,
+    sync_client: redis.cluster.RedisCluster,
+    ticks: list[Tick],
+) -> None:
+    worker = Worker(client, worker_settings(SYMBOLS, block_ms=200))
+    await worker.restore()
+    task = asyncio.create_task(worker.run())
+    moving = keys.ticks_key("tickcast", "sim", SYMBOLS[0])
+    slot = slot_of(moving)
+    source = redis_cluster.master_of_slot(slot)
+    target = next(n for n in redis_cluster.masters_now() if n.port != source.port)
+    half = len(ticks) // 2
+    try:
+        await write(client, ticks[:half])
+        while worker.states[Instrument("sim", SYMBOLS[0])].stats.ticks < 100:
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(redis_cluster.migrate, slot, target)
+        for i in range(half, len(ticks), 200):
+            await write(client, ticks[i : i + 200])
+            await asyncio.sleep(0.01)  # the worker catches up, then waits (pauses)
+        async with asyncio.timeout(30):
+            while sum(s.stats.ticks for s in worker.states.values()) < len(ticks):
+                await asyncio.sleep(0.02)
+    finally:
+        worker.stop()
+        await task
+        await asyncio.to_thread(redis_cluster.migrate, slot, source)
+    assert isinstance(worker.io, ClusterWorkerLane)
+    assert worker.io.routes.redirects >= 1 and worker.io.pauses > 0
+    for symbol in SYMBOLS:
+        assert published(sync_client, symbol) == reference(ticks, symbol)[1]
