@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps run test lint typecheck pytest chaos bench bench-e2e lock image k8s-check systemd-check compose-check rules-check clean
+.PHONY: install system-deps run test lint typecheck pytest chaos bench bench-e2e lock image k8s-check systemd-check compose-check rules-check bench-scale clean
 
 install: $(STAMP)
 
@@ -71,10 +71,11 @@ image: $(STAMP) system-deps
 	TICKCAST_IMAGE=tickcast:$$($(BIN)/tickcast --version | cut -d' ' -f2) \
 		$(BIN)/python -m pytest tests/deploy/image
 
-# The Kubernetes manifests (deploy/k8s: kubernetes-validate, offline) and the systemd units
-# (deploy/systemd: systemd-analyze) alone; `make test` runs both.
+# The Kubernetes manifests (deploy/k8s: kubernetes-validate, offline; the cluster variant
+# rendered by kubectl kustomize) and the systemd units (deploy/systemd: systemd-analyze) alone;
+# `make test` runs both.
 k8s-check: $(STAMP) system-deps
-	$(BIN)/python -m pytest tests/deploy/test_k8s.py
+	$(BIN)/python -m pytest tests/deploy/test_k8s.py tests/deploy/test_k8s_cluster.py
 
 systemd-check: $(STAMP) system-deps
 	$(BIN)/python -m pytest tests/deploy/test_systemd.py
@@ -84,7 +85,7 @@ systemd-check: $(STAMP) system-deps
 # Prometheus rules with the Grafana dashboard (promtool check and unit tests, the metric names
 # they query); `make test` runs both.
 compose-check: $(STAMP) system-deps
-	$(BIN)/python -m pytest tests/deploy/test_compose.py
+	$(BIN)/python -m pytest tests/deploy/test_compose.py tests/deploy/test_compose_cluster.py
 
 rules-check: $(STAMP) system-deps
 	$(BIN)/python -m pytest tests/deploy/test_prometheus_rules.py tests/deploy/test_grafana.py
@@ -96,6 +97,13 @@ bench: $(STAMP)
 
 bench-e2e: $(STAMP)
 	$(BIN)/python bench/e2e.py
+
+# The capacity model (bench/scale.py): ticks/s and signals/s per core of ingest and worker by
+# symbols per process and sample interval, on one Redis and on a 3+3 Redis Cluster, the
+# per-shard limit, the sizing table (about 10 minutes; BENCH_SCALE_ARGS=--quick: under 2).
+BENCH_SCALE_ARGS ?=
+bench-scale: $(STAMP) system-deps
+	$(BIN)/python bench/scale.py $(BENCH_SCALE_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy-tree .mypy_cache .ruff_cache .pytest_cache *.egg-info build

@@ -326,6 +326,9 @@ def cluster(
     made = Cluster(compose, single.read_env(env_file), ports, acl_dir, calls)
     created = init_script(made)
     assert created.returncode == 0, created.stdout + created.stderr
+    assert (
+        "Performing hash slots allocation" in created.stdout
+    )  # made here, the first time
     return made
 
 

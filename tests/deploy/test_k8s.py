@@ -78,8 +78,13 @@ Resource = tuple[Path, dict[str, Any]]
 
 
 def manifest_files() -> list[Path]:
-    """Every manifest under deploy/k8s (the kustomization files are not manifests)."""
-    return sorted(p for p in K8S.rglob("*.yaml") if p.name != "kustomization.yaml")
+    """Every manifest under deploy/k8s (the kustomization files are not manifests), but the
+    cluster variant's (deploy/k8s/cluster: tests/deploy/test_k8s_cluster.py)."""
+    return sorted(
+        p
+        for p in K8S.rglob("*.yaml")
+        if p.name != "kustomization.yaml" and K8S / "cluster" not in p.parents
+    )
 
 
 def documents(path: Path) -> list[dict[str, Any]]:
