@@ -4,6 +4,10 @@
 waits for a busy event loop. ``/healthz`` answers 200 while the process runs; ``/readyz`` runs a
 readiness callback — for the live service, :class:`Readiness`: Redis answers PING and ticks
 arrived in the last ``stale_s`` seconds.
+
+On a Redis Cluster (:func:`~tickcast.service.bus.connection.probe` gives a cluster client, made
+on first use so that a cluster out of reach at start reads as down), PING goes to every master
+and the memory gauges are the fullest master's (:meth:`RedisProbe._memory`).
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import redis
+import redis.cluster
 
 from tickcast.service import TickcastError
-from tickcast.service.bus.connection import probe
+from tickcast.service.bus.connection import SyncClient, probe
 from tickcast.service.bus.keys import START_ID, id_key
 from tickcast.service.ops.config import Settings
 from tickcast.service.ops.metrics import Metrics, RedisReading
@@ -35,6 +41,37 @@ class MetricsError(TickcastError):
     """The metrics server could not start."""
 
 
+class _Probe:
+    """A :func:`probe` client made on first use (a cluster client reads the slot map as it is
+    made) and closed by :meth:`close`; not thread-safe (callers hold a lock)."""
+
+    def __init__(self, url: str, settings: Settings, timeout_s: float) -> None:
+        self.url = url
+        self.settings = settings
+        self.timeout_s = timeout_s
+        self._client: SyncClient | None = None
+
+    def get(self) -> SyncClient:
+        """The client (made now if need be; raises ``redis.RedisError`` when that fails)."""
+        if self._client is None:
+            self._client = probe(self.url, self.settings, self.timeout_s)
+        return self._client
+
+    def ping(self) -> None:
+        """PING Redis (every master of a cluster)."""
+        client = self.get()
+        if isinstance(client, redis.cluster.RedisCluster):
+            client.ping(target_nodes=redis.cluster.RedisCluster.PRIMARIES)
+        else:
+            client.ping()
+
+    def close(self) -> None:
+        """Close the client's connections, if it was made."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
 class Readiness:
     """``/readyz``: Redis answers PING (from the server thread) and ticks are flowing.
 
@@ -49,7 +86,7 @@ class Readiness:
         stale_s: float,
         settings: Settings | None = None,
     ) -> None:
-        self.client = probe(url, settings if settings is not None else Settings(), 0.5)
+        self.probe = _Probe(url, settings if settings is not None else Settings(), 0.5)
         self.tick_clock = tick_clock
         self.stale_s = stale_s
         self._lock = threading.Lock()
@@ -57,8 +94,8 @@ class Readiness:
     def __call__(self) -> tuple[bool, str]:
         try:
             with self._lock:
-                self.client.ping()
-        except (redis.RedisError, OSError) as exc:
+                self.probe.ping()
+        except (redis.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
             return False, f"redis unreachable: {exc}"
         last = self.tick_clock()
         if last <= 0.0:
@@ -70,7 +107,8 @@ class Readiness:
 
     def close(self) -> None:
         """Close the probe's Redis connections."""
-        self.client.close()
+        with self._lock:
+            self.probe.close()
 
 
 class RedisProbe:
@@ -81,6 +119,9 @@ class RedisProbe:
     tick's receive time in ms) and, for a symbol not read yet, the oldest. Every wait is bounded
     by ``timeout_s``; a command the user may not run (ACL) is logged once and its figures left
     out. Thread-safe (called from the metrics server's threads).
+
+    On a Redis Cluster: PING and ``INFO memory`` go to every master, the gauges are those of
+    the fullest one (see :meth:`_memory`), and the streams are read from their masters.
     """
 
     def __init__(
@@ -90,7 +131,7 @@ class RedisProbe:
         positions: Positions | None = None,
         timeout_s: float = 0.5,
     ) -> None:
-        self.client = probe(url, settings, timeout_s)
+        self.probe = _Probe(url, settings, timeout_s)
         self.positions = positions
         self._lock = threading.Lock()
         self._refused: set[str] = set()
@@ -98,25 +139,41 @@ class RedisProbe:
     def __call__(self) -> RedisReading:
         with self._lock:
             try:
-                self.client.ping()
-            except (redis.RedisError, OSError):
+                self.probe.ping()
+                used, limit = self._memory()
+                lag = self._lag()
+            except (redis.RedisError, redis.exceptions.RedisClusterException, OSError):
                 return RedisReading(up=False)
-            used, limit = self._memory()
-            return RedisReading(True, used, limit, self._lag())
+            return RedisReading(True, used, limit, lag)
 
     def _memory(self) -> tuple[float, float]:
+        """``used_memory`` and ``maxmemory`` (bytes). On a cluster, those of the master
+        closest to its ``maxmemory`` (the one with most ``used_memory`` when none has a
+        limit): a shard fills on its own, and the summed figures of every master would hide
+        it (a full shard refuses the writes of its slots while the others have room)."""
+        client = self.probe.get()
         try:
-            info = self.client.info("memory")
+            if isinstance(client, redis.cluster.RedisCluster):
+                found: Any = client.info(
+                    "memory", target_nodes=redis.cluster.RedisCluster.PRIMARIES
+                )
+                infos = list(found.values()) if _per_node(found) else [found]
+            else:
+                infos = [client.info("memory")]
         except redis.ResponseError as exc:
             self._refused_once("INFO", exc)
             return math.nan, math.nan
-        return float(info.get("used_memory", math.nan)), float(info.get("maxmemory", math.nan))
+        readings = [
+            (float(i.get("used_memory", math.nan)), float(i.get("maxmemory", math.nan)))
+            for i in infos
+        ]
+        return max(readings, key=_fill)
 
     def _lag(self) -> dict[Instrument, float]:
         positions = dict(self.positions()) if self.positions is not None else {}
         if not positions:
             return {}
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.probe.get().pipeline(transaction=False)
         for key, last_id in positions.values():
             pipe.xrevrange(key, count=1)
             if last_id == START_ID:
@@ -145,7 +202,30 @@ class RedisProbe:
 
     def close(self) -> None:
         """Close the probe's Redis connections."""
-        self.client.close()
+        with self._lock:
+            self.probe.close()
+
+
+def _per_node(found: Any) -> bool:
+    """Whether an ``INFO`` reply of a cluster client is per node (``{name: info}``), not one
+    node's (a cluster of one master)."""
+    return isinstance(found, dict) and all(isinstance(v, dict) for v in found.values())
+
+
+def _fill(reading: tuple[float, float]) -> tuple[float, float]:
+    """Sort key of ``(used, maxmemory)`` readings: the fill ratio first (0 without a limit),
+    then the bytes used.
+
+    Examples
+    --------
+    >>> max([(5.0, 0.0), (3.0, 4.0), (9.0, 100.0)], key=_fill)
+    (3.0, 4.0)
+    >>> max([(5.0, 0.0), (7.0, 0.0)], key=_fill)
+    (7.0, 0.0)
+    """
+    used, limit = reading
+    ratio = used / limit if limit > 0 and math.isfinite(used) else 0.0
+    return ratio, used if math.isfinite(used) else 0.0
 
 
 class MetricsServer:
