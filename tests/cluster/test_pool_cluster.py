@@ -1,0 +1,265 @@
+"""``tickcast ingest`` and ``tickcast worker --pool`` processes on a real 3-master, 3-replica
+Redis Cluster: the pool splits symbols spread over the three masters, a newcomer takes its
+share, a killed worker's symbols move to the others; a master SIGKILLed mid-run is replaced by
+its replica while ticks keep flowing and the ticks it took with it, if any, are counted; and
+through it all every sample is published once, as one uninterrupted learner over each stream
+would."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis.cluster
+
+from tickcast.model.learner import OnlineLearner
+from tickcast.service.bus import codec, keys
+from tickcast.service.bus.connection import probe
+from tickcast.service.live.pool import members_key
+from tickcast.service.ops.config import Settings
+from tickcast.service.schema import decode_signal
+from tickcast.service.ticks import TRADE, Tick
+
+from localcluster import LocalCluster
+from support import environment, start, wait_until
+
+SYMBOLS = [f"{base}/USDT:USDT" for base in ("BTC", "ETH", "SOL", "XRP", "ADA", "DOGE")]
+SYMBOL_ARGS = ["--exchange", "sim", "--symbols", ",".join(SYMBOLS)]
+INGEST = ["ingest", *SYMBOL_ARGS, "--speed", "3", "--stats-every", "0"]
+
+
+def tick_key(symbol: str) -> str:
+    return keys.ticks_key("tickcast", "sim", symbol)
+
+
+@pytest.fixture
+def client(redis_cluster: LocalCluster) -> Iterator[redis.cluster.RedisCluster]:
+    masters = {redis_cluster.master_of(tick_key(s)).port for s in SYMBOLS}
+    assert len(masters) == 3, "the symbols span the three masters"
+    c = probe(redis_cluster.url, Settings(), 10.0)
+    assert isinstance(c, redis.cluster.RedisCluster)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+class Owners:
+    """Reads every symbol's worker lease every 20 ms in a thread (through the cluster client,
+    one key per slot); keeps the owners seen, in order, per symbol."""
+
+    def __init__(self, url: str) -> None:
+        self.client = probe(url, Settings(), 10.0)
+        self.keys = {s: keys.symbol_key("tickcast", "sim", s, "owner") for s in SYMBOLS}
+        self.seen: dict[str, list[str | None]] = {s: [] for s in SYMBOLS}
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            try:
+                now = self.now()
+            except (redis.RedisError, OSError):  # a failover in progress
+                self.errors += 1
+                continue
+            for symbol, owner in now.items():
+                if not self.seen[symbol] or self.seen[symbol][-1] != owner:
+                    self.seen[symbol].append(owner)
+
+    def now(self) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        for symbol, key in self.keys.items():
+            raw = self.client.get(key)
+            out[symbol] = raw.decode() if isinstance(raw, bytes) else None
+        return out
+
+    def split(self, *procs: subprocess.Popen[bytes]) -> list[int]:
+        """How many symbols each of ``procs`` holds, sorted; [] while one is held by nobody."""
+        try:
+            owners = self.now()
+        except (redis.RedisError, OSError):
+            return []
+        if None in owners.values():
+            return []
+        pids = Counter(int(str(o).split(":")[1]) for o in owners.values())
+        return sorted(pids[p.pid] for p in procs)
+
+    def __enter__(self) -> Owners:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.client.close()
+
+
+def stream(client: redis.cluster.RedisCluster, symbol: str) -> list[Tick]:
+    return [codec.decode(f) for _, f in client.xrange(tick_key(symbol))]
+
+
+def replay(client: redis.cluster.RedisCluster, symbol: str) -> list[tuple[int, float, float]]:
+    """What one uninterrupted learner predicts over the symbol's whole tick stream."""
+    learner = OnlineLearner(horizon_ms=1000, sample_ms=100)
+    out: list[tuple[int, float, float]] = []
+    for tick in stream(client, symbol):
+        out.extend((p.t_ms, p.ret_bps, p.p_up) for p in learner.update(tick))
+    return out
+
+
+def published(client: redis.cluster.RedisCluster, symbol: str) -> list[tuple[int, float, float]]:
+    entries = client.xrange(keys.signals_key("tickcast", "sim", symbol))
+    signals = [decode_signal(fields) for _, fields in entries]
+    return [(s.t_ms, s.ret_bps, s.p_up) for s in signals]
+
+
+def stop(proc: subprocess.Popen[bytes], log: Path) -> None:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0, log.read_text()
+
+
+def finish(
+    client: redis.cluster.RedisCluster,
+    ingest: subprocess.Popen[bytes],
+    workers: dict[str, subprocess.Popen[bytes]],
+    logs: dict[str, Path],
+) -> None:
+    """Stop the ingester, let the workers publish every sample of the streams, stop them;
+    then every symbol's signals are one uninterrupted learner's over its stream."""
+    stop(ingest, logs["ingest"])
+    expected = {s: replay(client, s) for s in SYMBOLS}
+    wait_until(
+        "every sample published",
+        lambda: all(len(published(client, s)) >= len(expected[s]) for s in SYMBOLS),
+        timeout=60.0,
+    )
+    for name, proc in workers.items():
+        stop(proc, logs[name])
+    for symbol in SYMBOLS:
+        assert published(client, symbol) == expected[symbol], (
+            f"{symbol}: each sample once, as one uninterrupted learner over the stream"
+        )
+
+
+def test_a_worker_pool_on_the_cluster_splits_hands_over_and_takes_over(
+    redis_cluster: LocalCluster,
+    client: redis.cluster.RedisCluster,
+    tmp_path: Path,
+    procs: list[subprocess.Popen[bytes]],
+) -> None:
+    ttl_s = 2.0
+    env = environment(
+        tmp_path,
+        TICKCAST__REDIS__URL=redis_cluster.url,
+        TICKCAST__METRICS__ENABLED="false",
+        TICKCAST__WORKER__LEASE_TTL_S=str(ttl_s),
+        TICKCAST__WORKER__CHECKPOINT_EVERY_SAMPLES="40",
+    )
+    logs = {name: tmp_path / f"{name}.log" for name in ("ingest", "a", "b", "c")}
+
+    def worker(name: str) -> subprocess.Popen[bytes]:
+        procs.append(start(["worker", *SYMBOL_ARGS, "--pool"], env, logs[name]))
+        return procs[-1]
+
+    ingest = start(INGEST, env, logs["ingest"])
+    procs.append(ingest)
+    with Owners(redis_cluster.url) as owners:
+        a, b = worker("a"), worker("b")
+        wait_until("two workers sharing six symbols", lambda: owners.split(a, b) == [3, 3])
+        c = worker("c")
+        wait_until("the newcomer's share", lambda: owners.split(a, b, c) == [2, 2, 2])
+        before = owners.now()
+        b.kill()  # SIGKILL: no final checkpoint, leases left to expire
+        b.wait()
+        wait_until(
+            "b's symbols taken over", lambda: owners.split(a, c) == [3, 3], timeout=5 * ttl_s
+        )
+        after = owners.now()
+        moved = {s for s in SYMBOLS if before[s] != after[s]}
+        assert moved == {s for s in SYMBOLS if f":{b.pid}:" in str(before[s])}
+        finish(client, ingest, {"a": a, "c": c}, logs)
+    pids = {str(p.pid) for p in (a, b, c)}
+    for symbol in SYMBOLS:
+        assert all(str(o).split(":")[1] in pids for o in owners.seen[symbol] if o is not None)
+    assert client.zcard(members_key("tickcast", "worker")) == 0, "the members left"
+
+
+def counted_losses(log: str) -> Counter[str]:
+    """Ticks the ingester says a failover lost, per symbol (its warning lines)."""
+    out: Counter[str] = Counter()
+    for line in log.splitlines():
+        if "failover lost ticks" in line:
+            for venue, symbol, n in re.findall(r"(\S+) (\S+): (\d+)\+? \(up to", line):
+                out[symbol] += int(n) if venue == "sim" else 0
+    return out
+
+
+@pytest.mark.slow
+def test_the_pool_rides_a_master_failover_and_counts_what_the_cluster_lost(
+    redis_cluster: LocalCluster,
+    client: redis.cluster.RedisCluster,
+    tmp_path: Path,
+    procs: list[subprocess.Popen[bytes]],
+) -> None:
+    env = environment(
+        tmp_path,
+        TICKCAST__REDIS__URL=redis_cluster.url,
+        TICKCAST__METRICS__ENABLED="false",
+        TICKCAST__WORKER__LEASE_TTL_S="6",  # outlives the failover (about 2 s)
+        TICKCAST__WORKER__CHECKPOINT_EVERY_SAMPLES="40",
+    )
+    logs = {name: tmp_path / f"{name}.log" for name in ("ingest", "a", "b")}
+    ingest = start(INGEST, env, logs["ingest"])
+    procs.append(ingest)
+    workers = {n: start(["worker", *SYMBOL_ARGS, "--pool"], env, logs[n]) for n in ("a", "b")}
+    procs += workers.values()
+    victim_key = tick_key(SYMBOLS[0])
+
+    def xlen(symbol: str) -> int:
+        return int(client.xlen(tick_key(symbol)))
+
+    with Owners(redis_cluster.url) as owners:
+        wait_until("the pool's split", lambda: owners.split(*workers.values()) == [3, 3])
+        master = redis_cluster.master_of(victim_key)
+        on_victim = [s for s in SYMBOLS if redis_cluster.master_of(tick_key(s)) == master]
+        wait_until(
+            "ticks on every stream",
+            lambda: all(xlen(s) > 50 for s in SYMBOLS),
+        )
+        redis_cluster.kill(master)
+        redis_cluster.wait_failover(master, client.keyslot(victim_key))
+        client.nodes_manager.initialize()
+        lengths = {s: xlen(s) for s in SYMBOLS}
+        wait_until(
+            "ticks flowing again on every stream, those of the failed master's slots too",
+            lambda: all(xlen(s) > lengths[s] + 20 for s in SYMBOLS),
+            timeout=30.0,
+        )
+        assert all(p.poll() is None for p in (ingest, *workers.values())), "nobody stopped"
+        assert owners.split(*workers.values()) == [3, 3], "the pool kept its split"
+        finish(client, ingest, workers, logs)
+    counted = counted_losses(logs["ingest"].read_text())
+    for symbol in on_victim:
+        ids = [int(t.trade_id) for t in stream(client, symbol) if t.kind == TRADE]
+        missing = max(ids) - min(ids) + 1 - len(set(ids))
+        assert len(ids) == len(set(ids)), "no tick stored twice"
+        assert missing <= counted[symbol], (
+            f"{symbol}: {missing} trades lost, {counted[symbol]} counted"
+        )
