@@ -9,9 +9,10 @@ round and decides for itself.
 Membership
     A sorted set ``<prefix>:{pool:<role>}:members`` (:func:`members_key`; its own hash slot)
     holds each member's owner token, scored by its expiry in Redis's own clock (``TIME`` inside
-    the script, so that hosts' clocks do not matter). A member renews its entry every round (a
-    third of ``worker.lease_ttl_s``) and removes it when it stops; a killed member's entry
-    expires with its leases, after the lease's time to live (at once when it ran on this host:
+    the script, so that hosts' clocks do not matter). A member renews its entry every third of
+    ``worker.lease_ttl_s`` (at each round, and in between while a service takes its time to
+    stop) and removes it when it stops; a killed member's entry expires with its leases, after
+    the lease's time to live (at once when it ran on this host:
     :func:`~tickcast.service.bus.lease.held_by_dead_local_process` reads its token).
 
 A round (:class:`Pool`, every third of the lease's time to live)
@@ -491,11 +492,15 @@ class Pool:
         )
         probes = self._start_metrics()
         log.info("pool %s: member %s of %d instruments", self.role, self.token, len(self.names))
+        heartbeat = loop.create_task(self._heartbeat(membership), name="pool heartbeat")
         try:
             await self._rounds(client, membership)
             return 0
         finally:
             await self._end_service()
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
             with contextlib.suppress(redis.RedisError, OSError):
                 await membership.leave()
             for sig in (*STOP_SIGNALS, *SILENCE_SIGNALS) if handle_signals else ():
@@ -522,6 +527,14 @@ class Pool:
                 else:
                     await self._apply(snapshot)
             await self._wait(delay)
+
+    async def _heartbeat(self, membership: Membership) -> None:
+        """Renew this member every :attr:`period_s` whatever the rounds are doing (a service
+        that takes seconds to stop must not make the member look gone)."""
+        while True:
+            await asyncio.sleep(self.period_s)
+            with contextlib.suppress(redis.RedisError, OSError):
+                await membership.renew()
 
     async def _wait(self, seconds: float) -> None:
         """Sleep ``seconds``, less when the pool stops or its service ends."""

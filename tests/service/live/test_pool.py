@@ -439,6 +439,8 @@ def test_ingest_pool_splits_the_feeds_and_a_killed_members_streams_keep_flowing(
     )
     after = scrape(ports[0])
     assert after["tickcast_lease_held"] == 4 and all(after[f"held {s}"] == 1 for s in symbols)
+    ready = f"http://127.0.0.1:{ports[0]}/readyz"
+    wait_until("its readiness (ticks flow through it)", lambda: http(ready) == (200, "ready\n"))
     assert after["tickcast_ticks_written_total"] > before["tickcast_ticks_written_total"]
     assert after["tickcast_lease_acquisitions_total"] > before["tickcast_lease_acquisitions_total"]
     a.send_signal(signal.SIGTERM)
