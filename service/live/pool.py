@@ -404,6 +404,8 @@ class Pool:
         Bound on each service's shutdown.
     patience : int
         Rounds in a row a giving back (or a free symbol another member should take) waits.
+    rng : numpy.random.Generator, optional
+        Jitter of the backoff after a failed service (default: a fresh generator).
     """
 
     def __init__(
@@ -415,6 +417,7 @@ class Pool:
         online: bool = True,
         stop_timeout_s: float = 9.0,
         patience: int = PATIENCE,
+        rng: np.random.Generator | None = None,
     ) -> None:
         self.settings = settings
         self.redis_url = redis_url
@@ -439,7 +442,8 @@ class Pool:
         self._task: asyncio.Task[int] | None = None
         self._stop = asyncio.Event()
         self.balancer = Balancer(self.names, self.token, patience)
-        self._backoff = Backoff(self.period_s, 30.0, np.random.default_rng())
+        rng = rng if rng is not None else np.random.default_rng()
+        self._backoff = Backoff(self.period_s, max(30.0, self.period_s), rng)
 
     @property
     def period_s(self) -> float:
