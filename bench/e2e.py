@@ -22,7 +22,8 @@ measured in the same run: the Redis round trip (PING) and the learner alone (dec
 the same kind of ticks, in this process) — the worker's CPU is printed as a ratio to the latter.
 
 Usage: ``.venv/bin/python bench/e2e.py [--rates 1000,10000] [--seconds 20] [--symbols 10]
-[--flush-ms 0] [--layout one|split] [--workers 1]``. Prints figures; asserts nothing.
+[--flush-ms 0] [--layout one|split] [--workers 1] [--cluster | --tcp]``. Prints figures;
+asserts nothing.
 """
 
 from __future__ import annotations
@@ -271,12 +272,23 @@ def bucket_quantile(bounds: list[float], counts: list[int], q: float) -> float:
     return float("inf")
 
 
-def run_rate(rate: float, args: argparse.Namespace, state: Path) -> dict[str, Any]:
-    from tickcast.service.bus.embedded import EmbeddedRedis
+def redis_for(args: argparse.Namespace, state: Path) -> Any:
+    """The Redis of a run: a fresh embedded redis-server, or with ``--cluster`` a local
+    3-master, 3-replica Redis Cluster (``tests/cluster/localcluster.py``)."""
+    if not args.cluster:
+        from tickcast.service.bus.embedded import EmbeddedRedis
 
+        return EmbeddedRedis(state, discovery=False, unix_socket=not args.tcp)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "cluster"))
+    from localcluster import LocalCluster
+
+    return LocalCluster(state)
+
+
+def run_rate(rate: float, args: argparse.Namespace, state: Path) -> dict[str, Any]:
     symbols = list(NAMES[: args.symbols])
     scale = rate / base_rate(symbols)
-    with EmbeddedRedis(state / f"rate-{int(rate)}", discovery=False) as server:
+    with redis_for(args, state / f"rate-{int(rate)}") as server:
         url = server.url
         rtt = ping_us(url)
         sim = spawn("sim", url, args, symbols, scale)
@@ -375,6 +387,16 @@ def main() -> None:
         "apart); split: `tickcast ingest` and `tickcast worker` processes",
     )
     parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="a local 3-master, 3-replica Redis Cluster instead of one embedded redis-server",
+    )
+    parser.add_argument(
+        "--tcp",
+        action="store_true",
+        help="the embedded redis-server on a loopback port (as the cluster), not a unix socket",
+    )
+    parser.add_argument(
         "--child", choices=("sim", "ingest", "worker", "service"), help=argparse.SUPPRESS
     )
     parser.add_argument("--sim-url", default="", help=argparse.SUPPRESS)
@@ -393,7 +415,7 @@ def main() -> None:
         return
     print(
         f"tickcast e2e: sim | feed -> ingester -> Redis | {args.workers} worker(s) -> signals "
-        f"(layout {args.layout}); "
+        f"(layout {args.layout}{', Redis Cluster 3+3' if args.cluster else ''}); "
         f"{args.symbols} "
         f"symbols, flush_interval_ms={args.flush_ms}, {args.warmup:.0f} s warm-up + "
         f"{args.seconds:.0f} s measured per rate, {os.cpu_count()} cores"

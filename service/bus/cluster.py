@@ -13,7 +13,9 @@ Redis; :class:`ClusterRoutes` sends them to the masters that own their slots:
 - the slot map is redis-py's (``nodes_manager``); the owner of each slot used is cached here,
   and read again (:meth:`ClusterRoutes.refresh`) when a lane failed or a node answered
   ``MOVED``, before the next command;
-- a batch is split per master and the parts are sent concurrently (:meth:`ClusterRoutes.round`);
+- a batch is split per master and every part is written before any reply is read (the masters
+  work at once; :meth:`ClusterRoutes.post`, :meth:`ClusterRoutes.collect`,
+  :meth:`ClusterRoutes.round`);
   an ``ASK`` reply (a slot being migrated) is followed at once (``ASKING`` + the command, on the
   node named); a ``MOVED`` reply is left in place for the caller, who refreshes the map and
   sends that command again (XADDs with explicit IDs are idempotent: Redis refuses what it
@@ -27,9 +29,8 @@ them, and the writer compares those slots' streams with what it had acknowledged
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import hiredis
@@ -207,13 +208,41 @@ class ClusterRoutes:
                 group.append(i)
         return groups
 
+    def post(self, batches: Mapping[str, tuple[bytes, int]]) -> dict[str, tuple[bytes, int]]:
+        """Write each node's batch (``data``, ``n`` commands) now on its lane, without
+        waiting: every master works on its part at once. Return the batches not written (a
+        lane not connected yet): :meth:`collect` sends them."""
+        left: dict[str, tuple[bytes, int]] = {}
+        for name, (data, n) in batches.items():
+            lane = self.lanes.get(name)
+            if lane is None or not lane.send(data, n):
+                left[name] = (data, n)
+        return left
+
+    async def collect(
+        self, names: Sequence[str], left: Mapping[str, tuple[bytes, int]], extra_s: float = 0.0
+    ) -> dict[str, list[Any] | Exception]:
+        """Every owed reply of the lanes of ``names`` (after sending their ``left`` batch),
+        error replies as ``hiredis.ReplyError``; a node that fails gives its exception, and
+        the slot map is read again before the next command."""
+        out: dict[str, list[Any] | Exception] = {}
+        for name in names:
+            data, n = left.get(name, (b"", 0))
+            try:
+                out[name] = await self.lane(name).call(data, n, extra_s, owed=True, check=False)
+            except Exception as exc:
+                self.failed(name)
+                out[name] = exc
+        return out
+
     async def round(
         self, slots: Sequence[int], commands: Sequence[bytes], extra_s: float = 0.0
     ) -> list[Any]:
-        """Send each packed command to the master of its slot (one batch per master, masters
-        concurrently) and return the replies in order, error replies as
+        """Send each packed command to the master of its slot (one batch per master, all in
+        flight at once) and return the replies in order, error replies as
         ``hiredis.ReplyError`` (never raised). ``ASK`` replies are followed; ``MOVED`` ones
-        are returned (the map is then stale: :meth:`ensure`, and send those again).
+        are returned (the map is then stale: :meth:`ensure`, and send those again). The lanes
+        must owe nothing before (replies of :meth:`post` not collected).
 
         Raises
         ------
@@ -223,17 +252,17 @@ class ClusterRoutes:
         """
         await self.ensure()
         groups = self.plan(slots)
+        batches = {
+            name: (b"".join([commands[i] for i in idx]), len(idx)) for name, idx in groups.items()
+        }
+        for name in batches:
+            self.lane(name)
+        results = await self.collect(list(batches), self.post(batches), extra_s)
         replies: list[Any] = [None] * len(commands)
-        names = list(groups)
-        results = await asyncio.gather(
-            *(self._send(name, [commands[i] for i in groups[name]], extra_s) for name in names),
-            return_exceptions=True,
-        )
-        error: BaseException | None = None
+        error: Exception | None = None
         asks: list[tuple[int, str]] = []
-        for name, result in zip(names, results, strict=True):
-            if isinstance(result, BaseException):
-                self.failed(name)
+        for name, result in results.items():
+            if isinstance(result, Exception):
                 error = error or result
                 continue
             for i, reply in zip(groups[name], result, strict=True):
@@ -250,9 +279,6 @@ class ClusterRoutes:
         for i, address in asks:
             replies[i] = await self.ask(address, commands[i], extra_s)
         return replies
-
-    async def _send(self, name: str, commands: list[bytes], extra_s: float) -> list[Any]:
-        return await self.lane(name).call(b"".join(commands), len(commands), extra_s, check=False)
 
     async def ask(self, address: str, command: bytes, extra_s: float = 0.0) -> Any:
         """``ASKING`` + ``command`` on the node at ``address`` (importing the slot): the

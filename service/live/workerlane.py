@@ -11,9 +11,9 @@ are their sample times, so Redis refuses those it already stored (the lane toler
 On a Redis Cluster, :class:`ClusterWorkerLane` does the same on one lane per master
 (:class:`~tickcast.service.bus.cluster.ClusterRoutes`). A cluster refuses an XREAD naming
 streams of different slots (``CROSSSLOT``), and ``BLOCK`` cannot wait on several commands: a
-read is one ``XREAD`` per stream, without ``BLOCK``, pipelined per master, the masters
-concurrently; when no stream has anything new, the lane pauses before reading again, from
-:data:`PAUSE_MIN_S`, doubling up to a cap that grows with the streams read
+read is one ``XREAD`` per stream, without ``BLOCK``, pipelined per master, every master's batch
+written before any reply is read; when no stream has anything new, the lane pauses before
+reading again, from :data:`PAUSE_MIN_S`, doubling up to a cap that grows with the streams read
 (:func:`pause_cap`), back to the minimum as soon as a tick comes. A tick arriving on an idle
 worker thus waits for at most the current pause beyond the single-Redis path's wake-up.
 :func:`make` picks the lane for a client.
@@ -268,7 +268,7 @@ class ClusterWorkerLane:
     async def _round(
         self, states: Sequence[SymbolState], busy: Callable[[], bool], work: Callable[[], None]
     ) -> list[Any]:
-        """One XREAD per stream, pipelined per master, masters concurrently; the replies owed
+        """One XREAD per stream, pipelined per master, all in flight at once; the replies owed
         for signals come first on each lane (every signal counts as published once they are
         all in). ``work()`` runs while ``busy()`` and the answers are not in."""
         try:
@@ -288,30 +288,20 @@ class ClusterWorkerLane:
                 groups[name] = []  # only signal replies to read there
         lanes = {name: routes.lane(name) for name in groups}
         owed = {name: lane.owed for name, lane in lanes.items()}
-        unsent: dict[str, bytes] = {}
-        for name, lane in lanes.items():
-            data = b"".join(self.xread(states[i]) for i in groups[name])
-            if not (busy() and lane.send(data, len(groups[name]))):
-                unsent[name] = data
-        if len(unsent) < len(lanes):
+        batches = {
+            name: (b"".join([self.xread(states[i]) for i in idx]), len(idx))
+            for name, idx in groups.items()
+        }
+        left = routes.post(batches)
+        if len(left) < len(batches):
             while busy() and not await self._all_in(lanes):
                 work()
-        names = list(lanes)
-        results = await asyncio.gather(
-            *(
-                lanes[n].call(unsent[n], len(groups[n]), owed=True, check=False)
-                if n in unsent
-                else lanes[n].call(b"", 0, owed=True, check=False)
-                for n in names
-            ),
-            return_exceptions=True,
-        )
-        return await self._replies(names, results, groups, owed, states)
+        results = await routes.collect(list(lanes), left)
+        return await self._replies(results, groups, owed, states)
 
     async def _replies(
         self,
-        names: list[str],
-        results: list[Any],
+        results: dict[str, list[Any] | Exception],
         groups: dict[str, list[int]],
         owed: dict[str, int],
         states: Sequence[SymbolState],
@@ -321,9 +311,8 @@ class ClusterWorkerLane:
         requeue = False
         acked_ns = 0
         pairs: list[Any] = []
-        for name, result in zip(names, results, strict=True):
-            if isinstance(result, BaseException):
-                self.routes.failed(name)
+        for name, result in results.items():
+            if isinstance(result, Exception):
                 error = error or result
                 continue
             lane, k = self.routes.lanes.get(name), owed[name]
