@@ -31,11 +31,10 @@ import random
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-import redis
-
 from tickcast.service import TickcastError
 from tickcast.service.bus import connection
 from tickcast.service.bus.keys import signals_key
+from tickcast.service.feed.reconnect import REDIS_TRANSIENT
 from tickcast.service.ops.config import Settings
 from tickcast.service.schema import Signal, SignalDecodeError, decode_signal
 
@@ -45,15 +44,7 @@ START = "0-0"
 """``from_id`` that replays each stream from its oldest retained signal."""
 NEW = "$"
 """``from_id`` that delivers only signals published after the subscription starts."""
-RETRIED = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    OSError,
-    redis.exceptions.ClusterDownError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.SlotNotCoveredError,
-    redis.exceptions.RedisClusterUnreachableError,
-)
+RETRIED = (*REDIS_TRANSIENT, OSError)
 """What a read retries: Redis (or a cluster node) out of reach, and a cluster between a
 master's failure and its replica's promotion (``CLUSTERDOWN``, ``TRYAGAIN``, a slot no node
 serves yet)."""

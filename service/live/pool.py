@@ -83,7 +83,7 @@ import redis
 
 from tickcast.service.bus import connection, keys
 from tickcast.service.bus.lease import held_by_dead_local_process, owner_token
-from tickcast.service.feed.reconnect import Backoff, is_retryable
+from tickcast.service.feed.reconnect import REDIS_TRANSIENT, Backoff, is_retryable
 from tickcast.service.live.service import SILENCE_SIGNALS, STOP_SIGNALS, Service
 from tickcast.service.ops.config import Settings
 from tickcast.service.ops.health import MetricsServer, Readiness, RedisProbe
@@ -524,7 +524,7 @@ class Pool:
             else:
                 try:
                     snapshot = await self._look(client, membership)
-                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                except REDIS_TRANSIENT as exc:
                     if not is_retryable(exc):
                         raise
                     log.warning("pool %s: Redis unreachable (%s); retrying", self.role, exc)
@@ -537,8 +537,8 @@ class Pool:
         that takes seconds to stop must not make the member look gone)."""
         while True:
             await asyncio.sleep(self.period_s)
-            with contextlib.suppress(redis.RedisError, OSError):
-                await membership.renew()
+            with contextlib.suppress(*REDIS_TRANSIENT, redis.RedisError, OSError):
+                await membership.renew()  # (the rounds raise what is not transient)
 
     async def _wait(self, seconds: float) -> None:
         """Sleep ``seconds``, less when the pool stops or its service ends."""
