@@ -4,7 +4,8 @@ Debian's ``prometheus`` server (``make system-deps``) runs on loopback with a 1 
 evaluation interval, scraping a running ``tickcast run --exchange sim``, whose simulated
 exchange is told to go silent with SIGUSR1 and to send again with SIGUSR2. Its rule files are
 the project's recording rules and its alert rules, the feed-silence alert with a ``for:`` of
-seconds instead of minutes (its expression as shipped). Through Prometheus' HTTP API the tests check that
+seconds instead of minutes (its expression as shipped). Through Prometheus' HTTP API the tests
+check that
 
 * every series the alerts, the recording rules and the Grafana dashboards query exists, and
   every series the recording rules record;
