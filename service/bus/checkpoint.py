@@ -157,7 +157,7 @@ async def set_aside(client: AsyncClient, key: str) -> str:
     wall_ms = max(time.time_ns() // 1_000_000, newest_ms + 1)
     aside = unreadable_key(key, wall_ms)
     async with client.pipeline(transaction=True) as pipe:
-        pipe.rename(key, aside)
+        pipe.execute_command("RENAME", key, aside)  # (a cluster pipeline refuses .rename())
         pipe.lpush(index, aside)
         pipe.lrange(index, UNREADABLE_KEPT, -1)
         pipe.ltrim(index, 0, UNREADABLE_KEPT - 1)

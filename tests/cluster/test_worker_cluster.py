@@ -173,3 +173,59 @@ async def test_a_running_worker_waits_for_ticks_and_follows_a_slot_that_moves(
     assert worker.io.routes.redirects >= 1 and worker.io.pauses > 0
     for symbol in SYMBOLS:
         assert published(sync_client, symbol) == reference(ticks, symbol)[1]
+
+
+async def test_quarantine_and_a_checkpoint_set_aside_live_on_the_symbol_s_master(
+    redis_cluster: LocalCluster,
+    client: AsyncClient,
+    sync_client: redis.cluster.RedisCluster,
+    ticks: list[Tick],
+) -> None:
+    sick = SYMBOLS[3]
+    stream, ckpt = (keys.symbol_key("tickcast", "sim", sick, k) for k in ("ticks", "ckpt"))
+    half = len(ticks) // 2
+    await write(client, ticks[:half])
+    bad = sync_client.xadd(stream, {b"v": b"1", b"t": b"[not a tick"})
+    sync_client.hset(ckpt, mapping={b"v": b"99", b"model": b"?"})  # not a readable checkpoint
+    await write(client, ticks[half:])
+    worker = Worker(client, worker_settings(SYMBOLS))
+    await worker.restore()
+    await drain(worker)
+    await worker.checkpoint(force=True)
+    master = redis_cluster.master_of(stream)
+    held = set(redis_cluster.keys_on(master))
+    quarantine = keys.quarantine_key("tickcast", "sim", sick)
+    assert [i for i, _ in sync_client.xrange(quarantine)] == [bad]
+    (aside,) = sync_client.lrange(keys.unreadable_index_key(ckpt), 0, -1)
+    assert {quarantine.encode(), aside, ckpt.encode()} <= held
+    state = worker.states[Instrument("sim", sick)]
+    assert state.stats.checkpoints_unreadable == 1 and state.stats.undecodable == 1
+    assert published(sync_client, sick) == reference(ticks, sick)[1]
+
+
+async def test_a_stream_whose_slot_is_being_migrated_is_read_from_the_importing_node(
+    redis_cluster: LocalCluster,
+    client: AsyncClient,
+    sync_client: redis.cluster.RedisCluster,
+    ticks: list[Tick],
+) -> None:
+    moving = keys.ticks_key("tickcast", "sim", SYMBOLS[2])
+    slot = slot_of(moving)
+    source = redis_cluster.master_of_slot(slot)
+    target = next(n for n in redis_cluster.masters_now() if n.port != source.port)
+    worker = Worker(client, worker_settings(SYMBOLS))
+    await worker.restore()
+    await write(client, ticks)
+    redis_cluster.start_migration(slot, target)
+    try:
+        assert redis_cluster.move_keys(slot, source, target) >= 1  # the ticks, on the target
+        await drain(worker)  # the source answers ASK for them
+        assert isinstance(worker.io, ClusterWorkerLane) and worker.io.routes.redirects >= 1
+        assert worker.states[Instrument("sim", SYMBOLS[2])].stats.ticks == sum(
+            t.symbol == SYMBOLS[2] for t in ticks
+        )
+    finally:
+        redis_cluster.finish_migration(slot, target)
+        redis_cluster.migrate(slot, source)
+    for symbol in SYMBOLS:
+        assert published(sync_client, symbol) == reference(ticks, symbol)[1]
