@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 import redis.cluster
 
 from tickcast.service.bus import keys
@@ -47,7 +46,6 @@ def test_the_probe_reads_the_fullest_master_and_the_lag_of_streams_on_every_mast
         full.call("CONFIG", "SET", "maxmemory", 0)
 
 
-@pytest.mark.slow
 def test_readiness_is_lost_with_a_master_and_back_once_its_replica_took_over(
     redis_cluster: LocalCluster,
 ) -> None:

@@ -70,7 +70,6 @@ def stop(proc: subprocess.Popen[bytes], log: Path) -> None:
     assert proc.wait(timeout=30) == 0, log.read_text()[-5000:]
 
 
-@pytest.mark.slow
 def test_ingest_and_worker_ride_out_a_master_failover(
     redis_cluster: LocalCluster, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
 ) -> None:
@@ -149,17 +148,15 @@ def test_ingest_and_worker_ride_out_a_master_failover(
             assert not any(symbol in line for line in lost_lines)
     gaps = trade_gaps(stored[VICTIM])
     counted = sum(
-        int(m)
-        for line in lost_lines
-        for m in re.findall(VICTIM.replace("/", r"/") + r": (\d+)", line)
+        int(m) for line in lost_lines for m in re.findall(re.escape(VICTIM) + r": (\d+)", line)
     )
-    assert (gaps > 0) == (counted > 0), (gaps, lost_lines)  # a loss is counted, never silent
-    assert gaps <= counted  # the trades lost, among the ticks lost
+    assert gaps <= counted, (gaps, lost_lines)  # trades lost are counted, never silent
     by_time = {p[0]: p for p in expected[VICTIM]}
     if not counted:
         # No tick lost: every signal is the replay's; the last signals the old master had
         # acknowledged may be lost with it (one run of consecutive samples), none after.
         assert all(by_time.get(g[0]) == g for g in got[VICTIM])
         missing = [i for i, p in enumerate(expected[VICTIM]) if p not in got[VICTIM]]
-        assert missing == list(range(missing[0], missing[0] + len(missing))) if missing else True
-        assert len(missing) < 20
+        if missing:
+            assert missing == list(range(missing[0], missing[-1] + 1)), "one run at most"
+            assert len(missing) < 20

@@ -176,7 +176,6 @@ async def test_a_slot_being_migrated_answers_ask_and_the_write_goes_to_the_impor
     redis_cluster.migrate(slot, source)  # the layout the other tests expect
 
 
-@pytest.mark.slow
 async def test_ticks_a_failover_loses_are_counted_and_the_stream_goes_on_above_them(
     redis_cluster: LocalCluster, client: AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
