@@ -1,12 +1,13 @@
 """Capacity model: ticks/s and signals/s per core of ingest and worker, and the per-shard limit.
 
 Measured on this machine, with one Redis (a redis-server on a loopback port, AOF on, as the
-deployments run it) and with a Redis Cluster of 3 masters and 3 replicas (when this tickcast
-has the cluster data path and the test suite's cluster fixture is there; otherwise the bench
-says "cluster: not measured" and why).
+deployments run it) and with a Redis Cluster of 3 masters and 3 replicas (the test suite's
+:class:`localcluster.LocalCluster`: no persistence, 1 s node timeout). When this tickcast has
+no cluster data path or the suite no cluster, the bench says "cluster: not measured" and why.
 
-1. **Grid.** For each layout, number of symbols per process (default 1, 10, 50, 200) and
-   ``worker.sample_ms`` (default 100 and 1000 ms), four processes run for a measured window:
+1. **Grid.** For each layout, symbols per process (default 1, 10, 50, 200) and
+   ``worker.sample_ms`` (default 100 and 1000 ms), plus 50 symbols at 100 ticks/s each, four
+   processes run for a measured window:
 
    - a *simulator* (the synthetic market in Binance USDⓈ-M's dialect on loopback, paced in
      real time, its rates scaled by ``sim_rate_scale`` to ``--rate`` ticks/s per symbol);
@@ -16,30 +17,69 @@ says "cluster: not measured" and why).
      ``tickcast worker``: tick streams -> learners -> signals, leases included;
    - the Redis server(s).
 
-   Every window is the same for all of them (the parent tells the children when it starts and
-   ends). Each process's CPU time (user + system) over the window gives its *per core*
-   figures: ticks (or signals) handled per CPU-second — what one core would carry at that
-   cost — and the Redis servers' CPU per tick (masters and replicas together).
+   The window is the same for all of them (the parent tells the children when it starts and
+   ends). Each process's CPU time (user + system) over it gives its *per core* figures: ticks
+   (or signals) handled per CPU-second — what one core would carry at that cost — and the
+   Redis masters' CPU per tick (the shards' load; replicas and all servers shown apart).
 
 2. **Per-shard limit.** ``redis-benchmark`` (C, pipelined ``XADD MAXLEN ~`` of a tick-sized
-   entry over 200 streams) on one Redis: its ceiling, the reference every XADD figure is set
-   against; then 1, 2, 3 writer processes running tickcast's own ``TickWriter`` as fast as
-   they can (batches of 1,000, as the ingester sends them), with Redis's CPU share and the
-   PING round trip measured meanwhile: the XADD rate at which one Redis (one core) saturates.
+   entry over 200 streams) on one Redis: its Redis CPU per XADD is the reference every XADD
+   figure is set against; then 1, 2, 3 writer processes running tickcast's own ``TickWriter``
+   as fast as they can (batches of 1,000, as the ingester sends them), with Redis's CPU share
+   and the PING round trip measured meanwhile.
 
 3. **References** measured in the same run: the learner alone (decode + update, CPU per 1k
-   ticks, in this process), and the ``redis-benchmark`` ceiling above.
+   ticks, in this process), and the ``redis-benchmark`` figure above.
 
-4. **Model and sizing.** A least-squares fit over the single-Redis grid rows: worker CPU =
-   fixed + per tick + per signal; ingest CPU = fixed + per tick; Redis CPU per tick of the
-   whole pipeline. From it, the processes and shards for 50, 500 and 5,000 symbols at
-   ``--rate`` ticks/s per symbol and 100 ms sampling, each process and shard kept at most
-   ``--headroom`` busy (Python runs one core per process; Redis one core per shard).
+4. **Model and sizing.** Least squares over each layout's rows: worker CPU = fixed + per tick
+   + per signal; ingest CPU = fixed + per tick; the masters' CPU = fixed + per tick + per
+   signal (one Redis: also split by the keys the worker's XREADs name). The sizing takes the
+   costs per symbol measured at ``--rate`` ticks/s, 100 ms sampling and the most symbols per
+   process, and gives the processes and shards for 50, 500 and 5,000 symbols, each process and
+   shard at most ``--headroom`` busy (a Python process runs on one core, a shard too).
 
 Usage: ``.venv/bin/python bench/scale.py [--quick] [--symbols 1,10,50,200]
 [--sample-ms 100,1000] [--rate 20] [--seconds 20] [--layouts one,cluster] [--json FILE]``
-(``make bench-scale``). ``--quick`` runs a short grid in under two minutes; the full run takes
-about ten. Prints figures; asserts nothing.
+(``make bench-scale``). ``--quick``: 10 and 200 symbols, 5 s windows, in about 100 s; the full
+run takes about 11 minutes. Prints figures; asserts nothing.
+
+Measured on the 2-core development machine, shared with other jobs (2026-12-06, full run; the
+cluster's six servers share the same two cores)::
+
+    per-shard limit: redis-benchmark 2.45 us of Redis CPU per XADD = 408,000 XADD/s per core;
+    TickWriter's batches 2.7-2.8 us (0.88-0.90 x the reference) = 357,000 XADD/s per core;
+    1 -> 3 writers: 167,000 -> 266,000 XADD/s, Redis 47 -> 74 % of a core (the writers take
+    the other one), PING p50 0.64 -> 1.36 ms
+
+    layout       sym   smp  ticks/s  sig/s ingest t/c-s worker t/c-s   sig/c-s  master%  us/t
+    one Redis      1   100       23     10        1,814        1,315       575      1.2   530
+    one Redis     10   100      188    100        3,456        2,118     1,121      3.3   178
+    one Redis     50   100    1,017    501        9,253        4,000     1,969      9.9    98
+    one Redis    200   100    3,946  2,004       22,862        6,495     3,298     22.0    56
+    one Redis    200  1000    3,945    200       18,614       10,721       543     23.7    60
+    one Redis     50   100    4,999    500       25,478       15,801     1,580     13.9    28
+    cluster 3+3   10   100      189    100        2,858          929       491      3.0   480
+    cluster 3+3  200   100    3,945  2,000       17,179        6,237     3,163      8.1    61
+    cluster 3+3  200  1000    3,945    200       15,340        8,831       447     11.0    84
+    cluster 3+3   50   100    5,000    500       20,649       11,954     1,195      8.1    49
+    (t/c-s: ticks per core-second; master%: each master's CPU; us/t: the masters' CPU per tick)
+
+    model, one Redis: worker 49.8 us per tick + 179 us per signal + 5.6 % of a core;
+    ingest 35.7 us per tick + 4.3 %; the shard 32.5 us per tick + 27.1 us per signal
+    (13.9 us per tick + 27.0 per signal + 0.97 us per stream key named by a worker's XREAD);
+    the learner alone: 48.1 ms CPU per 1k ticks at 20 ticks/s and 100 ms sampling
+
+    sizing at 20 ticks/s per symbol, 100 ms sampling, at most 50 % busy: one shard carries
+    17,900 ticks/s of the whole pipeline (900 symbols)
+    symbols  ticks/s  signals/s  ingest  workers  sym/worker  shards  sym/shard
+         50      987        501       1        1          50       1         50
+        500    9,865      5,010       1        4         125       2        250
+      5,000   98,654     50,099       9       31         162      11        455
+
+A shard's XADDs alone would carry 20 times more: Redis's work per tick is mostly the worker's
+reading, one XREAD per wake-up naming every stream of its symbols (about 1 us per stream named),
+and the signals. On the cluster the worker polls each master (no BLOCK across slots), which
+costs about 18 % of a core at any load, and the replicas add about 40 % to the masters' CPU.
 """
 
 from __future__ import annotations
@@ -404,15 +444,13 @@ def run_cell(cell: GridRun) -> dict[str, Any]:
         time.sleep(cell.warmup)
         for child in (worker, ingest):
             child.tell("start")
-        redis0, sim0, wall0 = proc_cpu(cell.shards.pids), e2e.cpu_of(sim.proc.pid), time.monotonic()
+        servers = (cell.shards.pids, cell.shards.master_pids, [sim.proc.pid])
+        cpu0, wall0 = [proc_cpu(pids) for pids in servers], time.monotonic()
         rtts = ping_rtts(cell.shards.url, cell.shards.cluster, cell.seconds)
-        redis1, sim1, wall = (
-            proc_cpu(cell.shards.pids),
-            e2e.cpu_of(sim.proc.pid),
-            time.monotonic() - wall0,
-        )
+        cpu1, wall = [proc_cpu(pids) for pids in servers], time.monotonic() - wall0
         w, i = worker.report(), ingest.report()
-    return cell_figures(cell, w, i, (redis1 - redis0) / wall, (sim1 - sim0) / wall, rtts)
+    shares = [(b - a) / wall for a, b in zip(cpu0, cpu1, strict=True)]
+    return cell_figures(cell, w, i, shares, rtts)
 
 
 def per_second(count: float, seconds: float) -> float:
@@ -423,12 +461,13 @@ def cell_figures(
     cell: GridRun,
     w: dict[str, Any],
     i: dict[str, Any],
-    redis_share: float,
-    sim_share: float,
+    shares: list[float],
     rtts: list[float],
 ) -> dict[str, Any]:
-    """The figures of one cell from the children's reports and the servers' CPU shares."""
+    """The figures of one cell from the children's reports and the CPU shares (cores) of the
+    Redis servers, of their masters and of the simulator."""
     written = per_second(i["written"], i["wall_s"])
+    redis_share, master_share, sim_share = shares
     return {
         "layout": cell.shards.label,
         "symbols": cell.symbols,
@@ -444,8 +483,12 @@ def cell_figures(
         "worker_signals_per_core_s": per_second(w["signals"], w["cpu_s"]),
         "worker_reads_per_s": per_second(w["reads"], w["wall_s"]),
         "ingest_batches_per_s": per_second(i["batches"], i["wall_s"]),
+        "keys_read_per_s": per_second(w["reads"] * cell.symbols, w["wall_s"]),
         "redis_cpu": redis_share,
+        "masters_cpu": master_share,
+        "master_cpu": master_share / cell.shards.masters,
         "redis_us_per_tick": 1e6 * redis_share / written if written else float("nan"),
+        "masters_us_per_tick": 1e6 * master_share / written if written else float("nan"),
         "sim_cpu": sim_share,
         "ping_p50_us": float(np.percentile(rtts, 50)) if rtts else float("nan"),
         "ping_p99_us": float(np.percentile(rtts, 99)) if rtts else float("nan"),
@@ -539,12 +582,20 @@ def fit(rows: list[dict[str, Any]], cost: str, terms: Sequence[str]) -> dict[str
     return out
 
 
+WORKER_TERMS = ("worker_ticks_per_s", "signals_per_s")
+REDIS_TERMS = ("ticks_per_s", "signals_per_s")
+READ_TERMS = ("ticks_per_s", "signals_per_s", "keys_read_per_s")
+
+
 def model(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Worker, ingest and Redis CPU as fitted functions of the rates (one-Redis rows)."""
+    """Worker, ingest and Redis CPU as fitted functions of the rates of ``rows`` (one layout):
+    ``redis`` is the masters' CPU (the shards' load), ``reads`` the same split further by the
+    stream keys the worker's XREADs name (reads/s x symbols)."""
     return {
-        "worker": fit(rows, "worker_cpu", ("worker_ticks_per_s", "signals_per_s")),
+        "worker": fit(rows, "worker_cpu", WORKER_TERMS),
         "ingest": fit(rows, "ingest_cpu", ("ticks_per_s",)),
-        "redis": fit(rows, "redis_cpu", ("ticks_per_s", "signals_per_s")),
+        "redis": fit(rows, "masters_cpu", REDIS_TERMS),
+        "reads": fit(rows, "masters_cpu", READ_TERMS),
     }
 
 
@@ -552,33 +603,42 @@ def ceil_div(x: float, per: float) -> int:
     return max(1, int(np.ceil(x / per - 1e-9)))
 
 
-def sizing(
-    m: dict[str, dict[str, float]], rate: float, sample_ms: int, headroom: float
-) -> list[dict[str, Any]]:
-    """Processes and shards for :data:`SIZING_SYMBOLS` at ``rate`` ticks/s per symbol and
-    ``sample_ms`` sampling (a signal per symbol per sample), each at most ``headroom`` busy."""
+def operating_point(rows: list[dict[str, Any]], rate: float, sample_ms: int) -> dict[str, Any]:
+    """The row measured closest to a deployment: ``rate`` ticks/s per symbol, ``sample_ms``
+    sampling, the most symbols per process."""
+    fitting = [
+        r
+        for r in rows
+        if r["sample_ms"] == sample_ms and abs(r["target_ticks_per_s"] - rate * r["symbols"]) < 1
+    ]
+    return max(fitting or rows, key=lambda r: r["symbols"])
+
+
+def sizing(row: dict[str, Any], headroom: float) -> list[dict[str, Any]]:
+    """Processes and shards for :data:`SIZING_SYMBOLS` at the costs per symbol measured in
+    ``row`` (each process's and the shard's CPU over its symbols: fixed costs included),
+    each process and shard at most ``headroom`` busy."""
+    n0 = row["symbols"]
+    per_symbol = {
+        "ingest": row["ingest_cpu"] / n0,
+        "worker": row["worker_cpu"] / n0,
+        "shard": row["masters_cpu"] / n0,
+    }
     out = []
     for n in SIZING_SYMBOLS:
-        ticks, signals = n * rate, n * 1000.0 / sample_ms
-        worker_per_tick = m["worker"]["worker_ticks_per_s"]
-        worker_us = ticks * worker_per_tick + signals * m["worker"]["signals_per_s"]
-        ingest_us = ticks * m["ingest"]["ticks_per_s"]
-        redis_us = ticks * m["redis"]["ticks_per_s"] + signals * m["redis"]["signals_per_s"]
-        budget = 1e6 * headroom
-        workers = ceil_div(worker_us, budget - m["worker"]["fixed"])
-        ingests = ceil_div(ingest_us, budget - m["ingest"]["fixed"])
+        cores = {part: n * cost for part, cost in per_symbol.items()}
+        counts = {part: ceil_div(c, headroom) for part, c in cores.items()}
         out.append(
             {
                 "symbols": n,
-                "ticks_per_s": ticks,
-                "signals_per_s": signals,
-                "worker_cores": worker_us / 1e6,
-                "ingest_cores": ingest_us / 1e6,
-                "redis_cores": redis_us / 1e6,
-                "workers": workers,
-                "ingests": ingests,
-                "shards": ceil_div(redis_us, budget),
-                "symbols_per_worker": int(np.ceil(n / workers)),
+                "ticks_per_s": n * row["ticks_per_s"] / n0,
+                "signals_per_s": n * row["signals_per_s"] / n0,
+                **{f"{part}_cores": c for part, c in cores.items()},
+                "ingests": counts["ingest"],
+                "workers": counts["worker"],
+                "shards": counts["shard"],
+                "symbols_per_worker": int(np.ceil(n / counts["worker"])),
+                "symbols_per_shard": int(np.ceil(n / counts["shard"])),
             }
         )
     return out
@@ -592,8 +652,8 @@ def print_row(r: dict[str, Any], header: bool) -> None:
         print(
             f"{'layout':<14}{'sym':>5}{'smp ms':>7}{'ticks/s':>9}{'sig/s':>8}"
             f"{'ing cpu%':>9}{'ing t/core-s':>13}{'wrk cpu%':>9}{'wrk t/core-s':>13}"
-            f"{'wrk s/core-s':>13}{'wrk/ing':>8}{'XREAD/s':>8}{'redis%':>7}{'redis us/t':>11}"
-            f"{'sim%':>6}{'ping p99':>9}"
+            f"{'wrk s/core-s':>13}{'wrk/ing':>8}{'XREAD/s':>8}{'redis%':>7}{'master%':>8}"
+            f"{'shard us/t':>11}{'sim%':>6}{'ping p99':>9}"
         )
     print(
         f"{r['layout']:<14}{r['symbols']:>5}{r['sample_ms']:>7}{r['ticks_per_s']:>9.0f}"
@@ -601,7 +661,8 @@ def print_row(r: dict[str, Any], header: bool) -> None:
         f"{r['ingest_ticks_per_core_s']:>13,.0f}{100 * r['worker_cpu']:>9.1f}"
         f"{r['worker_ticks_per_core_s']:>13,.0f}{r['worker_signals_per_core_s']:>13,.0f}"
         f"{r['worker_ticks_per_s'] / r['ticks_per_s']:>8.2f}{r['worker_reads_per_s']:>8.0f}"
-        f"{100 * r['redis_cpu']:>7.1f}{r['redis_us_per_tick']:>11.1f}{100 * r['sim_cpu']:>6.0f}"
+        f"{100 * r['redis_cpu']:>7.1f}{100 * r['master_cpu']:>8.1f}"
+        f"{r['masters_us_per_tick']:>11.1f}{100 * r['sim_cpu']:>6.0f}"
         f"{r['ping_p99_us']:>9.0f}",
         flush=True,
     )
@@ -613,31 +674,33 @@ def print_shard(bench: dict[str, float] | None, load: list[dict[str, float]]) ->
         print(
             f"  redis-benchmark (C client, pipelined 64, {bench['entry_bytes']:.0f}-byte "
             f"entries): {bench['xadd_per_s']:,.0f} XADD/s at Redis CPU "
-            f"{100 * bench['redis_cpu']:.0f}% = {bench['redis_us_per_xadd']:.2f} us per XADD"
+            f"{100 * bench['redis_cpu']:.0f}% = {bench['redis_us_per_xadd']:.2f} us per XADD: "
+            f"{1e6 / bench['redis_us_per_xadd']:,.0f} XADD/s per core of Redis (the reference)"
         )
     print(
         f"  {'writers':>7}{'XADD/s':>10}{'Redis cpu%':>11}{'us/XADD':>9}{'writers cpu%':>13}"
-        f"{'writer us/t':>12}{'PING p50':>9}{'PING p99':>9}{'x bench':>8}"
+        f"{'writer us/t':>12}{'PING p50':>9}{'PING p99':>9}{'x ref':>7}"
     )
     for r in load:
-        ratio = r["xadd_per_s"] / bench["xadd_per_s"] if bench else float("nan")
+        ratio = bench["redis_us_per_xadd"] / r["redis_us_per_xadd"] if bench else float("nan")
         print(
             f"  {r['writers']:>7}{r['xadd_per_s']:>10,.0f}{100 * r['redis_cpu']:>11.0f}"
             f"{r['redis_us_per_xadd']:>9.2f}{100 * r['writer_cpu']:>13.0f}"
             f"{r['writer_us_per_tick']:>12.1f}{r['ping_p50_us']:>9.0f}{r['ping_p99_us']:>9.0f}"
-            f"{ratio:>8.2f}"
+            f"{ratio:>7.2f}"
         )
     if load:
         best = max(load, key=lambda r: r["xadd_per_s"])
         print(
             f"  one core of Redis at TickWriter's cost: {1e6 / best['redis_us_per_xadd']:,.0f} "
-            f"XADD/s (1 / Redis CPU per XADD at {best['writers']} writer(s))"
+            f"XADD/s (1 / Redis CPU per XADD at {best['writers']} writer(s)); x ref: the "
+            "reference's Redis CPU per XADD over the writers'"
         )
 
 
-def print_model(m: dict[str, dict[str, float]], rows: list[dict[str, Any]]) -> None:
-    print("\nmodel (least squares over the one-Redis rows; CPU per unit, fixed per process):")
-    w, i, r = m["worker"], m["ingest"], m["redis"]
+def print_model(name: str, m: dict[str, dict[str, float]], rows: list[dict[str, Any]]) -> None:
+    print(f"\nmodel, {name} (least squares over its rows; CPU per unit, fixed per process):")
+    w, i, r, k = m["worker"], m["ingest"], m["redis"], m["reads"]
     print(
         f"  worker: {w['worker_ticks_per_s']:.1f} us per tick + {w['signals_per_s']:.0f} us per "
         f"signal + {w['fixed'] / 1e4:.2f}% of a core fixed"
@@ -645,33 +708,48 @@ def print_model(m: dict[str, dict[str, float]], rows: list[dict[str, Any]]) -> N
     print(f"  ingest: {i['ticks_per_s']:.1f} us per tick + {i['fixed'] / 1e4:.2f}% of a core fixed")
     print(
         f"  Redis (the shard): {r['ticks_per_s']:.1f} us per tick + {r['signals_per_s']:.1f} us "
-        f"per signal (XADD in, XREAD out, signal XADD)"
+        f"per signal (the masters: XADD in, XREAD out, signal XADD)"
     )
-    worst = max(
-        abs(fit_value(w, row, ("worker_ticks_per_s", "signals_per_s")) - row["worker_cpu"])
-        for row in rows
-    )
-    print(f"  worker fit: largest residual {100 * worst:.1f}% of a core")
+    if len(rows) >= 2 * len(READ_TERMS) and not rows[0]["layout"].startswith("cluster"):
+        print(
+            f"  the same, split by the keys the worker's XREADs name: {k['ticks_per_s']:.1f} us "
+            f"per tick + {k['signals_per_s']:.1f} us per signal + {k['keys_read_per_s']:.2f} us "
+            f"per key read (XREAD/s x symbols per worker)"
+        )
+    for what, coef, terms, cost in (
+        ("worker", w, WORKER_TERMS, "worker_cpu"),
+        ("Redis", r, REDIS_TERMS, "masters_cpu"),
+    ):
+        worst = max(abs(fit_value(coef, row, terms) - row[cost]) for row in rows)
+        print(f"  {what} fit: largest residual {100 * worst:.1f}% of a core")
 
 
 def fit_value(coef: dict[str, float], row: dict[str, Any], terms: Sequence[str]) -> float:
     return (coef["fixed"] + sum(coef[t] * row[t] for t in terms)) / 1e6
 
 
-def print_sizing(table: list[dict[str, Any]], rate: float, sample_ms: int, headroom: float) -> None:
+def print_sizing(table: list[dict[str, Any]], row: dict[str, Any], headroom: float) -> None:
+    rate = row["target_ticks_per_s"] / row["symbols"]
     print(
-        f"\nsizing at {rate:.0f} ticks/s per symbol, {sample_ms} ms sampling, every process and "
-        f"shard at most {100 * headroom:.0f}% busy:"
+        f"\nsizing at {rate:.0f} ticks/s per symbol, {row['sample_ms']} ms sampling, from the "
+        f"costs per symbol measured with {row['symbols']} symbols per process ({row['layout']}); "
+        f"every process and shard at most {100 * headroom:.0f}% busy:"
+    )
+    per_core = row["ticks_per_s"] / row["masters_cpu"]
+    print(
+        f"  one shard (a core of Redis) carries {per_core:,.0f} ticks/s of the whole pipeline "
+        f"here ({per_core / rate:,.0f} symbols: their XADDs, the worker's XREADs, the signals)"
     )
     print(
         f"  {'symbols':>7}{'ticks/s':>9}{'signals/s':>10}{'ingest':>8}{'workers':>8}"
-        f"{'sym/worker':>11}{'shards':>7}   cores: ingest, worker, Redis"
+        f"{'sym/worker':>11}{'shards':>7}{'sym/shard':>10}   cores: ingest, worker, shards"
     )
     for s in table:
         print(
             f"  {s['symbols']:>7,}{s['ticks_per_s']:>9,.0f}{s['signals_per_s']:>10,.0f}"
             f"{s['ingests']:>8}{s['workers']:>8}{s['symbols_per_worker']:>11}{s['shards']:>7}"
-            f"   {s['ingest_cores']:.2f}, {s['worker_cores']:.2f}, {s['redis_cores']:.2f}"
+            f"{s['symbols_per_shard']:>10}   {s['ingest_cores']:.2f}, {s['worker_cores']:.2f}, "
+            f"{s['shard_cores']:.2f}"
         )
 
 
@@ -699,8 +777,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
-        args.symbols, args.sample_ms = "10,200", "100"
-        args.seconds, args.warmup = min(args.seconds, 8.0), min(args.warmup, 3.0)
+        args.symbols, args.sample_ms = "10,200", "100,1000"
+        args.seconds, args.warmup = min(args.seconds, 5.0), min(args.warmup, 2.0)
     args.layout_list = args.layouts.split(",")
     args.symbol_counts = [int(x) for x in args.symbols.split(",")]
     args.sample_list = [int(x) for x in str(args.sample_ms).split(",")]
@@ -765,8 +843,8 @@ def shard_limit(shards: Shards, args: argparse.Namespace) -> dict[str, Any]:
     except NotMeasured as why:
         print(f"redis-benchmark: not measured ({why})")
         bench = None
-    seconds = 5.0 if args.quick else 10.0
-    load = [writers(shards, n, seconds, 2.0) for n in args.writer_counts]
+    seconds = 4.0 if args.quick else 10.0
+    load = [writers(shards, n, seconds, 1.0 if args.quick else 2.0) for n in args.writer_counts]
     print_shard(bench, load)
     print()
     return {"redis_benchmark": bench, "writers": load}
@@ -784,13 +862,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     with tempfile.TemporaryDirectory(prefix="tickcast-scale-") as tmp:
         results = measure(args, Path(tmp))
-    one = results["grid"].get("one", [])
-    if len(one) >= 3:
-        m = model(one)
-        results["model"] = m
-        print_model(m, one)
-        results["sizing"] = sizing(m, args.rate, 100, args.headroom)
-        print_sizing(results["sizing"], args.rate, 100, args.headroom)
+    results["model"] = {}
+    for name, rows in results["grid"].items():
+        if len(rows) >= 6:  # a fit of 3 to 4 terms needs more rows than --quick has
+            results["model"][name] = model(rows)
+            print_model(rows[0]["layout"], results["model"][name], rows)
+    results["sizing"] = {}
+    for name, rows in results["grid"].items():
+        if rows:
+            row = operating_point(rows, args.rate, 100)
+            results["sizing"][name] = sizing(row, args.headroom)
+            print_sizing(results["sizing"][name], row, args.headroom)
     for name, why in results["not_measured"].items():
         print(f"{name}: not measured ({why})")
     if args.json:
