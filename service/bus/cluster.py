@@ -123,7 +123,8 @@ class ClusterRoutes:
 
     async def refresh(self) -> None:
         """Read the slot map from the cluster; add the slots whose master changed or failed
-        to :attr:`suspect`; drop the lanes of nodes that no longer serve a slot.
+        to :attr:`suspect`; drop the lanes of nodes that no longer serve a slot used (once
+        they owe no reply).
 
         Raises
         ------
@@ -150,8 +151,8 @@ class ClusterRoutes:
             if new != old or old in failed:
                 self.suspect.add(slot)
         serving = set(self._owner.values())
-        for name in [n for n in self.lanes if n not in serving]:
-            await self.lanes.pop(name).close()
+        for name in [n for n, lane in self.lanes.items() if n not in serving and not lane.owed]:
+            await self.lanes.pop(name).close()  # (one that owes replies is read first)
 
     def owner(self, slot: int) -> str:
         """The name (``host:port``) of the master serving ``slot``, as last read."""
