@@ -22,6 +22,7 @@ import importlib.util
 import ipaddress
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -39,7 +40,7 @@ from tickcast.service.bus.connection import is_cluster, probe
 from tickcast.service.bus.embedded import free_port
 from tickcast.service.ops.config import Settings
 
-from support import wait_until
+from support import environment, http, start, wait_until
 
 
 def _single_layout_checks() -> ModuleType:
@@ -326,9 +327,7 @@ def cluster(
     made = Cluster(compose, single.read_env(env_file), ports, acl_dir, calls)
     created = init_script(made)
     assert created.returncode == 0, created.stdout + created.stderr
-    assert (
-        "Performing hash slots allocation" in created.stdout
-    )  # made here, the first time
+    assert "Performing hash slots allocation" in created.stdout  # made here, the first time
     return made
 
 
@@ -408,3 +407,83 @@ def test_each_tickcast_user_reaches_the_cluster_through_tickcasts_client(
                 client.xadd(key, {"t": "2"})
     finally:
         client.close()
+
+
+# -- tickcast's pools on that cluster, run as Compose runs them ------------------------------
+
+
+@dataclass
+class Member:
+    """A tickcast service's container, here a process: its command and environment."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+
+def start_member(cluster: Cluster, name: str, index: int, state: Path) -> Member:
+    """Start one container of ``name`` with its Compose command and environment, the Redis
+    URL pointed at the first node's loopback port, the metrics on a free loopback port."""
+    service = cluster.compose["services"][name]
+    url = service["environment"]["TICKCAST__REDIS__URL"].replace(
+        f"@{NODES[0]}:{NODE_PORT}/", f"@{LOOPBACK}:{cluster.ports[NODES[0]]}/"
+    )
+    port = free_port()
+    state.mkdir(parents=True)
+    env = environment(state, **service["environment"])
+    env |= {
+        "TICKCAST__REDIS__URL": url,
+        "TICKCAST__METRICS__HOST": LOOPBACK,  # a container's 0.0.0.0, here loopback
+        "TICKCAST__METRICS__PORT": str(port),
+    }
+    log = state / f"{name}-{index}.log"
+    return Member(name, start(service["command"], env, log), port, log)
+
+
+def held(member: Member) -> int:
+    """How many symbols ``member`` holds the lease of (its tickcast_lease_held gauges)."""
+    status, body = http(f"http://{LOOPBACK}:{member.port}/metrics")
+    if status != 200:
+        return -1
+    return sum(
+        round(float(line.rsplit(" ", 1)[1]))
+        for line in body.splitlines()
+        if line.startswith("tickcast_lease_held{") and 'role="owner"' in line
+    )
+
+
+def test_the_pools_become_healthy_on_the_cluster_split_the_symbols_and_stop_cleanly(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    compose = cluster.compose
+    symbols = compose["services"]["worker"]["environment"]["TICKCAST__EXCHANGE__SYMBOLS"]
+    replicas = compose["services"]["worker"]["deploy"]["replicas"]
+    members = [start_member(cluster, "ingest", 0, tmp_path / "ingest")]
+    members += [
+        start_member(cluster, "worker", i, tmp_path / f"worker-{i}") for i in range(replicas)
+    ]
+    try:
+        for member in members:
+            check = single.healthcheck(compose["services"][member.name], member.port)
+
+            def healthy(member: Member = member, check: list[str] = check) -> bool:
+                assert member.proc.poll() is None, member.log.read_text()[-3000:]
+                return single.passes(check)
+
+            wait_until(f"{member.name} healthy", healthy, timeout=90)
+        workers = [m for m in members if m.name == "worker"]
+        n = len(symbols.split(","))
+        share = [n // replicas + (i < n % replicas) for i in range(replicas)]
+
+        def split() -> list[int]:
+            return sorted((held(w) for w in workers), reverse=True)
+
+        wait_until(f"the workers splitting {n} symbols", lambda: split() == share, timeout=60)
+    finally:
+        for member in members:
+            if member.proc.poll() is None:
+                member.proc.send_signal(signal.SIGTERM)
+        grace = single.seconds(compose["services"]["worker"]["stop_grace_period"])
+        codes = {m.log.name: m.proc.wait(timeout=grace) for m in members}
+    assert set(codes.values()) == {0}, {m.log.name: m.log.read_text()[-2000:] for m in members}

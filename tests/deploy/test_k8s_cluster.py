@@ -22,6 +22,7 @@ import importlib.util
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import urllib.parse
@@ -42,7 +43,7 @@ from tickcast.service.commands import ingest as ingest_command
 from tickcast.service.commands.run import overrides
 from tickcast.service.ops.config import Settings, settings_from_args
 
-from support import wait_until
+from support import environment, http, wait_until
 
 
 def _single_layout_checks() -> ModuleType:
@@ -345,9 +346,7 @@ def cluster(
     made = Cluster(ports, dirs, passwords, secret_dir)
     joined = run_job(made)
     assert joined.returncode == 0, joined.stdout + joined.stderr
-    assert (
-        "Performing hash slots allocation" in joined.stdout
-    )  # made here, the first time
+    assert "Performing hash slots allocation" in joined.stdout  # made here, the first time
     return made
 
 
@@ -491,3 +490,90 @@ def test_the_init_container_leaves_a_new_node_alone(tmp_path: Path) -> None:
     shim.mkdir()
     done = fix_addresses(tmp_path / "nodes.conf", {}, shim)
     assert done.returncode == 0 and not (tmp_path / "nodes.conf").exists()
+
+
+# -- the pools' pods on the reference cluster ------------------------------------------------
+
+
+@dataclass
+class Pod:
+    """A pool Deployment's container, run here as a process."""
+
+    role: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+
+def start_pod(deployment: dict[str, Any], cluster: Cluster, index: int, tmp_path: Path) -> Pod:
+    """Run ``deployment``'s container: its arguments and environment, the Secret template's
+    URL pointed at the first node, and — the test's own — the simulated venue instead of the
+    live one, metrics on a free loopback port, the ConfigMap's file and a state directory in
+    ``tmp_path``."""
+    role = deployment["metadata"]["name"].removeprefix("tickcast-")
+    state = tmp_path / f"{role}-{index}"
+    state.mkdir(parents=True)
+    config = state / "tickcast.toml"
+    config.write_text(single.config_toml())
+    port = free_port()
+    url = single.role_url(role, cluster.ports[0], cluster.passwords[role.upper()])
+    env = environment(
+        state,
+        **{
+            **single.pod_environment(deployment),
+            "TICKCAST__REDIS__URL": url,
+            "TICKCAST__EXCHANGE__NAME": "sim",
+            "TICKCAST__METRICS__HOST": "127.0.0.1",
+            "TICKCAST__METRICS__PORT": str(port),
+            "TICKCAST__STATE_DIR": str(state),
+        },
+    )
+    args = [str(config) if a == "/etc/tickcast/tickcast.toml" else a
+            for a in single.container(deployment)["args"]]  # fmt: skip
+    log = state / "log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([*single.CLI, *args], env=env, stdout=out, stderr=subprocess.STDOUT)
+    return Pod(role, proc, port, log)
+
+
+def leases_held(pod: Pod, kind: str) -> int:
+    """How many symbols ``pod`` holds the ``kind`` lease of (its tickcast_lease_held gauges)."""
+    status, body = http(f"http://127.0.0.1:{pod.port}/metrics")
+    if status != 200:
+        return -1
+    return sum(
+        round(float(line.rsplit(" ", 1)[1]))
+        for line in body.splitlines()
+        if line.startswith("tickcast_lease_held{") and f'role="{kind}"' in line
+    )
+
+
+def test_the_pools_pods_serve_their_probes_split_the_symbols_and_stop_cleanly(
+    rendered: dict[str, list[dict[str, Any]]], cluster: Cluster, tmp_path: Path
+) -> None:
+    docs = rendered["with-redis"]
+    deployments = [find(docs, "Deployment", f"tickcast-{role}") for role in ROLES]
+    pods = [
+        start_pod(d, cluster, i, tmp_path)
+        for d in deployments
+        for i in range(d["spec"]["replicas"])
+    ]
+    try:
+        for pod in pods:
+            for path in ("/healthz", "/readyz"):
+                url = f"http://127.0.0.1:{pod.port}{path}"
+                wait_until(f"{pod.role} {path}", single.answering(pod.proc, pod.log, url), 90)
+        for role, kind in (("ingest", "ingester"), ("worker", "owner")):
+            members = [p for p in pods if p.role == role]
+
+            def split(members: list[Pod] = members, kind: str = kind) -> list[int]:
+                return sorted(leases_held(p, kind) for p in members)
+
+            wait_until(f"the {role} pool's split", lambda split=split: split() == [1, 1], 60)
+    finally:
+        for pod in pods:
+            if pod.proc.poll() is None:
+                pod.proc.send_signal(signal.SIGTERM)
+        grace = deployments[1]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        codes = [pod.proc.wait(timeout=grace) for pod in pods]
+    assert codes == [0] * len(pods), [p.log.read_text()[-2000:] for p in pods]
