@@ -13,7 +13,10 @@ renders the ACL and the replicas' credentials, six Debian ``redis-server`` proce
 the node command (loopback ports instead of the fixed addresses), the ``redis-cluster-init``
 script joins them into 3 masters with a replica each, every replica authenticates to its
 master, a second run of the script changes nothing, and each tickcast user reaches the
-cluster through tickcast's own cluster client.
+cluster through tickcast's own cluster client. Finally ``ingest`` and the ``worker`` replicas
+run with their Compose commands and environments on that cluster (loopback instead of the
+nodes' addresses) until their healthchecks pass and the workers split the symbols between
+them, then stop cleanly on SIGTERM.
 """
 
 from __future__ import annotations

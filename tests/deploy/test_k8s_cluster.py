@@ -14,6 +14,9 @@
   nothing, the nodes hand their names to clients, and the tickcast users reach the cluster
   through tickcast's cluster client; the nodes' init container's script points ``nodes.conf``
   at its peers' current addresses.
+* The pools' pods, run as processes with the rendered Deployments' arguments and environment
+  (the simulated venue instead of the live one), serve their probes on that cluster, each pool
+  splits the ConfigMap's symbols between its two members, and every pod stops cleanly.
 """
 
 from __future__ import annotations
