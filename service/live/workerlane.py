@@ -18,7 +18,7 @@ reading again, from :data:`PAUSE_MIN_S`, doubling up to a cap that grows with th
 worker thus waits for at most the current pause beyond the single-Redis path's wake-up.
 What it costs, measured with ``bench/lanes.py`` (2 cores, loopback TCP both, tick written ->
 returned by the lane): at 20 ticks/s, p50 0.4 -> 1.7 ms with 10 symbols and 1.0 -> 3.3 ms with
-100 (the pause), about 400 rounds/s instead of 20 wake-ups, 11% -> 13% of a core instead of 1
+100 (the pause), about 400 rounds/s instead of 20 wake-ups, 13 to 18% of a core instead of 1
 to 3%; at 1,000 ticks/s, p50 0.1 -> 0.5 ms, p99 0.4 -> 2 ms, 2.1 to 2.4 times the CPU.
 
 :func:`make` picks the lane for a client.
