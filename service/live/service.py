@@ -97,6 +97,7 @@ def ingest_snapshot(venue: str, ingester: Ingester, started_monotonic: float) ->
         watchdog_trips=int(c.get("watchdog_trips", 0)),
         keepalive_timeouts=int(c.get("keepalive_timeouts", 0)),
         duplicates=int(getattr(getattr(ingester.writer, "stats", None), "duplicates", 0)),
+        lost_at_failover=int(getattr(getattr(ingester.writer, "stats", None), "lost", 0)),
         queue_depth=int(c.get("queue_depth", 0)),
         batch_sizes=st.batch_sizes,
         routes={

@@ -192,6 +192,7 @@ class IngestSnapshot:
     watchdog_trips: int = 0
     keepalive_timeouts: int = 0
     duplicates: int = 0
+    lost_at_failover: int = 0
     queue_depth: int = 0
     batch_sizes: Histogram | None = None
     routes: Mapping[str, tuple[bool, float]] = field(default_factory=dict)
@@ -445,6 +446,8 @@ class _Collector(Collector):
              "received)."),
             ("ticks_duplicates_refused", "duplicates", "Tick entries of a batch sent again "
              "after a failure that Redis already had (refused: not stored twice)."),
+            ("ticks_lost_at_failover", "lost_at_failover", "Ticks a Redis Cluster master "
+             "acknowledged and lost when it failed before replicating them (a gap)."),
         ):  # fmt: skip
             per_venue = CounterMetricFamily(f"tickcast_{name}", doc, labels=["venue"])
             for venue in venues:
@@ -616,7 +619,7 @@ class _Collector(Collector):
 
 _VENUE_COUNTS: Final = (
     "reconnects", "connect_errors", "gaps", "missed_trades", "watchdog_trips",
-    "keepalive_timeouts", "duplicates",
+    "keepalive_timeouts", "duplicates", "lost_at_failover",
 )  # fmt: skip
 """The per-venue counts of an :class:`IngestSnapshot`."""
 

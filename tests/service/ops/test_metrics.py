@@ -191,6 +191,7 @@ def test_ingest_counters_are_summed_and_unknown_symbols_fold_into_other() -> Non
             missed_trades=5,
             watchdog_trips=1,
             duplicates=7,
+            lost_at_failover=3,
             queue_depth=12,
             batch_sizes=batches,
             routes={"public": (True, 0.25), "market": (False, 30.0)},
@@ -213,6 +214,7 @@ def test_ingest_counters_are_summed_and_unknown_symbols_fold_into_other() -> Non
     assert got["tickcast_feed_gaps_total"][labels(venue=v)] == 2
     assert got["tickcast_feed_missed_trades_total"][labels(venue=v)] == 10
     assert got["tickcast_ticks_duplicates_refused_total"][labels(venue=v)] == 14
+    assert got["tickcast_ticks_lost_at_failover_total"][labels(venue=v)] == 6
     assert got["tickcast_ingest_queue_depth"][labels(venue=v)] == 24
     assert got["tickcast_xadd_batch_size_count"][labels(venue=v)] == 4
     assert got["tickcast_xadd_batch_size_sum"][labels(venue=v)] == 106
