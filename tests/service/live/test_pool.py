@@ -19,6 +19,7 @@ import redis
 from tickcast.model.learner import OnlineLearner
 from tickcast.service.bus import codec, keys
 from tickcast.service.bus.embedded import free_port
+from tickcast.service.bus.lease import held_by_dead_local_process
 from tickcast.service.live.pool import (
     Balancer,
     Snapshot,
@@ -375,7 +376,11 @@ def test_worker_pool_splits_hands_over_and_takes_over_without_a_duplicate_signal
         )
         holders = [o for o in owners.seen[symbol] if o is not None]
         assert all(o.split(":")[1] in {str(p.pid) for p in (a, b, c)} for o in holders)
-    assert redis_client.zcard(members_key("tickcast", "worker")) == 0, "the members left"
+    seconds, micros = redis_client.time()  # a killed member's entry stays until it expires
+    now_ms = seconds * 1000 + micros // 1000
+    entries = redis_client.zrangebyscore(members_key("tickcast", "worker"), now_ms, "+inf")
+    live = [m.decode() for m in entries if not held_by_dead_local_process(m.decode())]
+    assert live == [], "the members that stopped removed themselves"
 
 
 def scrape(port: int) -> Counter[str]:
