@@ -20,13 +20,8 @@ from tickcast.model.learner import OnlineLearner
 from tickcast.service.bus import codec, keys
 from tickcast.service.bus.embedded import free_port
 from tickcast.service.bus.lease import held_by_dead_local_process
-from tickcast.service.live.pool import (
-    Balancer,
-    Snapshot,
-    members_key,
-    plan,
-    restrict,
-)
+from tickcast.service.live.balance import Balancer, Snapshot, plan
+from tickcast.service.live.pool import members_key, restrict
 from tickcast.service.ops.config import load_settings
 from tickcast.service.ops.metrics import Histogram, IngestSnapshot, Metrics
 from tickcast.service.schema import decode_signal
