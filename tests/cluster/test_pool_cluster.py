@@ -8,9 +8,7 @@ would."""
 from __future__ import annotations
 
 import re
-import signal
 import subprocess
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,17 +16,15 @@ from pathlib import Path
 import pytest
 import redis.cluster
 
-from tickcast.model.learner import OnlineLearner
 from tickcast.service.bus import codec, keys
 from tickcast.service.bus.connection import probe
 from tickcast.service.bus.lease import held_by_dead_local_process
 from tickcast.service.live.pool import members_key
 from tickcast.service.ops.config import Settings
-from tickcast.service.schema import decode_signal
 from tickcast.service.ticks import TRADE, Tick
 
 from localcluster import LocalCluster
-from support import environment, start, wait_until
+from support import Owners, environment, published, replay, start, stop_cleanly, wait_until
 
 SYMBOLS = [f"{base}/USDT:USDT" for base in ("BTC", "ETH", "SOL", "XRP", "ADA", "DOGE")]
 SYMBOL_ARGS = ["--exchange", "sim", "--symbols", ",".join(SYMBOLS)]
@@ -61,79 +57,8 @@ def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
             proc.wait()
 
 
-class Owners:
-    """Reads every symbol's worker lease every 20 ms in a thread (through the cluster client,
-    one key per slot); keeps the owners seen, in order, per symbol."""
-
-    def __init__(self, url: str) -> None:
-        self.client = probe(url, Settings(), 10.0)
-        self.keys = {s: keys.symbol_key("tickcast", "sim", s, "owner") for s in SYMBOLS}
-        self.seen: dict[str, list[str | None]] = {s: [] for s in SYMBOLS}
-        self.errors = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            try:
-                now = self.now()
-            except (redis.RedisError, OSError):  # a failover in progress
-                self.errors += 1
-                continue
-            for symbol, owner in now.items():
-                if not self.seen[symbol] or self.seen[symbol][-1] != owner:
-                    self.seen[symbol].append(owner)
-
-    def now(self) -> dict[str, str | None]:
-        out: dict[str, str | None] = {}
-        for symbol, key in self.keys.items():
-            raw = self.client.get(key)
-            out[symbol] = raw.decode() if isinstance(raw, bytes) else None
-        return out
-
-    def split(self, *procs: subprocess.Popen[bytes]) -> list[int]:
-        """How many symbols each of ``procs`` holds, sorted; [] while one is held by nobody."""
-        try:
-            owners = self.now()
-        except (redis.RedisError, OSError):
-            return []
-        if None in owners.values():
-            return []
-        pids = Counter(int(str(o).split(":")[1]) for o in owners.values())
-        return sorted(pids[p.pid] for p in procs)
-
-    def __enter__(self) -> Owners:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.client.close()
-
-
 def stream(client: redis.cluster.RedisCluster, symbol: str) -> list[Tick]:
     return [codec.decode(f) for _, f in client.xrange(tick_key(symbol))]
-
-
-def replay(client: redis.cluster.RedisCluster, symbol: str) -> list[tuple[int, float, float]]:
-    """What one uninterrupted learner predicts over the symbol's whole tick stream."""
-    learner = OnlineLearner(horizon_ms=1000, sample_ms=100)
-    out: list[tuple[int, float, float]] = []
-    for tick in stream(client, symbol):
-        out.extend((p.t_ms, p.ret_bps, p.p_up) for p in learner.update(tick))
-    return out
-
-
-def published(client: redis.cluster.RedisCluster, symbol: str) -> list[tuple[int, float, float]]:
-    entries = client.xrange(keys.signals_key("tickcast", "sim", symbol))
-    signals = [decode_signal(fields) for _, fields in entries]
-    return [(s.t_ms, s.ret_bps, s.p_up) for s in signals]
-
-
-def stop(proc: subprocess.Popen[bytes], log: Path) -> None:
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 0, log.read_text()
 
 
 def finish(
@@ -144,7 +69,7 @@ def finish(
 ) -> None:
     """Stop the ingester, let the workers publish every sample of the streams, stop them;
     then every symbol's signals are one uninterrupted learner's over its stream."""
-    stop(ingest, logs["ingest"])
+    stop_cleanly(ingest, logs["ingest"])
     expected = {s: replay(client, s) for s in SYMBOLS}
     wait_until(
         "every sample published",
@@ -152,7 +77,7 @@ def finish(
         timeout=60.0,
     )
     for name, proc in workers.items():
-        stop(proc, logs[name])
+        stop_cleanly(proc, logs[name])
     for symbol in SYMBOLS:
         assert published(client, symbol) == expected[symbol], (
             f"{symbol}: each sample once, as one uninterrupted learner over the stream"
@@ -181,7 +106,7 @@ def test_a_worker_pool_on_the_cluster_splits_hands_over_and_takes_over(
 
     ingest = start(INGEST, env, logs["ingest"])
     procs.append(ingest)
-    with Owners(redis_cluster.url) as owners:
+    with Owners(redis_cluster.url, SYMBOLS) as owners:
         a, b = worker("a"), worker("b")
         wait_until("two workers sharing six symbols", lambda: owners.split(a, b) == [3, 3])
         c = worker("c")
@@ -240,7 +165,7 @@ def test_the_pool_rides_a_master_failover_and_counts_what_the_cluster_lost(
     def xlen(symbol: str) -> int:
         return int(client.xlen(tick_key(symbol)))
 
-    with Owners(redis_cluster.url) as owners:
+    with Owners(redis_cluster.url, SYMBOLS) as owners:
         wait_until("the pool's split", lambda: owners.split(*workers.values()) == [3, 3])
         master = redis_cluster.master_of(victim_key)
         on_victim = [s for s in SYMBOLS if redis_cluster.master_of(tick_key(s)) == master]

@@ -6,7 +6,7 @@ migrated under a running worker followed."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
@@ -17,10 +17,8 @@ from tickcast.service.bus import keys
 from tickcast.service.bus.cluster import slot_of
 from tickcast.service.bus.connection import AsyncClient, connect
 from tickcast.service.bus.lease import SymbolLeases
-from tickcast.service.bus.writer import TickWriter
 from tickcast.service.live.worker import Worker
 from tickcast.service.live.workerlane import ClusterWorkerLane
-from tickcast.service.offline.backtest import Backtest
 from tickcast.service.ops.config import Settings
 from tickcast.service.schema import decode_signal
 from tickcast.service.sim.market import SyntheticMarket
@@ -28,7 +26,7 @@ from tickcast.service.sim.symbols import specs_for
 from tickcast.service.ticks import Instrument, Tick
 
 from localcluster import LocalCluster
-from support import worker_settings
+from support import drain, reference, worker_settings, write_ticks
 
 SYMBOLS = ("BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT", "XRP/USDT:USDT")
 
@@ -57,29 +55,6 @@ def sync_client(redis_cluster: LocalCluster) -> Iterator[redis.cluster.RedisClus
     c.close()
 
 
-async def write(client: AsyncClient, ticks: Sequence[Tick]) -> None:
-    writer = TickWriter(client, Settings())
-    for i in range(0, len(ticks), 500):
-        await writer.write(ticks[i : i + 500])
-
-
-async def drain(worker: Worker) -> int:
-    total = 0
-    while n := await worker.step(block_ms=0):
-        total += n
-    return total
-
-
-def reference(ticks: Sequence[Tick], symbol: str) -> tuple[OnlineLearner, list[tuple[int, float]]]:
-    backtest = Backtest({"horizon_ms": 1000, "sample_ms": 100})
-    out = []
-    for tick in ticks:
-        predictions = backtest.feed(tick)
-        if tick.symbol == symbol:
-            out.extend((p.t_ms, p.ret_bps) for p in predictions)
-    return backtest.symbols[symbol].learner, out
-
-
 def published(client: redis.cluster.RedisCluster, symbol: str) -> list[tuple[int, float]]:
     entries = client.xrange(keys.signals_key("tickcast", "sim", symbol))
     return [(s.t_ms, s.ret_bps) for s in (decode_signal(f) for _, f in entries)]
@@ -93,7 +68,7 @@ def leases(client: AsyncClient) -> SymbolLeases:
 async def test_the_worker_publishes_exactly_what_a_backtest_predicts(
     client: AsyncClient, sync_client: redis.cluster.RedisCluster, ticks: list[Tick]
 ) -> None:
-    await write(client, ticks)
+    await write_ticks(client, ticks)
     worker = Worker(client, worker_settings(SYMBOLS), leases=leases(client))
     assert isinstance(worker.io, ClusterWorkerLane)
     await worker.restore()
@@ -120,14 +95,14 @@ async def test_a_restored_worker_goes_on_without_publishing_a_sample_twice(
     client: AsyncClient, sync_client: redis.cluster.RedisCluster, ticks: list[Tick]
 ) -> None:
     cut = len(ticks) // 3
-    await write(client, ticks[:cut])
+    await write_ticks(client, ticks[:cut])
     first = Worker(client, worker_settings(SYMBOLS))
     await first.restore()
     await drain(first)
     await first.checkpoint(force=True)
-    await write(client, ticks[cut : 2 * cut])
+    await write_ticks(client, ticks[cut : 2 * cut])
     await drain(first)  # published past its checkpoint, then "dies"
-    await write(client, ticks[2 * cut :])
+    await write_ticks(client, ticks[2 * cut :])
     second = Worker(client, worker_settings(SYMBOLS))
     await second.restore()
     await drain(second)
@@ -155,12 +130,12 @@ async def test_a_running_worker_waits_for_ticks_and_follows_a_slot_that_moves(
     target = next(n for n in redis_cluster.masters_now() if n.port != source.port)
     half = len(ticks) // 2
     try:
-        await write(client, ticks[:half])
+        await write_ticks(client, ticks[:half])
         while worker.states[Instrument("sim", SYMBOLS[0])].stats.ticks < 100:
             await asyncio.sleep(0.01)
         await asyncio.to_thread(redis_cluster.migrate, slot, target)
         for i in range(half, len(ticks), 200):
-            await write(client, ticks[i : i + 200])
+            await write_ticks(client, ticks[i : i + 200])
             await asyncio.sleep(0.01)  # the worker catches up, then waits (pauses)
         async with asyncio.timeout(30):
             while sum(s.stats.ticks for s in worker.states.values()) < len(ticks):
@@ -184,10 +159,10 @@ async def test_quarantine_and_a_checkpoint_set_aside_live_on_the_symbol_s_master
     sick = SYMBOLS[3]
     stream, ckpt = (keys.symbol_key("tickcast", "sim", sick, k) for k in ("ticks", "ckpt"))
     half = len(ticks) // 2
-    await write(client, ticks[:half])
+    await write_ticks(client, ticks[:half])
     bad = sync_client.xadd(stream, {b"v": b"1", b"t": b"[not a tick"})
     sync_client.hset(ckpt, mapping={b"v": b"99", b"model": b"?"})  # not a readable checkpoint
-    await write(client, ticks[half:])
+    await write_ticks(client, ticks[half:])
     worker = Worker(client, worker_settings(SYMBOLS))
     await worker.restore()
     await drain(worker)
@@ -215,7 +190,7 @@ async def test_a_stream_whose_slot_is_being_migrated_is_read_from_the_importing_
     target = next(n for n in redis_cluster.masters_now() if n.port != source.port)
     worker = Worker(client, worker_settings(SYMBOLS))
     await worker.restore()
-    await write(client, ticks)
+    await write_ticks(client, ticks)
     redis_cluster.start_migration(slot, target)
     try:
         assert redis_cluster.move_keys(slot, source, target) >= 1  # the ticks, on the target

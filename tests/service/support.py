@@ -7,16 +7,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import redis
+
+from tickcast.model.learner import OnlineLearner
+from tickcast.service.bus import codec, keys
+from tickcast.service.bus.connection import AsyncClient, is_cluster, probe
+from tickcast.service.bus.writer import TickWriter
+from tickcast.service.live.worker import Worker
+from tickcast.service.offline.backtest import Backtest
 from tickcast.service.ops.config import Settings, load_settings
+from tickcast.service.schema import decode_signal
+from tickcast.service.ticks import Tick
 
 CLI = [sys.executable, "-m", "tickcast.service.cli"]
 INGEST_METRICS = frozenset(
@@ -100,3 +113,142 @@ async def until(condition: Callable[[], object], timeout: float = 15.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.01)
+
+
+# -- the worker against its reference ---------------------------------------------------------
+
+
+async def write_ticks(client: AsyncClient, ticks: Sequence[Tick]) -> None:
+    """Write ``ticks`` to their streams as an ingester does, 500 per batch (``client``: a
+    plain or a cluster asyncio client)."""
+
+    writer = TickWriter(client, Settings())
+    for i in range(0, len(ticks), 500):
+        await writer.write(ticks[i : i + 500])
+
+
+async def drain(worker: Worker) -> int:
+    """Step ``worker`` without blocking until nothing is left; the ticks it processed."""
+    total = 0
+    while n := await worker.step(block_ms=0):
+        total += n
+    return total
+
+
+def reference(ticks: Sequence[Tick], symbol: str) -> tuple[OnlineLearner, list[tuple[int, float]]]:
+    """The offline engine on the same ticks: the backtest's learner of ``symbol`` and its
+    ``(t_ms, ret_bps)`` predictions."""
+
+    backtest = Backtest({"horizon_ms": 1000, "sample_ms": 100})
+    out = []
+    for tick in ticks:
+        predictions = backtest.feed(tick)
+        if tick.symbol == symbol:
+            out.extend((p.t_ms, p.ret_bps) for p in predictions)
+    return backtest.symbols[symbol].learner, out
+
+
+# -- pools: who holds what, and what they published -------------------------------------------
+
+
+class Owners:
+    """Samples the worker lease of each of ``symbols`` (venue ``sim``) every 20 ms in a
+    thread, through a plain or a cluster client (one key per slot): the owners seen, in order,
+    per symbol. A read that fails (a failover in progress) is counted in ``errors``."""
+
+    def __init__(self, url: str, symbols: Sequence[str]) -> None:
+
+        self.client = probe(url, Settings(), 10.0)
+        self.keys = {s: keys.symbol_key("tickcast", "sim", s, "owner") for s in symbols}
+        self.seen: dict[str, list[str | None]] = {s: [] for s in symbols}
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+
+        while not self._stop.wait(0.02):
+            try:
+                now = self.now()
+            except (redis.RedisError, OSError):
+                self.errors += 1
+                continue
+            for symbol, owner in now.items():
+                if not self.seen[symbol] or self.seen[symbol][-1] != owner:
+                    self.seen[symbol].append(owner)
+
+    def now(self) -> dict[str, str | None]:
+        """Each symbol's owner token now (None: held by nobody)."""
+        out: dict[str, str | None] = {}
+        for symbol, key in self.keys.items():
+            raw = self.client.get(key)
+            out[symbol] = raw.decode() if isinstance(raw, bytes) else None
+        return out
+
+    def split(self, *procs: subprocess.Popen[bytes]) -> list[int]:
+        """How many symbols each of ``procs`` holds, sorted; [] while one is held by nobody
+        (or the owners cannot be read)."""
+
+        try:
+            owners = self.now()
+        except (redis.RedisError, OSError):
+            return []
+        if None in owners.values():
+            return []
+        pids = Counter(int(str(o).split(":")[1]) for o in owners.values())
+        return sorted(pids[p.pid] for p in procs)
+
+    def __enter__(self) -> Owners:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.client.close()
+
+
+def replay(client: Any, symbol: str) -> list[tuple[int, float, float]]:
+    """What one uninterrupted learner predicts over the symbol's whole tick stream (venue
+    ``sim``): ``(t_ms, ret_bps, p_up)`` per sample."""
+
+    learner = OnlineLearner(horizon_ms=1000, sample_ms=100)
+    out: list[tuple[int, float, float]] = []
+    for _, fields in client.xrange(keys.ticks_key("tickcast", "sim", symbol)):
+        out.extend((p.t_ms, p.ret_bps, p.p_up) for p in learner.update(codec.decode(fields)))
+    return out
+
+
+def published(client: Any, symbol: str) -> list[tuple[int, float, float]]:
+    """The symbol's published signals (venue ``sim``): ``(t_ms, ret_bps, p_up)`` each."""
+
+    entries = client.xrange(keys.signals_key("tickcast", "sim", symbol))
+    signals = [decode_signal(fields) for _, fields in entries]
+    return [(s.t_ms, s.ret_bps, s.p_up) for s in signals]
+
+
+def stop_cleanly(proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
+    """SIGTERM ``proc``; it must exit 0 (its log in the failure message)."""
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=timeout) == 0, log.read_text()
+
+
+def assert_user_on_cluster(url: str, writes_ticks: bool) -> None:
+    """The Redis user of ``url`` reaches a cluster through tickcast's client and may write a
+    tick stream when ``writes_ticks`` (the ingester), else only read it (writing refused)."""
+    client = probe(url, Settings(redis={"cluster": True}), 5.0)
+    try:
+        assert is_cluster(client)
+        key = "tickcast:{binanceusdm:BTCUSDT}:ticks"
+        if writes_ticks:
+            assert client.xadd(key, {"t": "1"}, id="1-1") == b"1-1"
+        else:
+            assert client.xrange(key) in ([], [(b"1-1", {b"t": b"1"})])
+            try:
+                client.xadd(key, {"t": "2"})
+            except redis.exceptions.NoPermissionError:
+                return
+            raise AssertionError(f"{url.split('@')[0]}... could write a tick stream")
+    finally:
+        client.close()

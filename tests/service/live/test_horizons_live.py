@@ -18,7 +18,6 @@ from tickcast.model.horizons import MultiHorizonLearner
 from tickcast.model.learner import OnlineLearner
 from tickcast.service.bus import keys
 from tickcast.service.bus.embedded import free_port
-from tickcast.service.bus.writer import TickWriter
 from tickcast.service.commands.subscribe import Table
 from tickcast.service.live.symbolstate import DefaultLearnerFactory
 from tickcast.service.live.worker import Worker, WorkerError
@@ -30,7 +29,7 @@ from tickcast.service.schema import Signal, decode_signal, horizon_fields, signa
 from tickcast.service.sim.market import DEFAULT_SYMBOLS, SyntheticMarket
 from tickcast.service.ticks import Instrument, Tick
 
-from support import CLI, environment, http, wait_until, worker_settings
+from support import CLI, drain, environment, http, wait_until, worker_settings, write_ticks
 
 SYMBOLS = ("BTC/USDT:USDT", "SOL/USDT:USDT")
 EXTRA = [5000, 300]
@@ -44,17 +43,6 @@ def settings(**worker: object) -> Settings:
 def ticks() -> list[Tick]:
     specs = [s for s in DEFAULT_SYMBOLS if s.symbol in SYMBOLS]
     return list(SyntheticMarket(specs, seed=4).ticks(40.0))
-
-
-async def write(client: redis.asyncio.Redis, ticks: list[Tick]) -> None:
-    writer = TickWriter(client, Settings())
-    for i in range(0, len(ticks), 500):
-        await writer.write(ticks[i : i + 500])
-
-
-async def drain(worker: Worker) -> None:
-    while await worker.step(block_ms=0):
-        pass
 
 
 Row = tuple[int, float, tuple[tuple[int, float, float], ...]]
@@ -92,7 +80,7 @@ def rows(sigs: list[Signal]) -> list[Row]:
 async def test_the_worker_publishes_every_horizon_exactly_as_a_backtest_predicts_it(
     async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis, ticks: list[Tick]
 ) -> None:
-    await write(async_redis_client, ticks)
+    await write_ticks(async_redis_client, ticks)
     worker = Worker(async_redis_client, settings())
     await worker.restore()
     await drain(worker)
@@ -117,14 +105,14 @@ async def test_a_restored_multi_horizon_worker_continues_bit_identically(
     async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis, ticks: list[Tick]
 ) -> None:
     cut = len(ticks) // 3
-    await write(async_redis_client, ticks[:cut])
+    await write_ticks(async_redis_client, ticks[:cut])
     first = Worker(async_redis_client, settings())
     await first.restore()
     await drain(first)
     await first.checkpoint(force=True)
-    await write(async_redis_client, ticks[cut : 2 * cut])
+    await write_ticks(async_redis_client, ticks[cut : 2 * cut])
     await drain(first)  # publishes past its checkpoint, then dies without another one
-    await write(async_redis_client, ticks[2 * cut :])
+    await write_ticks(async_redis_client, ticks[2 * cut :])
     second = Worker(async_redis_client, settings())
     await second.restore()
     await drain(second)
@@ -149,7 +137,7 @@ async def test_a_checkpoint_made_with_other_horizons_stops_the_worker_and_is_kep
     made_with: dict[str, Any],
     restored_with: dict[str, Any],
 ) -> None:
-    await write(async_redis_client, ticks[:300])
+    await write_ticks(async_redis_client, ticks[:300])
     worker = Worker(async_redis_client, settings(**made_with))
     await worker.restore()
     await drain(worker)

@@ -8,7 +8,6 @@ import json
 import random
 import signal
 import subprocess
-import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -16,18 +15,26 @@ from pathlib import Path
 import pytest
 import redis
 
-from tickcast.model.learner import OnlineLearner
-from tickcast.service.bus import codec, keys
+from tickcast.service.bus import keys
 from tickcast.service.bus.embedded import free_port
 from tickcast.service.bus.lease import held_by_dead_local_process
 from tickcast.service.live.balance import Balancer, Snapshot, plan
 from tickcast.service.live.pool import members_key, restrict
 from tickcast.service.ops.config import load_settings
 from tickcast.service.ops.metrics import Histogram, IngestSnapshot, Metrics
-from tickcast.service.schema import decode_signal
 from tickcast.service.ticks import Instrument
 
-from support import CLI, environment, http, start, wait_until
+from support import (
+    CLI,
+    Owners,
+    environment,
+    http,
+    published,
+    replay,
+    start,
+    stop_cleanly,
+    wait_until,
+)
 
 # -- the plan, simulated ----------------------------------------------------------------------
 
@@ -246,41 +253,6 @@ SYMBOLS = [f"{base}/USDT:USDT" for base in ("BTC", "ETH", "SOL", "XRP", "ADA", "
 TTL_S = 2.0
 
 
-class Owners:
-    """Samples every symbol's worker lease every 20 ms in a thread: the owners seen, in
-    order, per symbol."""
-
-    def __init__(self, url: str) -> None:
-        self.client = redis.Redis.from_url(url, socket_timeout=5.0)
-        self.keys = {s: keys.symbol_key("tickcast", "sim", s, "owner") for s in SYMBOLS}
-        self.seen: dict[str, list[str | None]] = {s: [] for s in SYMBOLS}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            for symbol, owner in self.now().items():
-                if not self.seen[symbol] or self.seen[symbol][-1] != owner:
-                    self.seen[symbol].append(owner)
-
-    def now(self) -> dict[str, str | None]:
-        raw: list[bytes | None] = self.client.mget(list(self.keys.values()))  # type: ignore[assignment]
-        return {s: v.decode() if v else None for s, v in zip(SYMBOLS, raw, strict=True)}
-
-    def pids(self) -> Counter[int]:
-        """How many symbols each process holds now (by pid; held by nobody: 0)."""
-        return Counter(int(o.split(":")[1]) if o else 0 for o in self.now().values())
-
-    def __enter__(self) -> Owners:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.client.close()
-
-
 @pytest.fixture
 def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
@@ -289,26 +261,6 @@ def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-
-
-def replay(client: redis.Redis, symbol: str) -> list[tuple[int, float, float]]:
-    """What one uninterrupted learner predicts over the symbol's whole tick stream."""
-    learner = OnlineLearner(horizon_ms=1000, sample_ms=100)
-    out = []
-    for _, fields in client.xrange(keys.ticks_key("tickcast", "sim", symbol)):
-        out.extend((p.t_ms, p.ret_bps, p.p_up) for p in learner.update(codec.decode(fields)))
-    return out
-
-
-def published(client: redis.Redis, symbol: str) -> list[tuple[int, float, float]]:
-    entries = client.xrange(keys.signals_key("tickcast", "sim", symbol))
-    signals = [decode_signal(fields) for _, fields in entries]
-    return [(s.t_ms, s.ret_bps, s.p_up) for s in signals]
-
-
-def stop(proc: subprocess.Popen[bytes], log: Path) -> None:
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=20) == 0, log.read_text()
 
 
 def test_worker_pool_splits_hands_over_and_takes_over_without_a_duplicate_signal(
@@ -332,21 +284,19 @@ def test_worker_pool_splits_hands_over_and_takes_over_without_a_duplicate_signal
         procs.append(proc)
         return proc
 
-    def split(*workers: subprocess.Popen[bytes]) -> list[int]:
-        counts = owners.pids()
-        return sorted(counts[w.pid] for w in workers) if counts[0] == 0 else []
-
     ingest = start(["ingest", *symbols, "--speed", "3", "--stats-every", "0"], env, logs["ingest"])
     procs.append(ingest)
-    with Owners(redis_url) as owners:
+    with Owners(redis_url, SYMBOLS) as owners:
         a, b = worker("a"), worker("b")
-        wait_until("two workers sharing six symbols", lambda: split(a, b) == [3, 3])
+        wait_until("two workers sharing six symbols", lambda: owners.split(a, b) == [3, 3])
         c = worker("c")
-        wait_until("the newcomer's share", lambda: split(a, b, c) == [2, 2, 2])
+        wait_until("the newcomer's share", lambda: owners.split(a, b, c) == [2, 2, 2])
         before = owners.now()
         b.kill()  # SIGKILL: no final checkpoint, leases left to expire
         b.wait()
-        wait_until("b's symbols taken over", lambda: split(a, c) == [3, 3], timeout=5 * TTL_S)
+        wait_until(
+            "b's symbols taken over", lambda: owners.split(a, c) == [3, 3], timeout=5 * TTL_S
+        )
         after = owners.now()
         moved = {s for s in SYMBOLS if before[s] != after[s]}
         assert moved == {s for s in SYMBOLS if f":{b.pid}:" in str(before[s])}
@@ -356,14 +306,14 @@ def test_worker_pool_splits_hands_over_and_takes_over_without_a_duplicate_signal
         pool = json.loads(status.stdout)["pools"]["worker"]
         assert sorted(m["symbols"] for m in pool) == [3, 3]
         assert {m["member"].split(":")[1] for m in pool} == {str(a.pid), str(c.pid)}
-        stop(ingest, logs["ingest"])
+        stop_cleanly(ingest, logs["ingest"])
         expected = {s: replay(redis_client, s) for s in SYMBOLS}
         wait_until(
             "every sample published",
             lambda: all(len(published(redis_client, s)) >= len(expected[s]) for s in SYMBOLS),
         )
-        stop(a, logs["a"])
-        stop(c, logs["c"])
+        stop_cleanly(a, logs["a"])
+        stop_cleanly(c, logs["c"])
     for symbol in SYMBOLS:
         assert published(redis_client, symbol) == expected[symbol], (
             "each sample once, as one uninterrupted learner over the stream: no duplicate, "

@@ -10,13 +10,12 @@ from tickcast.model.learner import OnlineLearner
 from tickcast.service.bus import keys
 from tickcast.service.bus.writer import TickWriter
 from tickcast.service.live.worker import Worker, WorkerError
-from tickcast.service.offline.backtest import Backtest
 from tickcast.service.ops.config import Settings
 from tickcast.service.schema import decode_signal
 from tickcast.service.sim.market import DEFAULT_SYMBOLS, SyntheticMarket
 from tickcast.service.ticks import Instrument, Tick
 
-from support import worker_settings
+from support import drain, reference, worker_settings, write_ticks
 
 SYMBOLS = ("BTC/USDT:USDT", "SOL/USDT:USDT")
 
@@ -31,30 +30,6 @@ def ticks() -> list[Tick]:
     return list(SyntheticMarket(specs, seed=3).ticks(45.0))
 
 
-async def write(client: redis.asyncio.Redis, ticks: list[Tick]) -> None:
-    writer = TickWriter(client, Settings())
-    for i in range(0, len(ticks), 500):
-        await writer.write(ticks[i : i + 500])
-
-
-async def drain(worker: Worker) -> int:
-    total = 0
-    while n := await worker.step(block_ms=0):
-        total += n
-    return total
-
-
-def reference(ticks: list[Tick], symbol: str) -> tuple[OnlineLearner, list[tuple[int, float]]]:
-    """The offline engine on the same ticks: the backtest's learner and predictions."""
-    backtest = Backtest({"horizon_ms": 1000, "sample_ms": 100})
-    out = []
-    for tick in ticks:
-        predictions = backtest.feed(tick)
-        if tick.symbol == symbol:
-            out.extend((p.t_ms, p.ret_bps) for p in predictions)
-    return backtest.symbols[symbol].learner, out
-
-
 def published(client: redis.Redis, symbol: str) -> list[tuple[int, float]]:
     key = keys.signals_key("tickcast", "sim", symbol)
     return [(s.t_ms, s.ret_bps) for s in map(decode_signal, (f for _, f in client.xrange(key)))]
@@ -63,7 +38,7 @@ def published(client: redis.Redis, symbol: str) -> list[tuple[int, float]]:
 async def test_the_worker_publishes_exactly_what_a_backtest_of_the_same_ticks_predicts(
     async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis, ticks: list[Tick]
 ) -> None:
-    await write(async_redis_client, ticks)
+    await write_ticks(async_redis_client, ticks)
     worker = Worker(async_redis_client, settings())
     await worker.restore()
     assert await drain(worker) == len(ticks)
@@ -83,7 +58,7 @@ async def test_the_worker_publishes_exactly_what_a_backtest_of_the_same_ticks_pr
 async def test_signals_validate_and_carry_their_latency_and_horizon(
     async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis, ticks: list[Tick]
 ) -> None:
-    await write(async_redis_client, ticks[:2000])
+    await write_ticks(async_redis_client, ticks[:2000])
     worker = Worker(async_redis_client, settings())
     await worker.restore()
     await drain(worker)
@@ -98,16 +73,16 @@ async def test_a_restored_worker_continues_bit_identically_without_republishing(
     async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis, ticks: list[Tick]
 ) -> None:
     cut = len(ticks) // 3
-    await write(async_redis_client, ticks[:cut])
+    await write_ticks(async_redis_client, ticks[:cut])
     first = Worker(async_redis_client, settings())
     await first.restore()
     await drain(first)
     await first.checkpoint(force=True)
     # The first worker goes on publishing past its checkpoint, then dies without another one.
-    await write(async_redis_client, ticks[cut : 2 * cut])
+    await write_ticks(async_redis_client, ticks[cut : 2 * cut])
     await drain(first)
     published_before = {s: published(redis_client, s) for s in SYMBOLS}
-    await write(async_redis_client, ticks[2 * cut :])
+    await write_ticks(async_redis_client, ticks[2 * cut :])
 
     second = Worker(async_redis_client, settings())
     await second.restore()
@@ -126,7 +101,7 @@ async def test_a_restored_worker_continues_bit_identically_without_republishing(
 async def test_checkpoints_are_written_every_n_samples_and_on_stop(
     async_redis_client: redis.asyncio.Redis, redis_client: redis.Redis, ticks: list[Tick]
 ) -> None:
-    await write(async_redis_client, ticks)
+    await write_ticks(async_redis_client, ticks)
     worker = Worker(async_redis_client, settings(checkpoint_every_samples=100, read_count=50))
     await worker.restore()
     await drain(worker)
@@ -147,7 +122,7 @@ async def test_undecodable_entries_are_counted_and_skipped(
     key = keys.ticks_key("tickcast", "sim", SYMBOLS[0])
     redis_client.xadd(key, {"v": "1", "t": "[not a tick"})
     redis_client.xadd(key, {"v": "7", "t": "[]"})
-    await write(async_redis_client, ticks[:500])
+    await write_ticks(async_redis_client, ticks[:500])
     worker = Worker(async_redis_client, settings())
     await worker.restore()
     await drain(worker)
@@ -159,7 +134,7 @@ async def test_undecodable_entries_are_counted_and_skipped(
 async def test_a_checkpoint_made_with_another_horizon_is_refused(
     async_redis_client: redis.asyncio.Redis, ticks: list[Tick]
 ) -> None:
-    await write(async_redis_client, ticks[:300])
+    await write_ticks(async_redis_client, ticks[:300])
     worker = Worker(async_redis_client, settings(horizon_ms=2000))
     await worker.restore()
     await drain(worker)
@@ -187,7 +162,7 @@ async def test_a_boundarys_signals_are_all_published_before_any_learning(
     after = ticks[0].event_ms + 5_000
     closing = {s: closing_index(ticks, s, after) for s in SYMBOLS}
     before = [t for i, t in enumerate(ticks) if i < closing[t.symbol]]
-    await write(async_redis_client, before)
+    await write_ticks(async_redis_client, before)
     worker = Worker(async_redis_client, settings())
     await worker.restore()
     await drain(worker)
@@ -196,7 +171,7 @@ async def test_a_boundarys_signals_are_all_published_before_any_learning(
     learners = {s: worker.states[Instrument("sim", s)].learner for s in SYMBOLS}
     assert all(isinstance(x, OnlineLearner) and x.n_deferred == 0 for x in learners.values())
 
-    await write(async_redis_client, [ticks[closing[s]] for s in SYMBOLS])
+    await write_ticks(async_redis_client, [ticks[closing[s]] for s in SYMBOLS])
     assert await worker.step(block_ms=0) == len(SYMBOLS)
     assert all(len(published(redis_client, s)) > counts[s] for s in SYMBOLS)
     deferred = [s for s, x in learners.items() if isinstance(x, OnlineLearner) and x.n_deferred]
@@ -211,7 +186,7 @@ async def test_a_boundarys_signals_are_all_published_before_any_learning(
 async def test_ticks_trimmed_before_the_worker_read_them_are_counted(
     async_redis_client: redis.asyncio.Redis, ticks: list[Tick]
 ) -> None:
-    await write(async_redis_client, ticks[:400])
+    await write_ticks(async_redis_client, ticks[:400])
     worker = Worker(async_redis_client, settings())
     await worker.restore()
     await drain(worker)
