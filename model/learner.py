@@ -171,7 +171,9 @@ class OnlineLearner(SampleClock):
         :data:`~tickcast.model.rules.RULES`, the book imbalance, whose sign is the same on
         every market; None: a zero prior.
     prior_slope : float
-        The rule's prior slope, target units per standardised input.
+        The rule's prior correlation with the label: the linear expert's prior slope on
+        the standardised input, in units of the labels' RMS (converted to target units at
+        the end of the warm-up; see :mod:`~tickcast.model.forecaster`).
     prior_labels : float
         The prior's worth in independent labels. Labels overlap (a sample every
         ``sample_ms`` for a return over ``horizon_ms``): ``ceil(horizon / sample)``

@@ -132,6 +132,21 @@ class BayesLinear:
         r, logit = self.forward_one(x).tolist()
         return r, 1.0 / (1.0 + math.exp(-logit))
 
+    def rescale_prior(self, factor: float) -> None:
+        """Multiply the prior slopes by ``factor`` (finite, positive): only before the first
+        update, while the weights are still the prior's.
+
+        >>> expert = BayesLinear(2, prior_slopes=[0.2, 0.0])
+        >>> expert.rescale_prior(2.0)
+        >>> expert.weights.tolist()
+        [0.4, 0.0]
+        """
+        if self.n_updates or self.n_skipped:
+            raise ModelError("the prior can only be rescaled before any update")
+        if not (math.isfinite(factor) and factor > 0.0):
+            raise ModelError(f"a prior's scale factor must be finite and positive, not {factor}")
+        self._w *= factor
+
     def learn_one(self, x: Array, y: float) -> None:
         """One RLS step on ``(x, y)`` (``x`` shape (n_inputs,), ``y`` in target units); a
         non-finite step is refused and counted in ``n_skipped``."""

@@ -123,6 +123,47 @@ def test_the_target_unit_is_the_warm_ups_mean_then_drifts_slowly() -> None:
     assert f.linear_expert.n_updates == 1000
 
 
+def test_the_warm_ups_unit_leans_on_one_bps_until_its_labels_outweigh_it() -> None:
+    f = Forecaster(2, **MODEL)
+    x, experts = np.zeros(2), np.zeros(2)
+    for _ in range(5):  # five labels of 0.02 bps: alone they would make a unit of 0.025
+        f.learn(x, 0.02, experts)
+    robust = 0.02 * math.sqrt(math.pi / 2.0)
+    assert f.target_scale() == pytest.approx((5 * robust + 10.0) / 15.0)
+    for _ in range(95):
+        f.learn(x, 0.02, experts)
+    assert f.target_scale() == pytest.approx(robust)  # the warm-up is over: its labels alone
+
+
+def test_the_prior_slope_is_a_correlation_turned_into_target_units_at_the_first_step() -> None:
+    slopes = [0.2, 0.0]
+    f = Forecaster(2, **MODEL, prior_slopes=slopes)
+    x, experts = np.zeros(2), np.zeros(2)
+    labels = [0.0, 0.0, 0.0, 3.0] * 25  # a market that mostly does not move: RMS 1.5 > unit
+    for y in labels:
+        f.learn(x, y, experts)
+    assert f.linear_expert.weights.tolist() == slopes  # the warm-up learns nothing
+    f.learn(x, 0.0, experts)  # x = 0: the step itself leaves the weights where the prior is
+    rms = math.sqrt(float(np.mean(np.square([*labels, 0.0]))))  # the step's label counts
+    unit = 0.75 * math.sqrt(math.pi / 2.0)  # the warm-up's (0 moves the slow mean by 1e-5)
+    assert f.linear_expert.weights[0] == pytest.approx(0.2 * rms / unit, rel=1e-4)
+    warm = Forecaster(2, **MODEL, prior_slopes=slopes)
+    warm.load_state_dict(f.state_dict())
+    warm.forget_scales()  # a trained model started on another symbol keeps its slopes
+    before = warm.linear_expert.weights
+    for y in [*labels, 0.0]:
+        warm.learn(x, y, experts)
+    assert warm.linear_expert.weights.tolist() == pytest.approx(before.tolist())
+
+
+def test_the_prior_conversion_is_bounded_when_a_warm_up_saw_one_move() -> None:
+    f = Forecaster(2, **MODEL, prior_slopes=[0.2, 0.0])
+    x, experts = np.zeros(2), np.zeros(2)
+    for y in [0.0] * 99 + [5.0, 0.0]:  # RMS / unit = 10 / sqrt(pi / 2): capped at 3
+        f.learn(x, y, experts)
+    assert f.linear_expert.weights[0] == pytest.approx(0.2 * 3.0)
+
+
 def test_a_warm_up_of_zero_labels_lasts_until_the_first_move() -> None:
     f = Forecaster(2, **MODEL)
     x, experts = np.zeros(2), np.zeros(2)

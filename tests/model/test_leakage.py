@@ -113,4 +113,4 @@ def test_a_learner_that_peeks_at_the_closing_tick_fails_the_same_check() -> None
     s = _score(PeekingLearner(), ticks)
     assert s.n_scored >= 20_000
     assert not looks_unpredictable(s)
-    assert s.hit_rate > 0.52 and s.ic > 0.05
+    assert s.hit_rate > 0.52 and s.ic > 0.03  # the leak is learnt against the rule's prior

@@ -72,3 +72,19 @@ def test_state_round_trip_is_bit_exact_and_foreign_states_are_refused() -> None:
         BayesLinear(2).load_state_dict(a.state_dict())
     with pytest.raises(ModelError):
         BayesLinear(3, prior_samples=0.0)
+
+
+def test_the_prior_is_rescaled_only_before_any_update() -> None:
+    expert = BayesLinear(2, prior_slopes=[0.2, -0.1])
+    expert.rescale_prior(3.0)
+    assert expert.weights.tolist() == pytest.approx([0.6, -0.3])
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ModelError, match="finite and positive"):
+            expert.rescale_prior(bad)
+    expert.learn_one(np.array([1.0, 0.0]), 1.0)
+    with pytest.raises(ModelError, match="before any update"):
+        expert.rescale_prior(2.0)
+    skipped = BayesLinear(1)
+    skipped.learn_one(np.array([np.nan]), 1.0)
+    with pytest.raises(ModelError, match="before any update"):
+        skipped.rescale_prior(2.0)
