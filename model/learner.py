@@ -82,7 +82,7 @@ Array = NDArray[np.float64]
 _BPS = 1e4
 _INF = math.inf
 _isfinite = math.isfinite
-_SNAPSHOT_VERSION = 3
+_SNAPSHOT_VERSION = 4
 _COUNTERS = ("n_samples", "_n_scored", "n_unpriced", "n_nonfinite_predictions")
 #: Counters added to the version-2 snapshot later: 0 when restoring a snapshot without them.
 _LATER_COUNTERS = frozenset({"n_nonfinite_predictions"})
@@ -94,7 +94,7 @@ FALLBACK_P_UP = 0.5
 
 #: The format name and version of :meth:`OnlineLearner.model_state` (a trained model).
 MODEL_FORMAT = "tickcast-model"
-MODEL_VERSION = 1
+MODEL_VERSION = 2
 #: Settings a warm-started learner may choose for itself: they do not shape the model.
 _LOCAL_SETTINGS = frozenset({"rolling_window", "max_gap_ms", "seed"})
 

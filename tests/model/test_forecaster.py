@@ -97,6 +97,25 @@ def test_a_forecast_starts_at_zero_and_learns_a_planted_linear_relation() -> Non
     assert f.n_updates == 4000 and f.n_skipped == 0
 
 
+def test_the_return_is_the_linear_expert_plus_a_learned_share_of_the_networks_departure() -> None:
+    f = Forecaster(3, **MODEL)
+    rng = np.random.default_rng(3)
+    for _ in range(3000):
+        x = f.standardise(rng.normal(size=3))
+        out = f.predict(x)
+        net, lin = out.experts.tolist()
+        share = f.stack.weights.item(0)
+        assert out.ret_bps == pytest.approx(lin + share * (net - lin), rel=1e-12, abs=1e-12)
+        f.learn(x, np.tanh(2.0 * x[0]) * 3.0 + 0.3 * rng.normal(), out.experts)
+    assert f.stack.weights.shape == (1,)  # one share: the weights sum to one
+    assert 0.5 < f.stack.weights.item(0) < 1.5  # a nonlinear relation: the network earns it
+    noise = Forecaster(3, **MODEL)
+    for _ in range(3000):
+        x = noise.standardise(rng.normal(size=3))
+        noise.learn(x, float(rng.normal()), noise.predict(x).experts)
+    assert abs(noise.stack.weights.item(0)) < 0.1  # nothing to add: it stays near the prior 0
+
+
 def test_the_learner_reads_only_its_chosen_inputs() -> None:
     learner = OnlineLearner()
     assert all(n.startswith(DEFAULT_INPUTS) for n in learner.input_names)
