@@ -59,7 +59,10 @@ import numpy as np
 
 from .ewm import EWError, MidChanges, TradeWindows, check_windows
 
-__all__ = ["FeaturesError", "StreamingFeatures", "TickLike"]
+__all__ = ["BOUNDED_FEATURES", "FeaturesError", "StreamingFeatures", "TickLike"]
+
+#: Name prefixes of the features bounded by construction, in [-1, 1] (see the table).
+BOUNDED_FEATURES: tuple[str, ...] = ("book_imbalance", "trade_flow_", "trade_count_imb_", "rsi")
 
 _TRADE = "trade"
 _QUOTE = "quote"

@@ -10,7 +10,13 @@ to call it.
   outlier from moving the weights much. Signed features whose zero means something (a
   balanced book, no net flow) are not centred, only scaled by their running root mean
   square: centring them on a drifting mean would move the zero the models' decision
-  boundaries are anchored to. A raw vector with a non-finite value (or one so large that
+  boundaries are anchored to. Ratios bounded by construction (``bounded``: the book
+  imbalance, trade flows, the RSI, all in [-1, 1]) have no tails to clip, and clipping them
+  at ``clip`` cut off their most telling values, the lopsided books (clipped at 1.5, the
+  book imbalance lost 0.001 of IC on the shared BTCUSDT recording, 0.006 on its second
+  half): their bound is one a standardised [-1, 1] value cannot reach, ``1 / sqrt(a (1 -
+  a))`` for the moments' step ``a`` (38 at the default half-life), kept only as a guard.
+  A raw vector with a non-finite value (or one so large that
   its square overflows) carries no information: the moments do not learn from it, its
   non-finite inputs read as 0, and it is counted (``n_nonfinite_inputs``).
 * **Target.** Every model learns ``y / s``, ``s`` a robust scale of the labels (mean absolute
@@ -141,6 +147,9 @@ class Forecaster:
         losses, in labels.
     linear_prior : float
         Prior weight of the linear expert in the mix, relative to each network's 1.
+    bounded : sequence of bool, optional
+        Per input: a ratio bounded by construction in [-1, 1], not clipped at ``clip``
+        (default: none).
     centre : sequence of bool, optional
         Per input: centre it on its running mean (default), or keep its zero and scale it
         by its running root mean square.
@@ -173,6 +182,7 @@ class Forecaster:
         hedge_halflife: float,
         linear_prior: float,
         centre: Sequence[bool] | None = None,
+        bounded: Sequence[bool] | None = None,
         prior_slopes: Sequence[float] | None = None,
         prior_samples: float = 3000.0,
         rls_halflife: float = 5000.0,
@@ -222,7 +232,12 @@ class Forecaster:
         # constant operands as arrays: a ufunc takes them faster than Python floats
         self._floor: Array = np.full(d, _VAR_FLOOR)
         self._hi: Array = np.full(d, self.clip)
-        self._lo: Array = np.full(d, -self.clip)
+        if bounded is not None:
+            if len(bounded) != d:
+                raise ModelError(f"bounded needs {d} flags, got {len(bounded)}")
+            unreachable = 1.0 / math.sqrt(self._alpha * (1.0 - self._alpha))
+            self._hi[np.array(bounded, dtype=bool)] = unreachable
+        self._lo: Array = -self._hi
         self._x_weight = 0.0  # 1 - (1 - alpha)^n: bias correction of the EW input moments
         self._y_abs = 0.0  # mean |label| (bps): of the warm-up's labels, then EW
         self._target_alpha = 1.0 - 0.5 ** (1.0 / float(target_halflife))
@@ -288,7 +303,7 @@ class Forecaster:
         off = mean * self._centre
         with np.errstate(over="ignore", invalid="ignore"):
             z: Array = (raw - off) / np.sqrt(self._x_var + (mean - off) ** 2 + self._floor)
-        np.clip(z, -self.clip, self.clip, out=z)
+        np.clip(z, self._lo, self._hi, out=z)
         z[~np.isfinite(raw)] = 0.0
         return z
 

@@ -57,7 +57,7 @@ from numpy.typing import NDArray
 
 from . import ModelError
 from .clock import SampleClock
-from .features import StreamingFeatures
+from .features import BOUNDED_FEATURES, StreamingFeatures
 from .forecaster import Forecaster
 from .metrics import PrequentialMetrics
 from .rules import RULES
@@ -296,6 +296,7 @@ class OnlineLearner(SampleClock):
                 len(self.input_names),
                 **kwargs,
                 centre=[not n.startswith(self.uncentred) for n in self.input_names],
+                bounded=[n.startswith(BOUNDED_FEATURES) for n in self.input_names],
                 prior_slopes=[slope if n == self.prior_input else 0.0 for n in self.input_names],
             )
         except ModelError as exc:

@@ -81,6 +81,21 @@ def test_an_uncentred_input_keeps_its_zero_and_a_centred_one_loses_its_mean() ->
     assert -5.0 < x[1] < -3.0  # the mean is 0.5 and the standard deviation 0.1
 
 
+def test_a_ratio_bounded_by_construction_is_not_clipped_and_others_are() -> None:
+    f = Forecaster(2, **MODEL, centre=[False, False], bounded=[True, False])
+    rng = np.random.default_rng(4)
+    for _ in range(2000):  # a mostly balanced book: RMS about 0.05
+        f.standardise(0.05 * rng.normal(size=2))
+    x = f.standardise(np.array([1.0, 1.0]))  # a lopsided book, 20 RMS out
+    assert x[1] == MODEL["clip"] and 10.0 < x[0] < 25.0
+    alpha = 1.0 - 0.5 ** (1.0 / MODEL["scale_halflife"])
+    assert f.standardise(np.array([np.nan, 0.0]))[0] == 0.0
+    guarded = f.standardise(np.array([1e9, np.nan]))  # moments not learnt: the guard binds
+    assert guarded[0] == pytest.approx(1.0 / math.sqrt(alpha * (1 - alpha))) and guarded[1] == 0.0
+    with pytest.raises(ModelError, match="bounded needs 2 flags"):
+        Forecaster(2, **MODEL, bounded=[True])
+
+
 def test_a_forecast_starts_at_zero_and_learns_a_planted_linear_relation() -> None:
     f = Forecaster(3, **MODEL)
     rng = np.random.default_rng(2)
