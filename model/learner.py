@@ -129,7 +129,12 @@ class OnlineLearner(SampleClock):
     hidden : sequence of int
         Hidden layer widths of the network expert.
     lr : float
-        Adam step of the network expert.
+        Adam step of the network expert per label's worth of samples: labels that overlap
+        (``ceil(horizon / sample)`` consecutive ones carry about one label's information),
+        so each sample takes a step of ``lr / ceil(horizon_ms / sample_ms)``. A network
+        stepping per sample learned a 10 s horizon ten times as fast as a 1 s one from the
+        same information: on the shared BTCUSDT recording it memorised the half-dozen
+        10 s trends it saw and the forecast's IC fell to -0.14 (the rule's: +0.06).
     fast_lr : float
         SGD step of the linear expert and of the linear baseline.
     activation : {"tanh", "relu"}
@@ -211,7 +216,7 @@ class OnlineLearner(SampleClock):
         horizon_ms: int = 1000,
         sample_ms: int = 100,
         hidden: Sequence[int] = (32, 16),
-        lr: float = 3e-4,
+        lr: float = 3e-3,
         fast_lr: float = 1e-2,
         activation: str = "tanh",
         seed: int = 0,
@@ -291,6 +296,7 @@ class OnlineLearner(SampleClock):
         slope = kwargs.pop("prior_slope")
         overlap = -(-self.horizon_ms // self.sample_ms)
         kwargs["prior_samples"] = kwargs.pop("prior_labels") * overlap
+        kwargs["lr"] /= overlap
         try:
             return Forecaster(
                 len(self.input_names),

@@ -78,7 +78,9 @@ def add_model_options(p: argparse.ArgumentParser, *, horizons: bool = False) -> 
     p.add_argument("--sample-ms", type=int, default=100, help="sample interval, ms")
     m = p.add_argument_group("model options (defaults: the live learner's)")
     m.add_argument("--hidden", type=_hidden, help="hidden widths, e.g. 32,16 (0: linear)")
-    m.add_argument("--lr", type=float, help="learning rate")
+    m.add_argument(
+        "--lr", type=float, help="network step per label (a sample's: lr / overlapping labels)"
+    )
     m.add_argument("--activation", choices=("tanh", "relu"), help="hidden activation")
     m.add_argument("--model-seed", type=int, help="seed of the initial weights")
     m.add_argument("--rolling-window", type=int, help="rolling-metrics window, samples")

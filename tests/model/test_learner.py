@@ -290,3 +290,13 @@ def test_the_linear_experts_prior_is_worth_prior_labels_independent_labels() -> 
     assert long.forecaster.linear_expert.prior_samples == 50.0 * 100
     with pytest.raises(LearnerError, match="prior"):
         OnlineLearner(prior_input="no_such_feature")
+
+
+def test_the_networks_step_is_per_label_so_each_of_k_overlapping_samples_takes_a_kth() -> None:
+    short = OnlineLearner(horizon_ms=1000, sample_ms=100, lr=2e-3)
+    long = OnlineLearner(horizon_ms=10_000, sample_ms=100, lr=2e-3)
+    fine = OnlineLearner(horizon_ms=1000, sample_ms=50, lr=2e-3)
+    assert short.forecaster.network.optimizer.lr == pytest.approx(2e-4)
+    assert long.forecaster.network.optimizer.lr == pytest.approx(2e-5)
+    assert fine.forecaster.network.optimizer.lr == pytest.approx(1e-4)
+    assert long.hyperparameters()["lr"] == 2e-3  # the setting, as given
