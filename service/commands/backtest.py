@@ -14,6 +14,7 @@ import json
 import math
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -351,10 +352,11 @@ def _sim_source(args: argparse.Namespace, show: bool) -> tuple[Any, Any, Progres
 
 
 def _file_source(args: argparse.Namespace, show: bool) -> tuple[Any, Any, ProgressBar | None]:
+    from tickcast.service.offline.readahead import read_ahead
     from tickcast.service.offline.readers import read_ticks
 
     missing = [f for f in args.files if not Path(f).is_file()]
     if missing:
         raise BacktestError(f"no such file: {', '.join(missing)}")
-    ticks = read_ticks(args.files, symbols=args.symbols)
+    ticks = read_ahead(partial(read_ticks, args.files, symbols=args.symbols))
     return ticks, None, ProgressBar(sys.stderr) if show else None

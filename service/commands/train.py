@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from tickcast.model import ModelError
     from tickcast.service.commands.backtest import BacktestError, ProgressBar
     from tickcast.service.offline.modelfile import load_init_model, save_model
+    from tickcast.service.offline.readahead import read_ahead
     from tickcast.service.offline.readers import read_ticks
     from tickcast.service.offline.training import train
 
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     show = not args.no_progress and sys.stderr.isatty()
     bar = ProgressBar(sys.stderr) if show else None
     try:
-        ticks = read_ticks(args.files, symbols=args.symbols)
+        ticks = read_ahead(partial(read_ticks, args.files, symbols=args.symbols))
         trained = train(ticks, kwargs, init=init, progress=bar)
     except (ValueError, ArithmeticError, ModelError) as exc:
         raise TickcastError(f"training failed: {exc}") from exc
