@@ -62,9 +62,7 @@ def read_ahead(
         return
     context = multiprocessing.get_context("fork")
     receiving, sending = context.Pipe(duplex=False)
-    child = context.Process(
-        target=_produce, args=(source, sending, receiving, batch), daemon=True
-    )
+    child = context.Process(target=_produce, args=(source, sending, receiving, batch), daemon=True)
     child.start()
     sending.close()
     try:
