@@ -14,13 +14,15 @@ can publish an update's predictions before the learning it triggers.
 
 The model is a :class:`~tickcast.model.forecaster.Forecaster`. In short: a subset of the
 features (:data:`DEFAULT_INPUTS`: near-duplicates left out, since every extra input slows
-learning from scratch) is standardised on running moments and clipped, except that the
-signed order-flow inputs (book imbalance, microprice deviation, trade flows) keep their zero
-and are only scaled; the target is the label over a running robust scale; a Hedge mix weighs
-a tanh network (Adam, small step) and a linear expert (SGD, large step), starting from a
-prior that leans on the linear expert, so the mix is as good as a linear model while data is
-scarce or the relation weak, and moves to the network once its errors are lower for long
-enough. The linear baseline of the metrics is kept apart from the mix.
+learning from scratch) is standardised on running moments and clipped (not the ratios bounded
+by construction), except that the signed order-flow inputs (book imbalance, microprice
+deviation, trade flows) keep their zero and are only scaled; the target is the label over a
+running robust scale; a linear expert learned by recursive least squares from a prior centred
+on the book-imbalance rule forecasts what the rule says from the first sample, and the
+published return is that expert plus a learned share of a tanh network's departure from it
+(the share starts at 0), so the forecast is the rule's while data is scarce or the relation
+weak, and moves to the network as it proves itself. Priors and steps are per label, whatever
+the overlap of consecutive labels. The linear baseline of the metrics is kept apart.
 
 Finite in, finite out. No finite tick makes the learner raise or publish a non-finite value:
 the features stay finite whatever the magnitudes (:mod:`tickcast.model.features`), a label
