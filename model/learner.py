@@ -21,8 +21,9 @@ running robust scale; a linear expert learned by recursive least squares from a 
 on the book-imbalance rule forecasts what the rule says from the first sample, and the
 published return is that expert plus a learned share of a tanh network's departure from it
 (the share starts at 0), so the forecast is the rule's while data is scarce or the relation
-weak, and moves to the network as it proves itself. Priors and steps are per label, whatever
-the overlap of consecutive labels. The linear baseline of the metrics is kept apart.
+weak, and moves to the network as it proves itself. The linear prior and the network's step
+are per label, whatever the overlap of consecutive labels (the half-lives of the forgetting
+and of Hedge are in samples). The linear baseline of the metrics is kept apart.
 
 Finite in, finite out. No finite tick makes the learner raise or publish a non-finite value:
 the features stay finite whatever the magnitudes (:mod:`tickcast.model.features`), a label
