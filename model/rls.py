@@ -150,12 +150,6 @@ class BayesLinear:
     def learn_one(self, x: Array, y: float) -> None:
         """One RLS step on ``(x, y)`` (``x`` shape (n_inputs,), ``y`` in target units); a
         non-finite step is refused and counted in ``n_skipped``."""
-        if self.n_inputs == 1:
-            self._learn_scalar(x.item(0), y)
-        else:
-            self._learn_vector(x, y)
-
-    def _learn_vector(self, x: Array, y: float) -> None:
         P, w = self._P, self._w
         keep = self._keep if P.trace() < self._trace_cap else 1.0
         Px = P.dot(x)
@@ -173,26 +167,6 @@ class BayesLinear:
         if keep != 1.0:
             P *= 1.0 / keep
         P -= outer
-        self._s2 += (1.0 - self._keep) * (min(cap * cap, e * e) - self._s2)
-        self.n_updates += 1
-
-    def _learn_scalar(self, x: float, y: float) -> None:
-        """:meth:`_learn_vector` for one input, in Python floats: the same operations in the
-        same order (so the same bits), without numpy's per-call cost."""
-        p = self._P.item(0, 0)
-        keep = self._keep if p < self._trace_cap else 1.0
-        px = p * x
-        denom = keep + x * px
-        e = y - self._w.item(0) * x
-        if not (math.isfinite(e) and math.isfinite(denom) and denom > 0.0):
-            self.n_skipped += 1
-            return
-        cap = self.residual_cap
-        self._w[0] += px * (min(cap, max(-cap, e)) / denom)
-        outer = px * px * (1.0 / (denom * keep))
-        if keep != 1.0:
-            p *= 1.0 / keep
-        self._P[0, 0] = p - outer
         self._s2 += (1.0 - self._keep) * (min(cap * cap, e * e) - self._s2)
         self.n_updates += 1
 

@@ -31,7 +31,7 @@ __all__ = ["ReadAheadError", "read_ahead"]
 
 T = TypeVar("T")
 
-_TICKS, _END, _ERROR = "ticks", "end", "error"
+_ITEMS, _END, _ERROR = "items", "end", "error"
 
 
 class ReadAheadError(TickcastError):
@@ -74,7 +74,7 @@ def read_ahead(
                 raise ReadAheadError(
                     f"the reading process ended early (exit code {child.exitcode})"
                 ) from None
-            if kind == _TICKS:
+            if kind == _ITEMS:
                 yield from payload
             elif kind == _ERROR:
                 raise payload
@@ -116,11 +116,11 @@ def _messages(source: Callable[[], Iterable[Any]], batch: int) -> Iterator[tuple
         for item in source():
             items.append(item)
             if len(items) >= batch:
-                yield _TICKS, items
+                yield _ITEMS, items
                 items = []
     except Exception as exc:
         if items:
-            yield _TICKS, items
+            yield _ITEMS, items
         try:
             pickle.loads(pickle.dumps(exc))
         except Exception:
@@ -128,5 +128,5 @@ def _messages(source: Callable[[], Iterable[Any]], batch: int) -> Iterator[tuple
         yield _ERROR, exc
         return
     if items:
-        yield _TICKS, items
+        yield _ITEMS, items
     yield _END, None

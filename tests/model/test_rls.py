@@ -88,20 +88,3 @@ def test_the_prior_is_rescaled_only_before_any_update() -> None:
     skipped.learn_one(np.array([np.nan]), 1.0)
     with pytest.raises(ModelError, match="before any update"):
         skipped.rescale_prior(2.0)
-
-
-def test_one_input_steps_as_floats_give_the_vector_steps_bits() -> None:
-    rng = np.random.default_rng(5)
-    scalar = BayesLinear(1, prior_slopes=[0.3], prior_samples=20.0, halflife=50.0)
-    vector = BayesLinear(1, prior_slopes=[0.3], prior_samples=20.0, halflife=50.0)
-    for _ in range(2000):  # long enough for the forgetting to switch on and off
-        x = rng.normal(size=1) * rng.choice([0.0, 1.0, 30.0])
-        y = float(rng.standard_t(2))
-        scalar.learn_one(x, y)
-        vector._learn_vector(x, y)
-    assert scalar.n_updates == vector.n_updates == 2000
-    a, b = scalar.state_dict(), vector.state_dict()
-    assert a["w"].tolist() == b["w"].tolist() and a["P"].tolist() == b["P"].tolist()
-    assert a["s2"] == b["s2"]
-    scalar.learn_one(np.array([np.nan]), 1.0)
-    assert scalar.n_skipped == 1 and scalar.state_dict()["w"].tolist() == b["w"].tolist()
