@@ -282,7 +282,7 @@ class Metrics:
         counter goes on from these totals (routes, queue depth and held leases are the live
         service's only).
         """
-        for snap in self.ingest_snapshots():
+        for snap in self._live_ingest_snapshots():
             kept = self._retired_ingest.get(snap.venue)
             frozen = replace(snap, routes={}, queue_depth=0)
             self._retired_ingest[snap.venue] = frozen if kept is None else _fold(kept, frozen)
@@ -324,7 +324,10 @@ class Metrics:
     def ingest_snapshots(self) -> list[IngestSnapshot]:
         """Call every ingest source (errors are logged, not raised: a scrape never fails),
         after the totals of those :meth:`retire` forgot."""
-        out = list(self._retired_ingest.values())
+        return [*self._retired_ingest.values(), *self._live_ingest_snapshots()]
+
+    def _live_ingest_snapshots(self) -> list[IngestSnapshot]:
+        out = []
         for source in self._ingest:
             try:
                 out.append(source())
@@ -432,23 +435,7 @@ class _Collector(Collector):
             for (venue, reason), n in sorted(counted.items()):
                 by_reason.add_metric([venue, reason], n)
             yield by_reason
-        for name, attr, doc in (
-            ("feed_reconnects", "reconnects", "Feed connection attempts after each connection's "
-             "first one, successful or not."),
-            ("feed_connect_errors", "connect_errors", "Feed connection attempts or connections "
-             "that ended in an error."),
-            ("feed_watchdog_trips", "watchdog_trips", "Feed reconnections forced by the silence "
-             "watchdog."),
-            ("feed_keepalive_timeouts", "keepalive_timeouts", "Feed connections dropped because "
-             "the venue stopped answering pings."),
-            ("feed_gaps", "gaps", "Trade-id gaps seen by the feed."),
-            ("feed_missed_trades", "missed_trades", "Trades missing in trade-id gaps (never "
-             "received)."),
-            ("ticks_duplicates_refused", "duplicates", "Tick entries of a batch sent again "
-             "after a failure that Redis already had (refused: not stored twice)."),
-            ("ticks_lost_at_failover", "lost_at_failover", "Ticks a Redis Cluster master "
-             "acknowledged and lost when it failed before replicating them (a gap)."),
-        ):  # fmt: skip
+        for name, attr, doc in _VENUE_COUNTERS:
             per_venue = CounterMetricFamily(f"tickcast_{name}", doc, labels=["venue"])
             for venue in venues:
                 total = sum(getattr(s, attr) for s in snaps if s.venue == venue)
@@ -617,11 +604,25 @@ class _Collector(Collector):
             yield fam
 
 
-_VENUE_COUNTS: Final = (
-    "reconnects", "connect_errors", "gaps", "missed_trades", "watchdog_trips",
-    "keepalive_timeouts", "duplicates", "lost_at_failover",
+_VENUE_COUNTERS: Final = (
+    ("feed_reconnects", "reconnects", "Feed connection attempts after each connection's "
+     "first one, successful or not."),
+    ("feed_connect_errors", "connect_errors", "Feed connection attempts or connections "
+     "that ended in an error."),
+    ("feed_watchdog_trips", "watchdog_trips", "Feed reconnections forced by the silence "
+     "watchdog."),
+    ("feed_keepalive_timeouts", "keepalive_timeouts", "Feed connections dropped because "
+     "the venue stopped answering pings."),
+    ("feed_gaps", "gaps", "Trade-id gaps seen by the feed."),
+    ("feed_missed_trades", "missed_trades", "Trades missing in trade-id gaps (never "
+     "received)."),
+    ("ticks_duplicates_refused", "duplicates", "Tick entries of a batch sent again "
+     "after a failure that Redis already had (refused: not stored twice)."),
+    ("ticks_lost_at_failover", "lost_at_failover", "Ticks a Redis Cluster master "
+     "acknowledged and lost when it failed before replicating them (a gap)."),
 )  # fmt: skip
-"""The per-venue counts of an :class:`IngestSnapshot`."""
+"""The per-venue counters of an :class:`IngestSnapshot`: metric name, attribute, help."""
+_VENUE_COUNTS: Final = tuple(attr for _, attr, _ in _VENUE_COUNTERS)
 
 
 def _fold(a: IngestSnapshot, b: IngestSnapshot) -> IngestSnapshot:

@@ -172,6 +172,29 @@ def test_worker_stats_appear_with_base_units_and_bounded_labels() -> None:
     assert symbols == set(SYMBOLS)
 
 
+def test_every_retire_keeps_each_services_counts_once() -> None:
+    m = Metrics(instruments("binanceusdm"), "ingest")
+
+    def snapshot(n: int) -> IngestSnapshot:
+        received = {("BTC/USDT:USDT", "trade"): n}
+        return IngestSnapshot("binanceusdm", received, {}, {}, {}, reconnects=1, gaps=n)
+
+    for n in (7, 3):  # two services replaced in turn, as a pool member's are
+        m.add_ingest_source(lambda n=n: snapshot(n))
+        m.retire()
+    m.add_ingest_source(lambda: snapshot(1))
+    got = scrape(m)
+    v = labels(venue="binanceusdm")
+    assert (
+        got["tickcast_ticks_received_total"][
+            labels(venue="binanceusdm", symbol="BTC/USDT:USDT", kind="trade")
+        ]
+        == 11
+    )
+    assert got["tickcast_feed_reconnects_total"][v] == 3
+    assert got["tickcast_feed_gaps_total"][v] == 11
+
+
 def test_ingest_counters_are_summed_and_unknown_symbols_fold_into_other() -> None:
     m = Metrics([*instruments("binanceusdm"), Instrument("bybit", "BTC/USDT:USDT")])
     batches = Histogram((10, 100))
