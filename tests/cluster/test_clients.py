@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,38 +14,22 @@ import pytest
 import redis.cluster
 
 from tickcast.service.bus import codec, keys
-from tickcast.service.bus.connection import probe
 from tickcast.service.cli import main
 from tickcast.service.client import NEW, START, Subscription
 from tickcast.service.live.pool import members_key
-from tickcast.service.ops.config import Settings
-from tickcast.service.schema import Signal, encode_signal, signal_fields
+from tickcast.service.schema import Signal
 from tickcast.service.ticks import trade
 
 from localcluster import LocalCluster
+from support import publish_signal, take, use_environment
 
 SYMBOLS = ("BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT", "XRP/USDT:USDT", "DOGE/USDT:USDT")
 
 
 @pytest.fixture
-def client(cluster_url: str) -> Iterator[redis.cluster.RedisCluster]:
-    """A sync cluster client (bytes replies) on the emptied cluster."""
-    c = probe(cluster_url, Settings(), 5.0)
-    assert isinstance(c, redis.cluster.RedisCluster)
-    try:
-        yield c
-    finally:
-        c.close()
-
-
-@pytest.fixture
 def env(cluster_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """The commands read the cluster and no other settings than the test gives."""
-    for name in list(os.environ):
-        if name.startswith("TICKCAST"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("TICKCAST_STATE_DIR", str(tmp_path))
-    monkeypatch.setenv("TICKCAST__REDIS__URL", cluster_url)
+    use_environment(monkeypatch, tmp_path, TICKCAST__REDIS__URL=cluster_url)
     return cluster_url
 
 
@@ -70,32 +52,8 @@ def wait_replicated(replica: Any, key: str, n: int, timeout_s: float = 10.0) -> 
 
 
 def publish(client: redis.cluster.RedisCluster, symbol: str, t_ms: int) -> None:
-    fields = signal_fields(
-        venue="sim",
-        symbol=symbol,
-        t_ms=t_ms,
-        horizon_ms=1000,
-        ret_bps=t_ms / 1000.0,
-        p_up=0.5,
-        ref_price=100.0,
-        model_version=1,
-        hit_rate=0.5,
-        ic=0.0,
-        skill_vs_zero=0.0,
-        latency_us=10,
-    )
-    key = keys.signals_key("tickcast", "sim", symbol)
-    client.xadd(key, encode_signal(fields), id=f"{t_ms}-0")  # type: ignore[arg-type]
-
-
-async def take(it: AsyncIterator[Signal], n: int, timeout: float = 20.0) -> list[Signal]:
-    out: list[Signal] = []
-    async with asyncio.timeout(timeout):
-        async for signal in it:
-            out.append(signal)
-            if len(out) == n:
-                break
-    return out
+    """A signal of ``symbol`` at ``t_ms``, with the stream ID ``<t_ms>-0``."""
+    publish_signal(client, symbol, t_ms, stream_id=f"{t_ms}-0")
 
 
 def by_symbol(signals: list[Signal]) -> dict[str, list[int]]:
@@ -108,7 +66,7 @@ def by_symbol(signals: list[Signal]) -> dict[str, list[int]]:
 def test_status_finds_and_reads_the_symbols_of_every_master(
     env: str,
     redis_cluster: LocalCluster,
-    client: redis.cluster.RedisCluster,
+    cluster_client: redis.cluster.RedisCluster,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert len(masters_of(redis_cluster, "ticks")) == 3, "the symbols span the three masters"
@@ -116,14 +74,16 @@ def test_status_finds_and_reads_the_symbols_of_every_master(
     for n, symbol in enumerate(SYMBOLS, start=1):
         for i in range(n):
             tick = trade("sim", symbol, now_ms + i, time.time_ns(), 100.0, 1.0, 1, str(i + 1))
-            client.xadd(keys.ticks_key("tickcast", "sim", symbol), codec.encode(tick))  # type: ignore[arg-type]
-        publish(client, symbol, now_ms - 1000)
+            cluster_client.xadd(keys.ticks_key("tickcast", "sim", symbol), codec.encode(tick))  # type: ignore[arg-type]
+        publish(cluster_client, symbol, now_ms - 1000)
     owner, other = "node-a:101:4026531836:aa", "node-b:102:4026531836:bb"
     for symbol in SYMBOLS[:3]:
-        client.set(keys.symbol_key("tickcast", "sim", symbol, "owner"), owner)
-    client.set(keys.symbol_key("tickcast", "sim", SYMBOLS[3], "owner"), other)
-    client.set(keys.symbol_key("tickcast", "sim", SYMBOLS[0], "ingester"), other)
-    client.zadd(members_key("tickcast", "worker"), {owner: now_ms + 60_000, other: now_ms - 1})
+        cluster_client.set(keys.symbol_key("tickcast", "sim", symbol, "owner"), owner)
+    cluster_client.set(keys.symbol_key("tickcast", "sim", SYMBOLS[3], "owner"), other)
+    cluster_client.set(keys.symbol_key("tickcast", "sim", SYMBOLS[0], "ingester"), other)
+    cluster_client.zadd(
+        members_key("tickcast", "worker"), {owner: now_ms + 60_000, other: now_ms - 1}
+    )
 
     assert main(["status", "--json"]) == 0
     found = json.loads(capsys.readouterr().out)
@@ -143,42 +103,42 @@ def test_status_finds_and_reads_the_symbols_of_every_master(
 
 
 async def test_the_client_receives_every_symbols_signals_from_every_master(
-    cluster_url: str, redis_cluster: LocalCluster, client: redis.cluster.RedisCluster
+    cluster_url: str, redis_cluster: LocalCluster, cluster_client: redis.cluster.RedisCluster
 ) -> None:
     assert len(masters_of(redis_cluster, "signals")) == 3
     for symbol in SYMBOLS:
         for t in (100, 200):
-            publish(client, symbol, t)
+            publish(cluster_client, symbol, t)
     async with Subscription(cluster_url, SYMBOLS, from_id=START, block_ms=200) as sub:
         got = await take(aiter(sub), 2 * len(SYMBOLS))
         assert by_symbol(got) == {s: [100, 200] for s in SYMBOLS}
         later = asyncio.create_task(take(aiter(sub), len(SYMBOLS)))
         await asyncio.sleep(0.3)  # the reads block on every master
         for symbol in SYMBOLS:
-            publish(client, symbol, 300)
+            publish(cluster_client, symbol, 300)
         assert by_symbol(await later) == {s: [300] for s in SYMBOLS}
         assert sub.last_ids == dict.fromkeys(SYMBOLS, "300-0")
 
 
 async def test_a_new_subscription_on_the_cluster_starts_after_the_signals_already_there(
-    cluster_url: str, client: redis.cluster.RedisCluster
+    cluster_url: str, cluster_client: redis.cluster.RedisCluster
 ) -> None:
     for symbol in SYMBOLS:
-        publish(client, symbol, 100)
+        publish(cluster_client, symbol, 100)
     async with Subscription(cluster_url, SYMBOLS, from_id=NEW, block_ms=200) as sub:
         later = asyncio.create_task(take(aiter(sub), len(SYMBOLS)))
         await asyncio.sleep(0.5)
         for symbol in SYMBOLS:
-            publish(client, symbol, 200)
+            publish(cluster_client, symbol, 200)
         assert by_symbol(await later) == {s: [200] for s in SYMBOLS}
 
 
 def test_subscribe_prints_the_signals_of_every_master(
-    env: str, client: redis.cluster.RedisCluster, capsys: pytest.CaptureFixture[str]
+    env: str, cluster_client: redis.cluster.RedisCluster, capsys: pytest.CaptureFixture[str]
 ) -> None:
     for symbol in SYMBOLS:
         for t in (100, 200, 300):
-            publish(client, symbol, t)
+            publish(cluster_client, symbol, t)
     symbols = ",".join(SYMBOLS)
     args = ["subscribe", "--json", "--from-start", "--symbols", symbols, "--count", "15"]
     assert main(args) == 0
@@ -190,21 +150,21 @@ def test_subscribe_prints_the_signals_of_every_master(
 
 
 async def test_the_client_follows_a_symbol_through_a_failover_of_its_master(
-    cluster_url: str, redis_cluster: LocalCluster, client: redis.cluster.RedisCluster
+    cluster_url: str, redis_cluster: LocalCluster, cluster_client: redis.cluster.RedisCluster
 ) -> None:
     victim = SYMBOLS[0]
     key = keys.signals_key("tickcast", "sim", victim)
     master = redis_cluster.master_of(key)
     for symbol in SYMBOLS:
-        publish(client, symbol, 100)
+        publish(cluster_client, symbol, 100)
     wait_replicated(redis_cluster.replicas_of(master)[0], key, 1)
     async with Subscription(cluster_url, SYMBOLS, from_id=START, block_ms=200) as sub:
         got = await take(aiter(sub), len(SYMBOLS))
         assert by_symbol(got) == {s: [100] for s in SYMBOLS}
         later = asyncio.create_task(take(aiter(sub), len(SYMBOLS), timeout=60.0))
         redis_cluster.kill(master)
-        await asyncio.to_thread(redis_cluster.wait_failover, master, client.keyslot(key))
-        client.nodes_manager.initialize()
+        await asyncio.to_thread(redis_cluster.wait_failover, master, cluster_client.keyslot(key))
+        cluster_client.nodes_manager.initialize()
         for symbol in SYMBOLS:
-            publish(client, symbol, 200)
+            publish(cluster_client, symbol, 200)
         assert by_symbol(await later) == {s: [200] for s in SYMBOLS}

@@ -10,21 +10,24 @@ from __future__ import annotations
 import re
 import subprocess
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis.cluster
 
 from tickcast.service.bus import codec, keys
-from tickcast.service.bus.connection import probe
-from tickcast.service.bus.lease import held_by_dead_local_process
-from tickcast.service.live.pool import members_key
-from tickcast.service.ops.config import Settings
 from tickcast.service.ticks import TRADE, Tick
 
 from localcluster import LocalCluster
-from support import Owners, environment, published, replay, start, stop_cleanly, wait_until
+from support import (
+    Owners,
+    assert_pool_members_left,
+    pool_environment,
+    split_join_and_kill,
+    start,
+    stop_and_compare_signals,
+    wait_until,
+)
 
 SYMBOLS = [f"{base}/USDT:USDT" for base in ("BTC", "ETH", "SOL", "XRP", "ADA", "DOGE")]
 SYMBOL_ARGS = ["--exchange", "sim", "--symbols", ",".join(SYMBOLS)]
@@ -36,52 +39,17 @@ def tick_key(symbol: str) -> str:
 
 
 @pytest.fixture
-def client(redis_cluster: LocalCluster) -> Iterator[redis.cluster.RedisCluster]:
+def client(
+    redis_cluster: LocalCluster, cluster_client: redis.cluster.RedisCluster
+) -> redis.cluster.RedisCluster:
+    """The cluster client; the symbols' streams checked to span the three masters."""
     masters = {redis_cluster.master_of(tick_key(s)).port for s in SYMBOLS}
     assert len(masters) == 3, "the symbols span the three masters"
-    c = probe(redis_cluster.url, Settings(), 10.0)
-    assert isinstance(c, redis.cluster.RedisCluster)
-    try:
-        yield c
-    finally:
-        c.close()
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    return cluster_client
 
 
 def stream(client: redis.cluster.RedisCluster, symbol: str) -> list[Tick]:
     return [codec.decode(f) for _, f in client.xrange(tick_key(symbol))]
-
-
-def finish(
-    client: redis.cluster.RedisCluster,
-    ingest: subprocess.Popen[bytes],
-    workers: dict[str, subprocess.Popen[bytes]],
-    logs: dict[str, Path],
-) -> None:
-    """Stop the ingester, let the workers publish every sample of the streams, stop them;
-    then every symbol's signals are one uninterrupted learner's over its stream."""
-    stop_cleanly(ingest, logs["ingest"])
-    expected = {s: replay(client, s) for s in SYMBOLS}
-    wait_until(
-        "every sample published",
-        lambda: all(len(published(client, s)) >= len(expected[s]) for s in SYMBOLS),
-        timeout=60.0,
-    )
-    for name, proc in workers.items():
-        stop_cleanly(proc, logs[name])
-    for symbol in SYMBOLS:
-        assert published(client, symbol) == expected[symbol], (
-            f"{symbol}: each sample once, as one uninterrupted learner over the stream"
-        )
 
 
 def test_a_worker_pool_on_the_cluster_splits_hands_over_and_takes_over(
@@ -91,13 +59,7 @@ def test_a_worker_pool_on_the_cluster_splits_hands_over_and_takes_over(
     procs: list[subprocess.Popen[bytes]],
 ) -> None:
     ttl_s = 2.0
-    env = environment(
-        tmp_path,
-        TICKCAST__REDIS__URL=redis_cluster.url,
-        TICKCAST__METRICS__ENABLED="false",
-        TICKCAST__WORKER__LEASE_TTL_S=str(ttl_s),
-        TICKCAST__WORKER__CHECKPOINT_EVERY_SAMPLES="40",
-    )
+    env = pool_environment(tmp_path, redis_cluster.url, ttl_s)
     logs = {name: tmp_path / f"{name}.log" for name in ("ingest", "a", "b", "c")}
 
     def worker(name: str) -> subprocess.Popen[bytes]:
@@ -107,28 +69,10 @@ def test_a_worker_pool_on_the_cluster_splits_hands_over_and_takes_over(
     ingest = start(INGEST, env, logs["ingest"])
     procs.append(ingest)
     with Owners(redis_cluster.url, SYMBOLS) as owners:
-        a, b = worker("a"), worker("b")
-        wait_until("two workers sharing six symbols", lambda: owners.split(a, b) == [3, 3])
-        c = worker("c")
-        wait_until("the newcomer's share", lambda: owners.split(a, b, c) == [2, 2, 2])
-        before = owners.now()
-        b.kill()  # SIGKILL: no final checkpoint, leases left to expire
-        b.wait()
-        wait_until(
-            "b's symbols taken over", lambda: owners.split(a, c) == [3, 3], timeout=5 * ttl_s
-        )
-        after = owners.now()
-        moved = {s for s in SYMBOLS if before[s] != after[s]}
-        assert moved == {s for s in SYMBOLS if f":{b.pid}:" in str(before[s])}
-        finish(client, ingest, {"a": a, "c": c}, logs)
-    pids = {str(p.pid) for p in (a, b, c)}
-    for symbol in SYMBOLS:
-        assert all(str(o).split(":")[1] in pids for o in owners.seen[symbol] if o is not None)
-    seconds, micros = client.time()  # a killed member's entry stays until it expires
-    now_ms = seconds * 1000 + micros // 1000
-    entries = client.zrangebyscore(members_key("tickcast", "worker"), now_ms, "+inf")
-    live = [m.decode() for m in entries if not held_by_dead_local_process(m.decode())]
-    assert live == [], "the members that stopped removed themselves"
+        a, b, c = split_join_and_kill(owners, worker, ttl_s)
+        stop_and_compare_signals(client, SYMBOLS, ingest, {"a": a, "c": c}, logs)
+    assert owners.held_only_by(a, b, c), owners.seen
+    assert_pool_members_left(client)
 
 
 def counted_losses(log: str) -> Counter[str]:
@@ -148,13 +92,7 @@ def test_the_pool_rides_a_master_failover_and_counts_what_the_cluster_lost(
     tmp_path: Path,
     procs: list[subprocess.Popen[bytes]],
 ) -> None:
-    env = environment(
-        tmp_path,
-        TICKCAST__REDIS__URL=redis_cluster.url,
-        TICKCAST__METRICS__ENABLED="false",
-        TICKCAST__WORKER__LEASE_TTL_S="6",  # outlives the failover (about 2 s)
-        TICKCAST__WORKER__CHECKPOINT_EVERY_SAMPLES="40",
-    )
+    env = pool_environment(tmp_path, redis_cluster.url, 6.0)  # leases outlive the failover (~2 s)
     logs = {name: tmp_path / f"{name}.log" for name in ("ingest", "a", "b")}
     ingest = start(INGEST, env, logs["ingest"])
     procs.append(ingest)
@@ -184,7 +122,7 @@ def test_the_pool_rides_a_master_failover_and_counts_what_the_cluster_lost(
         )
         assert all(p.poll() is None for p in (ingest, *workers.values())), "nobody stopped"
         assert owners.split(*workers.values()) == [3, 3], "the pool kept its split"
-        finish(client, ingest, workers, logs)
+        stop_and_compare_signals(client, SYMBOLS, ingest, workers, logs)
     counted = counted_losses(logs["ingest"].read_text())
     for symbol in on_victim:
         ids = [int(t.trade_id) for t in stream(client, symbol) if t.kind == TRADE]

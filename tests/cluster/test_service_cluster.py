@@ -10,10 +10,8 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import redis.cluster
 
 from tickcast.model.learner import OnlineLearner
@@ -31,16 +29,6 @@ VICTIM = SYMBOLS[0]
 LOST = re.compile(r"failover lost ticks it had acknowledged \(a gap\): (.*)")
 
 Signals = list[tuple[int, float, float]]
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def stream(client: redis.cluster.RedisCluster, symbol: str) -> list[Tick]:

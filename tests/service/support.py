@@ -1,6 +1,7 @@
 """Helpers shared by the service tests (imported by name: the pytest ``pythonpath`` setting
-puts this folder on ``sys.path``): worker settings, and running tickcast commands as
-subprocesses."""
+puts this folder on ``sys.path``): worker settings, running tickcast commands as subprocesses
+or in-process, signals published and taken, and the pool scenario both the single-server and the
+cluster pool tests run."""
 
 from __future__ import annotations
 
@@ -15,20 +16,25 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
 from tickcast.model.learner import OnlineLearner
 from tickcast.service.bus import codec, keys
 from tickcast.service.bus.connection import AsyncClient, is_cluster, probe
+from tickcast.service.bus.lease import held_by_dead_local_process
 from tickcast.service.bus.writer import TickWriter
+from tickcast.service.live.pool import members_key
 from tickcast.service.live.worker import Worker
 from tickcast.service.offline.backtest import Backtest
+from tickcast.service.offline.modelfile import load_model
+from tickcast.service.offline.training import WarmBacktest
 from tickcast.service.ops.config import Settings, load_settings
-from tickcast.service.schema import decode_signal
+from tickcast.service.schema import Signal, decode_signal, encode_signal, signal_fields
 from tickcast.service.ticks import Tick
 
 CLI = [sys.executable, "-m", "tickcast.service.cli"]
@@ -72,6 +78,31 @@ def environment(state_dir: Path, **extra: str) -> dict[str, str]:
     env["TICKCAST_STATE_DIR"] = str(state_dir)
     env.update(extra)
     return env
+
+
+def use_environment(monkeypatch: pytest.MonkeyPatch, state_dir: Path, **extra: str) -> None:
+    """This process's environment as :func:`environment` makes it, for commands run in-process
+    (``main([...])``); undone at the end of the test."""
+    for name in list(os.environ):
+        if name.startswith("TICKCAST"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("TICKCAST_STATE_DIR", str(state_dir))
+    for name, value in extra.items():
+        monkeypatch.setenv(name, value)
+
+
+@contextlib.contextmanager
+def reaping() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """A list to put started processes in: those still running at the end are killed (and
+    waited for)."""
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        yield started
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def wait_until(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -135,17 +166,56 @@ async def drain(worker: Worker) -> int:
     return total
 
 
-def reference(ticks: Sequence[Tick], symbol: str) -> tuple[OnlineLearner, list[tuple[int, float]]]:
-    """The offline engine on the same ticks: the backtest's learner of ``symbol`` and its
-    ``(t_ms, ret_bps)`` predictions."""
+def reference(
+    ticks: Sequence[Tick], symbol: str, model: Path | None = None
+) -> tuple[OnlineLearner, list[tuple[int, float]]]:
+    """The offline engine on the same ticks, from scratch or with its learners started from
+    the ``model`` file: the backtest's learner of ``symbol`` and its ``(t_ms, ret_bps)``
+    predictions."""
 
-    backtest = Backtest({"horizon_ms": 1000, "sample_ms": 100})
-    out = []
+    clock = {"horizon_ms": 1000, "sample_ms": 100}
+    backtest = Backtest(clock) if model is None else WarmBacktest(clock, load_model(model))
+    out: list[tuple[int, float]] = []
     for tick in ticks:
         predictions = backtest.feed(tick)
         if tick.symbol == symbol:
             out.extend((p.t_ms, p.ret_bps) for p in predictions)
     return backtest.symbols[symbol].learner, out
+
+
+# -- signals, as the client receives them -----------------------------------------------------
+
+
+def publish_signal(client: Any, symbol: str, t_ms: int, stream_id: str = "*") -> str:
+    """Add a valid signal of ``symbol`` (venue ``sim``) at ``t_ms``, ``ret_bps`` = ``t_ms`` /
+    1000, to its stream as ``stream_id`` (plain or cluster client); its stream ID."""
+    fields = signal_fields(
+        venue="sim",
+        symbol=symbol,
+        t_ms=t_ms,
+        horizon_ms=1000,
+        ret_bps=t_ms / 1000.0,
+        p_up=0.5,
+        ref_price=100.0,
+        model_version=t_ms // 100,
+        hit_rate=0.5,
+        ic=0.0,
+        skill_vs_zero=0.0,
+        latency_us=10,
+    )
+    key = keys.signals_key("tickcast", "sim", symbol)
+    return client.xadd(key, encode_signal(fields), id=stream_id).decode()  # type: ignore[no-any-return]
+
+
+async def take(it: AsyncIterator[Signal], n: int, timeout: float = 20.0) -> list[Signal]:
+    """The next ``n`` signals of ``it``; ``TimeoutError`` after ``timeout`` s."""
+    out: list[Signal] = []
+    async with asyncio.timeout(timeout):
+        async for signal in it:
+            out.append(signal)
+            if len(out) == n:
+                break
+    return out
 
 
 # -- pools: who holds what, and what they published -------------------------------------------
@@ -198,6 +268,12 @@ class Owners:
         pids = Counter(int(str(o).split(":")[1]) for o in owners.values())
         return sorted(pids[p.pid] for p in procs)
 
+    def held_only_by(self, *procs: subprocess.Popen[bytes]) -> bool:
+        """Whether every owner seen so far was one of ``procs``."""
+        pids = {str(p.pid) for p in procs}
+        seen = (o for owners in self.seen.values() for o in owners if o is not None)
+        return all(o.split(":")[1] in pids for o in seen)
+
     def __enter__(self) -> Owners:
         self._thread.start()
         return self
@@ -232,6 +308,77 @@ def stop_cleanly(proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=timeout) == 0, log.read_text()
+
+
+def pool_environment(state_dir: Path, url: str, lease_ttl_s: float) -> dict[str, str]:
+    """:func:`environment` for pool processes on the Redis at ``url``: no metrics server,
+    leases of ``lease_ttl_s``, a worker checkpoint every 40 samples."""
+    return environment(
+        state_dir,
+        TICKCAST__REDIS__URL=url,
+        TICKCAST__METRICS__ENABLED="false",
+        TICKCAST__WORKER__LEASE_TTL_S=str(lease_ttl_s),
+        TICKCAST__WORKER__CHECKPOINT_EVERY_SAMPLES="40",
+    )
+
+
+def split_join_and_kill(
+    owners: Owners, worker: Callable[[str], subprocess.Popen[bytes]], lease_ttl_s: float
+) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+    """The pool scenario on the six symbols ``owners`` watches: ``worker("a")`` and
+    ``worker("b")`` share them 3 + 3, a newcomer ``worker("c")`` takes its share (2 + 2 + 2),
+    then ``b`` is SIGKILLed and its symbols, and only those, move to the other two (3 + 3)
+    within 5 lease TTLs. Returns the workers a, b and c."""
+    a, b = worker("a"), worker("b")
+    wait_until("two workers sharing six symbols", lambda: owners.split(a, b) == [3, 3])
+    c = worker("c")
+    wait_until("the newcomer's share", lambda: owners.split(a, b, c) == [2, 2, 2])
+    before = owners.now()
+    b.kill()  # SIGKILL: no final checkpoint, leases left to expire
+    b.wait()
+    wait_until(
+        "b's symbols taken over", lambda: owners.split(a, c) == [3, 3], timeout=5 * lease_ttl_s
+    )
+    after = owners.now()
+    moved = {s for s in owners.keys if before[s] != after[s]}
+    assert moved == {s for s in owners.keys if f":{b.pid}:" in str(before[s])}
+    return a, b, c
+
+
+def stop_and_compare_signals(
+    client: Any,
+    symbols: Sequence[str],
+    ingest: subprocess.Popen[bytes],
+    workers: Mapping[str, subprocess.Popen[bytes]],
+    logs: Mapping[str, Path],
+) -> None:
+    """Stop the ingester, let the workers publish every sample of the streams, stop them
+    (``logs``: by ``"ingest"`` and the workers' names); then every symbol's signals are one
+    uninterrupted learner's over its stream (``client``: plain or cluster)."""
+    stop_cleanly(ingest, logs["ingest"])
+    expected = {s: replay(client, s) for s in symbols}
+    wait_until(
+        "every sample published",
+        lambda: all(len(published(client, s)) >= len(expected[s]) for s in symbols),
+        timeout=60.0,
+    )
+    for name, proc in workers.items():
+        stop_cleanly(proc, logs[name])
+    for symbol in symbols:
+        assert published(client, symbol) == expected[symbol], (
+            f"{symbol}: each sample once, as one uninterrupted learner over the stream: no "
+            "duplicate, no gap, through every hand-over"
+        )
+
+
+def assert_pool_members_left(client: Any) -> None:
+    """Every member of the worker pool that stopped removed its entry (a SIGKILLed one's
+    stays until it expires: it is told apart by its process being gone)."""
+    seconds, micros = client.time()
+    now_ms = seconds * 1000 + micros // 1000
+    entries = client.zrangebyscore(members_key("tickcast", "worker"), now_ms, "+inf")
+    live = [m.decode() for m in entries if not held_by_dead_local_process(m.decode())]
+    assert live == [], "the members that stopped removed themselves"
 
 
 def assert_user_on_cluster(url: str, writes_ticks: bool) -> None:

@@ -3,52 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import redis
 
 from tickcast.service.bus.embedded import EmbeddedRedis
 from tickcast.service.client import NEW, START, Subscription, subscribe
-from tickcast.service.schema import Signal, encode_signal, signal_fields
+from tickcast.service.schema import Signal
+
+from support import publish_signal, take
 
 BTC, ETH = "BTC/USDT:USDT", "ETH/USDT:USDT"
 KEYS = {BTC: "tickcast:{sim:BTCUSDT}:signals", ETH: "tickcast:{sim:ETHUSDT}:signals"}
-
-
-def publish(client: redis.Redis, symbol: str, t_ms: int) -> str:
-    fields = signal_fields(
-        venue="sim",
-        symbol=symbol,
-        t_ms=t_ms,
-        horizon_ms=1000,
-        ret_bps=t_ms / 1000.0,
-        p_up=0.5,
-        ref_price=100.0,
-        model_version=t_ms // 100,
-        hit_rate=0.5,
-        ic=0.0,
-        skill_vs_zero=0.0,
-        latency_us=10,
-    )
-    return client.xadd(KEYS[symbol], encode_signal(fields)).decode()  # type: ignore[arg-type,union-attr]
-
-
-async def take(it: AsyncIterator[Signal], n: int, timeout: float = 10.0) -> list[Signal]:
-    out: list[Signal] = []
-    async with asyncio.timeout(timeout):
-        async for signal in it:
-            out.append(signal)
-            if len(out) == n:
-                break
-    return out
 
 
 async def test_subscribing_from_the_start_yields_every_signal_validated(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     for t in (100, 200, 300):
-        publish(redis_client, BTC, t)
-    publish(redis_client, ETH, 150)
+        publish_signal(redis_client, BTC, t)
+    publish_signal(redis_client, ETH, 150)
     async with subscribe(redis_url, [BTC, ETH], from_id=START, block_ms=100) as sub:
         got = await take(aiter(sub), 4)
     assert [(s.symbol, s.t_ms) for s in got if s.symbol == BTC] == [
@@ -63,13 +36,13 @@ async def test_subscribing_from_the_start_yields_every_signal_validated(
 async def test_a_new_subscription_sees_only_signals_published_after_it_started(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
-    publish(redis_client, BTC, 100)
+    publish_signal(redis_client, BTC, 100)
     async with subscribe(redis_url, [BTC], from_id=NEW, block_ms=100) as sub:
         it = aiter(sub)
         task = asyncio.create_task(take(it, 2))
         await asyncio.sleep(0.3)
-        publish(redis_client, BTC, 200)
-        publish(redis_client, BTC, 300)
+        publish_signal(redis_client, BTC, 200)
+        publish_signal(redis_client, BTC, 300)
         got = await task
     assert [s.t_ms for s in got] == [200, 300]
 
@@ -77,7 +50,7 @@ async def test_a_new_subscription_sees_only_signals_published_after_it_started(
 async def test_last_ids_resume_exactly_after_the_last_signal_delivered(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
-    ids = [publish(redis_client, BTC, t) for t in (100, 200, 300, 400)]
+    ids = [publish_signal(redis_client, BTC, t) for t in (100, 200, 300, 400)]
     async with Subscription(redis_url, [BTC], from_id=START, block_ms=100) as first:
         await take(aiter(first), 2)
         assert first.last_ids == {BTC: ids[1]}
@@ -92,7 +65,7 @@ async def test_invalid_entries_are_skipped_and_counted(
 ) -> None:
     redis_client.xadd(KEYS[BTC], {"s": b'{"v": 1, "symbol": "BTC/USDT:USDT"}'})
     redis_client.xadd(KEYS[BTC], {"other": b"x"})
-    publish(redis_client, BTC, 500)
+    publish_signal(redis_client, BTC, 500)
     async with subscribe(redis_url, [BTC], from_id=START, block_ms=100) as sub:
         got = await take(aiter(sub), 1)
         assert sub.invalid == 2
@@ -102,7 +75,7 @@ async def test_invalid_entries_are_skipped_and_counted(
 async def test_entries_carry_the_symbol_and_stream_id(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
-    sid = publish(redis_client, ETH, 700)
+    sid = publish_signal(redis_client, ETH, 700)
     async with subscribe(redis_url, [ETH], from_id=START, block_ms=100) as sub:
         async with asyncio.timeout(10):
             async for symbol, stream_id, signal in sub.entries():
@@ -113,7 +86,7 @@ async def test_entries_carry_the_symbol_and_stream_id(
 async def test_the_subscription_survives_a_redis_restart(
     redis_url: str, redis_client: redis.Redis, redis_server: EmbeddedRedis
 ) -> None:
-    publish(redis_client, BTC, 100)
+    publish_signal(redis_client, BTC, 100)
     async with subscribe(redis_url, [BTC], from_id=START, block_ms=100) as sub:
         it = aiter(sub)
         assert [s.t_ms for s in await take(it, 1)] == [100]
@@ -123,8 +96,8 @@ async def test_the_subscription_survives_a_redis_restart(
         redis_server.start()
         restarted = redis.Redis.from_url(redis_server.url)
         try:
-            publish(restarted, BTC, 200)
-            publish(restarted, BTC, 300)
+            publish_signal(restarted, BTC, 200)
+            publish_signal(restarted, BTC, 300)
         finally:
             restarted.close()
         got = await task

@@ -4,7 +4,6 @@ ones that have none yet."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,8 @@ from tickcast.service.bus import codec, keys
 from tickcast.service.cli import main
 from tickcast.service.ticks import trade
 
+from support import use_environment
+
 BTC, ETH, SOL = "BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT"
 
 
@@ -23,11 +24,7 @@ BTC, ETH, SOL = "BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT"
 def env(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """Status reads the session redis-server (with BTC's ticks on ``sim``) and no other
     settings than the test gives."""
-    for name in list(os.environ):
-        if name.startswith("TICKCAST"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("TICKCAST_STATE_DIR", str(tmp_path))
-    monkeypatch.setenv("TICKCAST__REDIS__URL", redis_url)
+    use_environment(monkeypatch, tmp_path, TICKCAST__REDIS__URL=redis_url)
     return redis_url
 
 

@@ -17,9 +17,8 @@ import redis
 
 from tickcast.service.bus import keys
 from tickcast.service.bus.embedded import free_port
-from tickcast.service.bus.lease import held_by_dead_local_process
 from tickcast.service.live.balance import Balancer, Snapshot, plan
-from tickcast.service.live.pool import members_key, restrict
+from tickcast.service.live.pool import restrict
 from tickcast.service.ops.config import load_settings
 from tickcast.service.ops.metrics import Histogram, IngestSnapshot, Metrics
 from tickcast.service.ticks import Instrument
@@ -27,12 +26,14 @@ from tickcast.service.ticks import Instrument
 from support import (
     CLI,
     Owners,
+    assert_pool_members_left,
     environment,
     http,
-    published,
-    replay,
+    pool_environment,
+    reaping,
+    split_join_and_kill,
     start,
-    stop_cleanly,
+    stop_and_compare_signals,
     wait_until,
 )
 
@@ -255,12 +256,9 @@ TTL_S = 2.0
 
 @pytest.fixture
 def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    """The test's processes, killed at its end if still running."""
+    with reaping() as started:
+        yield started
 
 
 def test_worker_pool_splits_hands_over_and_takes_over_without_a_duplicate_signal(
@@ -269,13 +267,7 @@ def test_worker_pool_splits_hands_over_and_takes_over_without_a_duplicate_signal
     tmp_path: Path,
     procs: list[subprocess.Popen[bytes]],
 ) -> None:
-    env = environment(
-        tmp_path,
-        TICKCAST__REDIS__URL=redis_url,
-        TICKCAST__METRICS__ENABLED="false",
-        TICKCAST__WORKER__LEASE_TTL_S=str(TTL_S),
-        TICKCAST__WORKER__CHECKPOINT_EVERY_SAMPLES="40",
-    )
+    env = pool_environment(tmp_path, redis_url, TTL_S)
     symbols = ["--exchange", "sim", "--symbols", ",".join(SYMBOLS)]
     logs = {name: tmp_path / f"{name}.log" for name in ("ingest", "a", "b", "c")}
 
@@ -287,45 +279,16 @@ def test_worker_pool_splits_hands_over_and_takes_over_without_a_duplicate_signal
     ingest = start(["ingest", *symbols, "--speed", "3", "--stats-every", "0"], env, logs["ingest"])
     procs.append(ingest)
     with Owners(redis_url, SYMBOLS) as owners:
-        a, b = worker("a"), worker("b")
-        wait_until("two workers sharing six symbols", lambda: owners.split(a, b) == [3, 3])
-        c = worker("c")
-        wait_until("the newcomer's share", lambda: owners.split(a, b, c) == [2, 2, 2])
-        before = owners.now()
-        b.kill()  # SIGKILL: no final checkpoint, leases left to expire
-        b.wait()
-        wait_until(
-            "b's symbols taken over", lambda: owners.split(a, c) == [3, 3], timeout=5 * TTL_S
-        )
-        after = owners.now()
-        moved = {s for s in SYMBOLS if before[s] != after[s]}
-        assert moved == {s for s in SYMBOLS if f":{b.pid}:" in str(before[s])}
+        a, b, c = split_join_and_kill(owners, worker, TTL_S)
         status = subprocess.run(
             [*CLI, "status", "--json", *symbols[2:]], env=env, capture_output=True, timeout=30
         )
         pool = json.loads(status.stdout)["pools"]["worker"]
         assert sorted(m["symbols"] for m in pool) == [3, 3]
         assert {m["member"].split(":")[1] for m in pool} == {str(a.pid), str(c.pid)}
-        stop_cleanly(ingest, logs["ingest"])
-        expected = {s: replay(redis_client, s) for s in SYMBOLS}
-        wait_until(
-            "every sample published",
-            lambda: all(len(published(redis_client, s)) >= len(expected[s]) for s in SYMBOLS),
-        )
-        stop_cleanly(a, logs["a"])
-        stop_cleanly(c, logs["c"])
-    for symbol in SYMBOLS:
-        assert published(redis_client, symbol) == expected[symbol], (
-            "each sample once, as one uninterrupted learner over the stream: no duplicate, "
-            "no gap, through every hand-over"
-        )
-        holders = [o for o in owners.seen[symbol] if o is not None]
-        assert all(o.split(":")[1] in {str(p.pid) for p in (a, b, c)} for o in holders)
-    seconds, micros = redis_client.time()  # a killed member's entry stays until it expires
-    now_ms = seconds * 1000 + micros // 1000
-    entries = redis_client.zrangebyscore(members_key("tickcast", "worker"), now_ms, "+inf")
-    live = [m.decode() for m in entries if not held_by_dead_local_process(m.decode())]
-    assert live == [], "the members that stopped removed themselves"
+        stop_and_compare_signals(redis_client, SYMBOLS, ingest, {"a": a, "c": c}, logs)
+    assert owners.held_only_by(a, b, c), owners.seen
+    assert_pool_members_left(redis_client)
 
 
 def scrape(port: int) -> Counter[str]:

@@ -15,18 +15,25 @@ import redis.asyncio
 from tickcast.model.learner import OnlineLearner
 from tickcast.service.bus import codec, keys
 from tickcast.service.bus.embedded import free_port
-from tickcast.service.bus.writer import TickWriter
 from tickcast.service.live.symbolstate import DefaultLearnerFactory
 from tickcast.service.live.worker import Worker
-from tickcast.service.offline.backtest import Backtest
 from tickcast.service.offline.modelfile import ModelFileError, load_model, save_model
-from tickcast.service.offline.training import WarmBacktest, train
+from tickcast.service.offline.training import train
 from tickcast.service.ops.config import Settings
 from tickcast.service.schema import decode_signal
 from tickcast.service.sim.market import DEFAULT_SYMBOLS, SyntheticMarket
 from tickcast.service.ticks import Instrument, Tick
 
-from support import CLI, environment, start, wait_until, worker_settings
+from support import (
+    CLI,
+    drain,
+    environment,
+    reference,
+    start,
+    wait_until,
+    worker_settings,
+    write_ticks,
+)
 
 ETH, SOL = "ETH/USDT:USDT", "SOL/USDT:USDT"
 SYMBOLS = (ETH, SOL)
@@ -52,30 +59,6 @@ def ticks() -> list[Tick]:
 
 def settings(*symbols: str, **worker: object) -> Settings:
     return worker_settings(symbols or SYMBOLS, **worker)
-
-
-async def write(client: redis.asyncio.Redis, ticks: list[Tick]) -> None:
-    writer = TickWriter(client, Settings())
-    for i in range(0, len(ticks), 500):
-        await writer.write(ticks[i : i + 500])
-
-
-async def drain(worker: Worker) -> None:
-    while await worker.step(block_ms=0):
-        pass
-
-
-def reference(
-    ticks: list[Tick], symbol: str, model: Path | None
-) -> tuple[OnlineLearner, list[tuple[int, float]]]:
-    """The offline engine on the same ticks, from scratch or started from ``model``."""
-    engine = Backtest(CLOCK) if model is None else WarmBacktest(CLOCK, load_model(model))
-    out = []
-    for tick in ticks:
-        predictions = engine.feed(tick)
-        if tick.symbol == symbol:
-            out.extend((p.t_ms, p.ret_bps) for p in predictions)
-    return engine.symbols[symbol].learner, out
 
 
 def warm_version(model: Path) -> int:
@@ -113,7 +96,7 @@ async def test_fresh_symbols_start_from_the_model_and_keep_learning(
     model_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    await write(async_redis_client, ticks)
+    await write_ticks(async_redis_client, ticks)
     worker = Worker(async_redis_client, settings(init_model=str(model_path)))
     with caplog.at_level(logging.INFO, logger="tickcast.service.live.symbolstate"):
         await worker.restore()
@@ -140,12 +123,12 @@ async def test_a_symbol_restored_from_its_checkpoint_ignores_the_model(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     cut = len(ticks) // 2
-    await write(async_redis_client, ticks[:cut])
+    await write_ticks(async_redis_client, ticks[:cut])
     first = Worker(async_redis_client, settings(SOL))  # SOL alone, from scratch
     await first.restore()
     await drain(first)
     await first.checkpoint(force=True)
-    await write(async_redis_client, ticks[cut:])
+    await write_ticks(async_redis_client, ticks[cut:])
 
     second = Worker(async_redis_client, settings(init_model=str(model_path)))
     with caplog.at_level(logging.INFO, logger="tickcast.service.live.symbolstate"):
