@@ -30,7 +30,7 @@ them, and the writer compares those slots' streams with what it had acknowledged
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 
 import hiredis
@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 
 ASKING: Final = b"*1\r\n$6\r\nASKING\r\n"
 MAX_ROUNDS: Final = 5
-"""Rounds of :meth:`ClusterRoutes.round` a caller tries while masters answer ``MOVED``."""
+"""Rounds of :meth:`ClusterRoutes.round` :meth:`ClusterRoutes.send` tries while masters
+answer ``MOVED``."""
 
 
 class SlotMapError(redis.ConnectionError):
@@ -235,6 +236,40 @@ class ClusterRoutes:
                 self.failed(name)
                 out[name] = exc
         return out
+
+    async def send(
+        self,
+        slots: Sequence[int],
+        commands: Sequence[bytes],
+        before: Callable[[], Awaitable[None]] | None = None,
+    ) -> list[Any]:
+        """:meth:`round` again for the commands answered ``MOVED``, with the slot map read
+        again in between, until none is (``before()`` runs ahead of each round, once the
+        map is current); the replies in order, error replies as ``hiredis.ReplyError``.
+
+        Raises
+        ------
+        SlotMapError
+            Slots still moved after :data:`MAX_ROUNDS` rounds; and what :meth:`round` raises.
+        """
+        replies: list[Any] = [None] * len(commands)
+        todo = list(range(len(commands)))
+        for _ in range(MAX_ROUNDS):
+            if not todo:
+                return replies
+            await self.ensure()
+            if before is not None:
+                await before()
+            got = await self.round([slots[i] for i in todo], [commands[i] for i in todo])
+            moved = []
+            for i, reply in zip(todo, got, strict=True):
+                replies[i] = reply
+                if redirection(reply) is not None:
+                    moved.append(i)
+            todo = moved
+        if todo:
+            raise SlotMapError(f"slots kept moving after {MAX_ROUNDS} reads of the slot map")
+        return replies
 
     async def round(
         self, slots: Sequence[int], commands: Sequence[bytes], extra_s: float = 0.0

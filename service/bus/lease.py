@@ -222,7 +222,7 @@ class SymbolLeases:
         self.acquisitions.update(self.retaken)
         lost = [symbol for symbol, ok in zip(self.keys, kept, strict=True) if not ok]
         self.losses.update(lost)
-        self.lost.update(lost)
+        self.lost = set(lost)
         if self.retaken:
             log.warning(
                 "%s: lease expired while Redis was out of reach and nobody took it; taken back",

@@ -17,10 +17,7 @@ import redis.asyncio as redis_asyncio
 from redis._parsers.base import BaseParser
 
 from tickcast.service.bus.cluster import (
-    MAX_ROUNDS,
     ClusterRoutes,
-    SlotMapError,
-    redirection,
     slot_of,
 )
 from tickcast.service.bus.codec import (
@@ -301,22 +298,7 @@ class TickWriter:
         assert routes is not None
         slot = self._slot
         slots = [slot(t.venue, t.symbol) for t in batch.ticks]
-        replies: list[Any] = [None] * len(slots)
-        todo = list(range(len(slots)))
-        for _ in range(MAX_ROUNDS):
-            await routes.ensure()
-            await self._check_losses(routes)
-            got = await routes.round([slots[i] for i in todo], [batch.commands[i] for i in todo])
-            moved = []
-            for i, reply in zip(todo, got, strict=True):
-                replies[i] = reply
-                if redirection(reply) is not None:
-                    moved.append(i)
-            if not moved:
-                break
-            todo = moved
-        else:
-            raise SlotMapError(f"slots kept moving after {MAX_ROUNDS} reads of the slot map")
+        replies = await routes.send(slots, batch.commands, lambda: self._check_losses(routes))
         self._remember(batch, replies)
         return replies
 

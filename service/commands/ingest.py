@@ -30,7 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -132,22 +132,13 @@ async def ingest(
     from tickcast.service.ops.redaction import redact_url
 
     service = Service(settings, redis_url, work=False, online=online)
-    loop = asyncio.get_running_loop()
-    timer = loop.call_later(seconds, service.request_stop) if seconds is not None else None
-    reporter = loop.create_task(report(lambda: service, stats_every))
     log.info(
         "ingesting %s into %s",
         " ".join(str(i) for i in settings.exchange.instruments()),
         redact_url(redis_url),
     )
-    try:
+    async with _timed_and_reported(service.request_stop, lambda: service, seconds, stats_every):
         code = await service.run(handle_signals=handle_signals)
-    finally:
-        if timer is not None:
-            timer.cancel()
-        reporter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reporter
     counters = service.counters()
     log.info("ingest stopped: %s", format_counters(counters))
     return code, counters
@@ -166,12 +157,25 @@ async def ingest_pool(
     from tickcast.service.ops.redaction import redact_url
 
     pool = Pool(settings, redis_url, role="ingest", online=online)
-    loop = asyncio.get_running_loop()
-    timer = loop.call_later(seconds, pool.request_stop) if seconds is not None else None
-    reporter = loop.create_task(report(lambda: pool.service, stats_every))
     log.info("ingest pool on %s", redact_url(redis_url))
-    try:
+    async with _timed_and_reported(pool.request_stop, lambda: pool.service, seconds, stats_every):
         return await pool.run()
+
+
+@contextlib.asynccontextmanager
+async def _timed_and_reported(
+    stop: Callable[[], None],
+    current: Callable[[], Service | None],
+    seconds: float | None,
+    every: float,
+) -> AsyncIterator[None]:
+    """While the body runs: ``stop()`` after ``seconds`` (never when None), and :func:`report`
+    of the service ``current()`` returns every ``every`` seconds."""
+    loop = asyncio.get_running_loop()
+    timer = loop.call_later(seconds, stop) if seconds is not None else None
+    reporter = loop.create_task(report(current, every))
+    try:
+        yield
     finally:
         if timer is not None:
             timer.cancel()

@@ -218,15 +218,14 @@ def log_line(record: logging.LogRecord) -> str:
     >>> log_line(record)[9:]
     'WARNING cannot reach redis://u:***@h/0 retrying'
     """
-    from tickcast.service.ops.redaction import redact_url
+    from tickcast.service.ops.logs import redact_url_in_text
 
     text = record.getMessage()
     if record.exc_info and record.exc_info[1] is not None:
         exc = record.exc_info[1]
         text += f" ({type(exc).__name__}: {exc})"
-    words = (redact_url(w) if "://" in w else w for w in text.split())
     clock = time.strftime("%H:%M:%S", time.localtime(record.created))
-    return f"{clock} {record.levelname:<7} {' '.join(words)}"
+    return f"{clock} {record.levelname:<7} {redact_url_in_text(' '.join(text.split()))}"
 
 
 def _on_terminal(handler: logging.Handler) -> bool:

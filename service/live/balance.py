@@ -40,13 +40,13 @@ class Snapshot:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """What a member should change: instruments to ``take`` and to ``give`` back, those of
-    its set another process holds (``lost``), and the fair ``share`` it was computed with."""
+    """What a member should change: instruments to ``take`` and to ``give`` back, and the
+    fair ``share`` it was computed with (what another process took from its set meanwhile is
+    :func:`taken_by_others`)."""
 
     share: int
     take: tuple[str, ...] = ()
     give: tuple[str, ...] = ()
-    lost: tuple[str, ...] = ()
 
 
 def plan(
@@ -91,7 +91,6 @@ def plan(
     live = sorted({*snapshot.members, me})
     counts = dict.fromkeys(live, 0)
     mine = [n for n in names if n in current and snapshot.holders.get(n) in (None, me)]
-    lost = tuple(n for n in names if n in current and n not in mine)
     free: list[str] = []
     for name in names:
         holder = snapshot.holders.get(name)
@@ -105,7 +104,7 @@ def plan(
     total = len(free) + sum(counts.values())
     share = -(-total // len(live))
     take = _take(free, counts, share, me, settled)
-    return Plan(share, take, _give(mine, counts, share, me, bool(free)), lost)
+    return Plan(share, take, _give(mine, counts, share, me, bool(free)))
 
 
 def _take(

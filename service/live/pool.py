@@ -85,7 +85,13 @@ from tickcast.service.feed.reconnect import REDIS_TRANSIENT, Backoff, is_retryab
 from tickcast.service.live.balance import PATIENCE, Balancer, Decision, Snapshot, taken_by_others
 from tickcast.service.live.service import SILENCE_SIGNALS, STOP_SIGNALS, Service
 from tickcast.service.ops.config import Settings
-from tickcast.service.ops.health import MetricsServer, Readiness, RedisProbe
+from tickcast.service.ops.health import (
+    MetricsServer,
+    Readiness,
+    RedisProbe,
+    readiness_stale_s,
+    serve_metrics,
+)
 from tickcast.service.ops.metrics import Metrics
 from tickcast.service.ticks import Instrument
 
@@ -239,7 +245,7 @@ class Pool:
         self.ttl_s = settings.worker.lease_ttl_s
         self.metrics = Metrics(self.instruments, role=role)
         self.metrics_server: MetricsServer | None = None
-        self.stale_s = max(10.0, settings.exchange.watchdog_s)
+        self.stale_s = readiness_stale_s(settings)
         self.service: Service | None = None
         self.serving: frozenset[str] = frozenset()
         """The instruments of the current service (held, or being taken)."""
@@ -460,13 +466,10 @@ class Pool:
 
     def _start_metrics(self) -> list[Readiness | RedisProbe]:
         """Serve the process's metrics for its whole life (when enabled)."""
-        cfg = self.settings.metrics
-        if not cfg.enabled:
+        if not self.settings.metrics.enabled:
             return []
-        readiness = Readiness(self.redis_url, self.tick_clock, self.stale_s, self.settings)
         positions = self.positions if self.role == "worker" else None
-        redis_probe = RedisProbe(self.redis_url, self.settings, positions)
-        self.metrics.redis_source = redis_probe
-        self.metrics_server = MetricsServer(self.metrics, cfg.host, cfg.port, readiness=readiness)
-        self.metrics_server.start()
-        return [readiness, redis_probe]
+        self.metrics_server, probes = serve_metrics(
+            self.metrics, self.settings, self.redis_url, self.tick_clock, self.stale_s, positions
+        )
+        return probes

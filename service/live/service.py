@@ -54,7 +54,13 @@ from tickcast.service.live.ingest import Ingester
 from tickcast.service.live.sources import OpenSource, open_source, resolve_markets
 from tickcast.service.live.worker import Worker
 from tickcast.service.ops.config import Settings
-from tickcast.service.ops.health import MetricsServer, Readiness, RedisProbe
+from tickcast.service.ops.health import (
+    MetricsServer,
+    Readiness,
+    RedisProbe,
+    readiness_stale_s,
+    serve_metrics,
+)
 from tickcast.service.ops.logs import log_context
 from tickcast.service.ops.metrics import IngestSnapshot, Metrics
 from tickcast.service.ticks import Instrument
@@ -64,9 +70,9 @@ from tickcast.service.venues.registry import Source
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+"""Signals that stop the service cleanly (a closed terminal sends SIGHUP)."""
 SILENCE_SIGNALS = {signal.SIGUSR1: True, signal.SIGUSR2: False}
 """Simulated sources go silent on SIGUSR1 and send again on SIGUSR2 (as ``tickcast sim``)."""
-"""Signals that stop the service cleanly (a closed terminal sends SIGHUP)."""
 
 
 class ServiceError(TickcastError):
@@ -191,7 +197,7 @@ class Service:
         self.run_ingest = ingest
         self.run_worker = work
         self.stop_timeout_s = stop_timeout_s
-        self.stale_s = stale_s if stale_s is not None else max(10.0, settings.exchange.watchdog_s)
+        self.stale_s = stale_s if stale_s is not None else readiness_stale_s(settings)
         self.sim_rate_scale = sim_rate_scale
         self.online = online
         role = "run" if ingest and work else "ingest" if ingest else "worker"
@@ -317,17 +323,13 @@ class Service:
 
     def _start_metrics(self) -> list[Readiness | RedisProbe]:
         """Serve the metrics (when enabled); return the probes to close at the end."""
-        cfg = self.settings.metrics
-        if not cfg.enabled or not self.serve_metrics:
+        if not self.settings.metrics.enabled or not self.serve_metrics:
             return []
-        readiness = Readiness(self.redis_url, self.tick_clock, self.stale_s, self.settings)
-        redis_probe = RedisProbe(
-            self.redis_url, self.settings, self.positions if self.run_worker else None
+        positions = self.positions if self.run_worker else None
+        self.metrics_server, probes = serve_metrics(
+            self.metrics, self.settings, self.redis_url, self.tick_clock, self.stale_s, positions
         )
-        self.metrics.redis_source = redis_probe
-        self.metrics_server = MetricsServer(self.metrics, cfg.host, cfg.port, readiness=readiness)
-        self.metrics_server.start()
-        return [readiness, redis_probe]
+        return probes
 
     async def _watch_flow(self) -> None:
         """Track when the ingesters last received ticks (for readiness)."""

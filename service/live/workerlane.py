@@ -37,7 +37,6 @@ import redis.asyncio.cluster
 from redis._parsers.base import BaseParser
 
 from tickcast.service.bus.cluster import (
-    MAX_ROUNDS,
     ClusterRoutes,
     SlotMapError,
     redirection,
@@ -360,9 +359,10 @@ class ClusterWorkerLane:
         return list(asked or ())
 
     async def _all_in(self, lanes: dict[str, Lane]) -> bool:
+        await asyncio.sleep(0)  # one turn of the event loop lets every lane's replies in
         done = True
         for lane in lanes.values():
-            done = await lane.poll() and done
+            done = await lane.poll(yield_first=False) and done
         return done
 
     def send(self, predictor: Predictor) -> None:
@@ -420,20 +420,9 @@ class ClusterWorkerLane:
             predictor.published(now_ns)
 
     async def _publish(self, slots: list[int], parts: list[bytes]) -> None:
-        todo = list(range(len(parts)))
-        for _ in range(MAX_ROUNDS):
-            if not todo:
-                return
-            replies = await self.routes.round([slots[i] for i in todo], [parts[i] for i in todo])
-            moved = []
-            for i, reply in zip(todo, replies, strict=True):
-                if type(reply) is hiredis.ReplyError and DUPLICATE_ID not in str(reply):
-                    if redirection(reply) is None:
-                        raise BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
-                    moved.append(i)
-            todo = moved
-        if todo:
-            raise SlotMapError(f"slots kept moving after {MAX_ROUNDS} reads of the slot map")
+        for reply in await self.routes.send(slots, parts):
+            if type(reply) is hiredis.ReplyError and DUPLICATE_ID not in str(reply):
+                raise BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
 
     def _published(self, acked_ns: int) -> None:
         for state in self._states:

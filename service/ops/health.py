@@ -228,6 +228,32 @@ def _fill(reading: tuple[float, float]) -> tuple[float, float]:
     return ratio, used if math.isfinite(used) else 0.0
 
 
+def readiness_stale_s(settings: Settings) -> float:
+    """How long without a tick a process stays ready (s): the feed watchdog's, at least 10."""
+    return max(10.0, settings.exchange.watchdog_s)
+
+
+def serve_metrics(
+    metrics: Metrics,
+    settings: Settings,
+    redis_url: str,
+    tick_clock: Callable[[], float],
+    stale_s: float,
+    positions: Positions | None,
+) -> tuple[MetricsServer, list[Readiness | RedisProbe]]:
+    """Serve ``metrics`` on the address of ``settings.metrics``, ready while Redis answers and
+    ticks arrive (:class:`Readiness`), with the Redis figures of ``redis_url``
+    (:class:`RedisProbe`, the worker lag of ``positions``); return the started server and the
+    probes to close after it."""
+    readiness = Readiness(redis_url, tick_clock, stale_s, settings)
+    redis_probe = RedisProbe(redis_url, settings, positions)
+    metrics.redis_source = redis_probe
+    cfg = settings.metrics
+    server = MetricsServer(metrics, cfg.host, cfg.port, readiness=readiness)
+    server.start()
+    return server, [readiness, redis_probe]
+
+
 class MetricsServer:
     """Serve ``/metrics``, ``/healthz`` and ``/readyz`` from a daemon thread.
 
