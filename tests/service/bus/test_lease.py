@@ -90,7 +90,9 @@ async def test_an_expired_lease_nobody_took_is_taken_back_only_when_asked(
     assert await mine.acquire(asyncio.Event())
     redis_client.delete(KEYS[SYMBOLS[0]])  # expired while Redis was out of reach
     assert await mine.renew() == [SYMBOLS[0]] and mine.retaken == []
+    assert not mine.holds(SYMBOLS[0])
     assert await mine.renew(retake=True) == [] and mine.retaken == [SYMBOLS[0]]
+    assert mine.holds(SYMBOLS[0])  # what the last renewal found: taken back
     assert redis_client.get(KEYS[SYMBOLS[0]]) == mine.token.encode()
     assert redis_client.pttl(KEYS[SYMBOLS[0]]) > 4000
     redis_client.set(KEYS[SYMBOLS[1]], "elsewhere:1:dd")  # taken: never taken back
