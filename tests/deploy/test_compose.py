@@ -19,7 +19,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,131 +29,37 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 import yaml
+from deploy_support import (
+    ACL_TEMPLATE,
+    COMPOSE_DIR,
+    ENV_EXAMPLE,
+    INTERPOLATION,
+    LOOPBACK,
+    METRICS_PORT,
+    PROMETHEUS_DIR,
+    REPO,
+    TICKCAST_SERVICES,
+    Running,
+    bind_mounts,
+    healthcheck,
+    in_container,
+    interpolate,
+    make_env,
+    passes,
+    read_compose,
+    read_env,
+    run_service,
+    seconds,
+    validate_compose,
+)
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tickcast.service.bus.embedded import free_port
 
-from support import environment, http, start
+from support import http
 
-REPO = Path(__file__).resolve().parents[2]
-COMPOSE_DIR = REPO / "deploy" / "compose"
 COMPOSE = COMPOSE_DIR / "compose.yaml"
-ENV_EXAMPLE = COMPOSE_DIR / ".env.example"
-MAKE_ENV = COMPOSE_DIR / "make-env"
-PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
-ACL_TEMPLATE = REPO / "deploy" / "redis" / "users.acl.in"
-TICKCAST_SERVICES = {"ingest": "tickcast-ingest", "worker": "tickcast-worker"}
-"""Each tickcast service and the ACL user it must connect as."""
-LOOPBACK = "127.0.0.1"
-METRICS_PORT = 9464
-
-_INTERPOLATION = re.compile(r"\$\$|\$\{(\w+)(?:(:?[-?+])([^}]*))?\}|\$(\w+)")
-
-
-# -- Compose's own rules, read the way Compose reads them -------------------------------------
-
-
-def interpolate(value: Any, env: dict[str, str]) -> Any:
-    """Compose's variable interpolation of every string in ``value`` (a YAML tree).
-
-    ``$$`` is a literal ``$``; ``${VAR}`` and ``$VAR``; ``${VAR:-default}`` (unset or empty)
-    and ``${VAR-default}`` (unset); ``${VAR:?error}`` and ``${VAR?error}`` raise ``KeyError``;
-    ``${VAR:+other}`` and ``${VAR+other}``.
-    """
-    if isinstance(value, dict):
-        return {key: interpolate(item, env) for key, item in value.items()}
-    if isinstance(value, list):
-        return [interpolate(item, env) for item in value]
-    if not isinstance(value, str):
-        return value
-
-    def substitute(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name = match.group(1) or match.group(4)
-        operator, argument = match.group(2) or "", match.group(3) or ""
-        present = name in env and (env[name] != "" or not operator.startswith(":"))
-        if operator.endswith("-"):
-            return env[name] if present else argument
-        if operator.endswith("?"):
-            if not present:
-                raise KeyError(f"{name}: {argument}")
-            return env[name]
-        if operator.endswith("+"):
-            return argument if present else ""
-        return env.get(name, "")
-
-    return _INTERPOLATION.sub(substitute, value)
-
-
-def read_env(path: Path) -> dict[str, str]:
-    """``KEY=VALUE`` lines of a ``.env`` file (comments and blank lines skipped)."""
-    out: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            key, _, value = line.partition("=")
-            out[key.strip()] = value.strip()
-    return out
-
-
-def raw_compose() -> dict[str, Any]:
-    """compose.yaml as written (YAML anchors and merge keys resolved)."""
-    data: dict[str, Any] = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
-    return data
-
-
-def seconds(duration: str) -> float:
-    """A Compose duration (``1m30s``, ``30s``, ``500ms``) in seconds."""
-    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6}
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", duration)
-    assert parts and "".join(n + u for n, u in parts) == duration, duration
-    return sum(float(n) * units[u] for n, u in parts)
-
-
-def check_jsonschema() -> Path:
-    """The ``check-jsonschema`` command of this environment (the ``dev`` extra)."""
-    exe = Path(sys.executable).parent / "check-jsonschema"
-    assert exe.exists(), f"{exe} missing: pip install -e '.[dev]' (make install)"
-    return exe
-
-
-def validate(path: Path) -> subprocess.CompletedProcess[str]:
-    """Validate ``path`` against the Compose specification's schema, offline."""
-    return subprocess.run(
-        [str(check_jsonschema()), "--builtin-schema", "vendor.compose-spec", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def bind_mounts(service: dict[str, Any]) -> list[tuple[Path, str]]:
-    """(host path, container path) of a service's bind mounts (relative host paths)."""
-    out = []
-    for volume in service.get("volumes", []):
-        source, target = str(volume).split(":")[:2]
-        if source.startswith("."):
-            out.append(((COMPOSE_DIR / source).resolve(), target))
-    return out
-
-
-def in_container(service: dict[str, Any], host: dict[str, Path]) -> Callable[[str], str]:
-    """Map a service's container paths to this machine's: its bind mounts, and its named
-    volumes to the directories ``host`` gives for them."""
-    mounts = {target: str(source) for source, target in bind_mounts(service)}
-    for volume in service.get("volumes", []):
-        source, target = str(volume).split(":")[:2]
-        if source in host:
-            mounts[target] = str(host[source])
-
-    def translate(text: str) -> str:
-        for target in sorted(mounts, key=len, reverse=True):
-            text = text.replace(target, mounts[target])
-        return text
-
-    return translate
 
 
 # -- a .env made by make-env, and the file interpolated with it ------------------------------
@@ -163,9 +68,7 @@ def in_container(service: dict[str, Any], host: dict[str, Path]) -> Callable[[st
 @pytest.fixture(scope="module")
 def env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("compose") / ".env"
-    result = subprocess.run(
-        [str(MAKE_ENV), str(path)], capture_output=True, text=True, timeout=30, check=False
-    )
+    result = make_env(path)
     assert result.returncode == 0, result.stderr
     return path
 
@@ -173,19 +76,18 @@ def env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def compose(env_file: Path) -> dict[str, Any]:
     """compose.yaml as Compose sees it with that .env."""
-    data: dict[str, Any] = interpolate(raw_compose(), read_env(env_file))
-    return data
+    return read_compose(COMPOSE, env_file)
 
 
 def test_the_compose_file_follows_the_compose_specification() -> None:
-    result = validate(COMPOSE)
+    result = validate_compose(COMPOSE)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_a_misspelt_key_fails_the_schema(tmp_path: Path) -> None:
     broken = tmp_path / "compose.yaml"
     broken.write_text(COMPOSE.read_text().replace("stop_grace_period:", "stop_grace_periods:"))
-    result = validate(broken)
+    result = validate_compose(broken)
     assert result.returncode != 0 and "stop_grace_periods" in result.stdout
 
 
@@ -194,13 +96,13 @@ def test_the_interpolated_file_follows_the_specification_too(
 ) -> None:
     path = tmp_path / "compose.yaml"
     path.write_text(yaml.safe_dump(compose))
-    result = validate(path)
+    result = validate_compose(path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_every_variable_has_a_line_in_env_example_and_passwords_are_required() -> None:
     text = COMPOSE.read_text(encoding="utf-8")
-    used = {m.group(1) or m.group(4) for m in _INTERPOLATION.finditer(text) if m.group(0) != "$$"}
+    used = {m.group(1) or m.group(4) for m in INTERPOLATION.finditer(text) if m.group(0) != "$$"}
     documented = read_env(ENV_EXAMPLE)
     assert used - set(documented) == set(), "variables .env.example does not list"
     passwords = {name for name in used if name.endswith("_PASSWORD")}
@@ -209,7 +111,7 @@ def test_every_variable_has_a_line_in_env_example_and_passwords_are_required() -
         forms = re.findall(rf"\$\{{{name}(\W{{0,2}})", text)  # ":?" of ${NAME:?error}
         assert forms and set(forms) == {":?"}, f"{name}: write ${{{name}:?...}} (required)"
     with pytest.raises(KeyError, match=r"_PASSWORD: run \./make-env first"):
-        interpolate(raw_compose(), {k: v for k, v in documented.items() if v})
+        interpolate(read_compose(COMPOSE), {k: v for k, v in documented.items() if v})
 
 
 def test_no_password_is_committed() -> None:
@@ -239,9 +141,7 @@ def test_make_env_writes_distinct_random_passwords_for_its_owner_only(env_file: 
 
 def test_make_env_never_overwrites_an_env_file(env_file: Path) -> None:
     before = env_file.read_bytes()
-    result = subprocess.run(
-        [str(MAKE_ENV), str(env_file)], capture_output=True, text=True, timeout=30, check=False
-    )
+    result = make_env(env_file)
     assert result.returncode == 1 and "exists" in result.stderr
     assert env_file.read_bytes() == before
 
@@ -267,7 +167,7 @@ def test_every_published_port_is_bound_to_loopback(compose: dict[str, Any]) -> N
 
 
 def test_every_mounted_file_exists_and_named_volumes_are_declared() -> None:
-    data = raw_compose()
+    data = read_compose(COMPOSE)
     declared = set(data.get("volumes", {}))
     for name, service in data["services"].items():
         for volume in service.get("volumes", []):
@@ -445,35 +345,10 @@ def test_redis_answers_each_user_and_nobody_else(stack: Stack) -> None:
         stack.client("tickcast-worker", stack.env["TICKCAST_INGEST_PASSWORD"]).ping()
 
 
-def healthcheck(service: dict[str, Any], port: int) -> list[str]:
-    """A service's healthcheck command (``CMD-SHELL`` through ``sh -c``), for a test port."""
-    kind, *argv = service["healthcheck"]["test"]
-    if kind == "CMD-SHELL":
-        return ["sh", "-c", argv[0].replace("redis-cli", f"redis-cli -p {port}")]
-    assert kind == "CMD"
-    argv = [arg.replace(f":{METRICS_PORT}/", f":{port}/") for arg in argv]
-    return [sys.executable if arg.endswith("/python") else arg for arg in argv]
-
-
-def passes(argv: list[str]) -> bool:
-    """Whether a healthcheck command exits 0."""
-    return subprocess.run(argv, capture_output=True, timeout=30, check=False).returncode == 0
-
-
 def test_the_redis_healthcheck_passes_on_the_server_and_fails_without_one(stack: Stack) -> None:
     service = stack.compose["services"]["redis"]
     assert passes(healthcheck(service, stack.port))
     assert not passes(healthcheck(service, free_port()))
-
-
-@dataclass
-class Running:
-    """A tickcast service started with its Compose command and environment."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
 
 
 @pytest.fixture(scope="module")
@@ -481,16 +356,8 @@ def services(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     started: list[Running] = []
     for name in sorted(TICKCAST_SERVICES):
         service = stack.compose["services"][name]
-        port = free_port()
         state = tmp_path_factory.mktemp(f"{name}-state")
-        env = environment(state, **service["environment"])
-        env |= {
-            "TICKCAST__REDIS__URL": stack.url(name),
-            "TICKCAST__METRICS__HOST": LOOPBACK,  # a container's 0.0.0.0, here loopback
-            "TICKCAST__METRICS__PORT": str(port),
-        }
-        log = state / f"{name}.log"
-        started.append(Running(name, start(service["command"], env, log), port, log))
+        started.append(run_service(name, service, stack.url(name), state, state / f"{name}.log"))
     yield started
     for running in started:
         if running.proc.poll() is None:

@@ -1,12 +1,13 @@
 """The cluster layout of Docker Compose (deploy/compose/compose.cluster.yaml), checked offline.
 
-As the single-Redis layout (``test_compose.py``, whose Compose readers this module reuses): the
-Compose specification's JSON schema before and after interpolation with a ``.env`` made by
-``make-env``, then the project's rules — every published port on 127.0.0.1 and none for the
-Redis nodes, mounted files present, each tickcast service its own ACL user, in a pool
-(``--pool``), on the cluster (``TICKCAST__REDIS__CLUSTER``), started after the cluster is
-made; the nodes' fixed addresses in their network and in the init service's list; the
-Prometheus configuration checked by ``promtool`` with the rules mounted as Compose mounts them.
+As the single-Redis layout (``test_compose.py``; the Compose readers both use are in
+``deploy_support.py``): the Compose specification's JSON schema before and after interpolation
+with a ``.env`` made by ``make-env``, then the project's rules — every published port on
+127.0.0.1 and none for the Redis nodes, mounted files present, each tickcast service its own
+ACL user, in a pool (``--pool``), on the cluster (``TICKCAST__REDIS__CLUSTER``), started after
+the cluster is made; the nodes' fixed addresses in their network and in the init service's
+list; the Prometheus configuration checked by ``promtool`` with the rules mounted as Compose
+mounts them.
 
 Then the cluster itself, as Compose would make it, on this machine: the ``redis-acl`` command
 renders the ACL and the replicas' credentials, six Debian ``redis-server`` processes start with
@@ -21,66 +22,61 @@ them, then stop cleanly on SIGTERM.
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import os
 import re
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import redis
 import yaml
+from deploy_support import (
+    ACL_TEMPLATE,
+    COMPOSE_DIR,
+    ENV_EXAMPLE,
+    INTERPOLATION,
+    LOOPBACK,
+    METRICS_PORT,
+    PROMETHEUS_DIR,
+    TICKCAST_SERVICES,
+    Running,
+    admin_client,
+    healthcheck,
+    in_container,
+    in_sync,
+    joined,
+    leases_held,
+    make_env,
+    passes,
+    read_compose,
+    read_env,
+    replication,
+    run_service,
+    seconds,
+    validate_compose,
+)
 
 from tickcast.service.bus.embedded import free_port
 
-from support import assert_user_on_cluster, environment, http, start, wait_until
+from support import assert_user_on_cluster, wait_until
 
-
-def _single_layout_checks() -> ModuleType:
-    """tests/deploy/test_compose.py, for its readers of Compose files (not its tests)."""
-    path = Path(__file__).with_name("test_compose.py")
-    spec = importlib.util.spec_from_file_location("compose_single_layout", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-single = _single_layout_checks()
-REPO = single.REPO
-COMPOSE_DIR = single.COMPOSE_DIR
 COMPOSE = COMPOSE_DIR / "compose.cluster.yaml"
 PROMETHEUS_CONFIG = COMPOSE_DIR / "prometheus-cluster.yml"
-ACL_TEMPLATE = single.ACL_TEMPLATE
-LOOPBACK = single.LOOPBACK
-METRICS_PORT = single.METRICS_PORT
-TICKCAST_SERVICES = single.TICKCAST_SERVICES
 NODES = [f"redis-{i}" for i in range(6)]
 """The Redis Cluster's nodes: 3 masters and 3 replicas once joined."""
 NODE_PORT = 6379
 
 
-def raw() -> dict[str, Any]:
-    """compose.cluster.yaml as written (anchors and merge keys resolved)."""
-    data: dict[str, Any] = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
-    return data
-
-
 @pytest.fixture(scope="module")
 def env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("compose-cluster") / ".env"
-    made = subprocess.run(
-        [str(single.MAKE_ENV), str(path)], capture_output=True, text=True, timeout=30
-    )
+    made = make_env(path)
     assert made.returncode == 0, made.stderr
     return path
 
@@ -88,8 +84,7 @@ def env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def compose(env_file: Path) -> dict[str, Any]:
     """compose.cluster.yaml as Compose sees it with that .env."""
-    data: dict[str, Any] = single.interpolate(raw(), single.read_env(env_file))
-    return data
+    return read_compose(COMPOSE, env_file)
 
 
 # -- the Compose specification ---------------------------------------------------------------
@@ -98,19 +93,19 @@ def compose(env_file: Path) -> dict[str, Any]:
 def test_the_cluster_file_follows_the_compose_specification(
     compose: dict[str, Any], tmp_path: Path
 ) -> None:
-    result = single.validate(COMPOSE)
+    result = validate_compose(COMPOSE)
     assert result.returncode == 0, result.stdout + result.stderr
     interpolated = tmp_path / "compose.cluster.yaml"
     interpolated.write_text(yaml.safe_dump(compose))
-    result = single.validate(interpolated)
+    result = validate_compose(interpolated)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_its_variables_are_those_of_env_example_and_passwords_are_required() -> None:
     text = COMPOSE.read_text(encoding="utf-8")
-    pattern = single._INTERPOLATION
+    pattern = INTERPOLATION
     used = {m.group(1) or m.group(4) for m in pattern.finditer(text) if m.group(0) != "$$"}
-    assert used - set(single.read_env(single.ENV_EXAMPLE)) == set()
+    assert used - set(read_env(ENV_EXAMPLE)) == set()
     for name in (n for n in used if n.endswith("_PASSWORD")):
         forms = re.findall(rf"\$\{{{name}(\W{{0,2}})", text)
         assert forms and set(forms) == {":?"}, f"{name}: write ${{{name}:?...}} (required)"
@@ -149,7 +144,7 @@ def test_every_published_port_is_on_loopback_and_no_redis_node_publishes_one(
 
 
 def test_mounted_files_exist_and_volumes_and_networks_are_declared() -> None:
-    data = raw()
+    data = read_compose(COMPOSE)
     for name, service in data["services"].items():
         for volume in service.get("volumes", []):
             source = str(volume).split(":")[0]
@@ -213,14 +208,14 @@ def test_each_tickcast_service_is_a_pool_on_the_cluster_as_its_own_acl_user(
     url = urlsplit(env["TICKCAST__REDIS__URL"])
     assert url.scheme == "redis" and url.username == user and url.hostname in NODES
     assert url.port == NODE_PORT
-    assert url.password == single.read_env(env_file)[f"TICKCAST_{name.upper()}_PASSWORD"]
+    assert url.password == read_env(env_file)[f"TICKCAST_{name.upper()}_PASSWORD"]
     assert re.search(rf"^user {re.escape(user)} on ", ACL_TEMPLATE.read_text(), re.MULTILINE)
     assert set(service["networks"]) == {"redis", "default"}
     assert service["depends_on"] == {
         "redis-cluster-init": {"condition": "service_completed_successfully"}
     }
     assert service["restart"] in {"always", "unless-stopped", "on-failure"}
-    assert single.seconds(service["stop_grace_period"]) >= 10
+    assert seconds(service["stop_grace_period"]) >= 10
     assert (env["TICKCAST__METRICS__HOST"], env["TICKCAST__METRICS__PORT"]) == (
         "0.0.0.0",
         str(METRICS_PORT),
@@ -234,13 +229,13 @@ def test_prometheus_finds_every_pool_member_and_loads_the_tested_rules(
     compose: dict[str, Any], tmp_path: Path
 ) -> None:
     service = compose["services"]["prometheus"]
-    translate = single.in_container(service, {})
+    translate = in_container(service, {})
     flags = dict(arg.split("=", 1) for arg in service["command"] if "=" in arg)
     config = Path(translate(flags["--config.file"]))
     assert config == PROMETHEUS_CONFIG
     # the container's layout, here: the config file with the rules directory beside it
     rules_dir = Path(translate("/etc/prometheus-cluster/rules"))
-    assert rules_dir == single.PROMETHEUS_DIR
+    assert rules_dir == PROMETHEUS_DIR
     (tmp_path / "rules").symlink_to(rules_dir)
     (tmp_path / "prometheus.yml").write_text(config.read_text())
     checked = subprocess.run(
@@ -274,10 +269,17 @@ class Cluster:
         """The init service's REDIS_NODES, the nodes' loopback ports instead."""
         return " ".join(f"{LOOPBACK}:{self.ports[n]}" for n in NODES)
 
+    @property
+    def admin_password(self) -> str:
+        return self.env["TICKCAST_ADMIN_PASSWORD"]
+
     def admin(self, node: str) -> redis.Redis:
-        return redis.Redis(
-            port=self.ports[node], username="admin", password=self.env["TICKCAST_ADMIN_PASSWORD"]
-        )
+        return admin_client(self.ports[node], self.admin_password)
+
+    def url(self, service: str) -> str:
+        """A tickcast service's Redis URL, pointed at the first node's loopback port."""
+        url: str = self.compose["services"][service]["environment"]["TICKCAST__REDIS__URL"]
+        return url.replace(f"@{NODES[0]}:{NODE_PORT}/", f"@{LOOPBACK}:{self.ports[NODES[0]]}/")
 
 
 def render(compose: dict[str, Any], out: Path, shim: Path) -> list[str]:
@@ -285,7 +287,7 @@ def render(compose: dict[str, Any], out: Path, shim: Path) -> list[str]:
     its arguments (the container's root gives the file to the redis user); return them."""
     service = compose["services"]["redis-acl"]
     assert service["entrypoint"] == ["bash", "-c"]
-    script = single.in_container(service, {"redis-acl": out})(service["command"][0])
+    script = in_container(service, {"redis-acl": out})(service["command"][0])
     log = shim / "chown.log"
     (shim / "chown").write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
     (shim / "chown").chmod(0o755)
@@ -320,12 +322,12 @@ def cluster(
     for node in NODES:
         service = compose["services"][node]
         data = tmp_path_factory.mktemp(f"{node}-data")
-        translate = single.in_container(service, {"redis-acl": acl_dir, f"{node}-data": data})
+        translate = in_container(service, {"redis-acl": acl_dir, f"{node}-data": data})
         # the cluster bus on a free port of its own (a container's is its port + 10000)
         options = [translate(a) for a in service["command"][1:]]
         options += ["--cluster-port", str(free_port())]
         ports[node] = start_system_redis(data, options).port
-    made = Cluster(compose, single.read_env(env_file), ports, acl_dir, calls)
+    made = Cluster(compose, read_env(env_file), ports, acl_dir, calls)
     created = init_script(made)
     assert created.returncode == 0, created.stdout + created.stderr
     assert "Performing hash slots allocation" in created.stdout  # made here, the first time
@@ -343,42 +345,22 @@ def test_the_replicas_credentials_are_kept_from_everyone_but_redis(cluster: Clus
     assert cluster.env["TICKCAST_ADMIN_PASSWORD"] not in acl
 
 
-def replication(cluster: Cluster) -> dict[str, Any]:
-    """``INFO replication`` of every node."""
-    out = {}
-    for node in NODES:
-        with cluster.admin(node) as admin:
-            out[node] = admin.info("replication")
-    return out
-
-
-def in_sync(cluster: Cluster) -> bool:
-    """Every replica's link to its master up (it logged in to its master as admin)."""
-    roles = replication(cluster)
-    return all(r.get("master_link_status") == "up" for r in roles.values() if r["role"] == "slave")
-
-
-def joined(cluster: Cluster) -> bool:
-    """Every node sees the cluster ok and knows all six (gossip takes a moment after the
-    init script: one node may still count five)."""
-    for node in NODES:
-        with cluster.admin(node) as admin:
-            info = admin.execute_command("CLUSTER", "INFO").decode()
-        if "cluster_state:ok" not in info or "cluster_known_nodes:6" not in info:
-            return False
-    return True
+def node_ports(cluster: Cluster) -> list[int]:
+    """The nodes' loopback ports, in the order of :data:`NODES`."""
+    return [cluster.ports[n] for n in NODES]
 
 
 def test_the_init_script_joins_three_masters_each_with_a_replica_in_sync(cluster: Cluster) -> None:
-    wait_until("every node ok, knowing the six", lambda: joined(cluster), timeout=30)
+    ports, password = node_ports(cluster), cluster.admin_password
+    wait_until("every node ok, knowing the six", lambda: joined(ports, password), timeout=30)
     for node in NODES:
         with cluster.admin(node) as admin:
             assert admin.config_get("appendonly") == {"appendonly": "yes"}
-    wait_until("every replica in sync with its master", lambda: in_sync(cluster), timeout=30)
-    roles = replication(cluster)
-    masters = [n for n, r in roles.items() if r["role"] == "master"]
+    wait_until("every replica in sync with its master", lambda: in_sync(ports, password), 30)
+    roles = replication(ports, password)
+    masters = [r for r in roles if r["role"] == "master"]
     assert len(masters) == 3 and len(roles) - len(masters) == 3
-    assert all(roles[n]["connected_slaves"] == 1 for n in masters)
+    assert all(r["connected_slaves"] == 1 for r in masters)
 
 
 def test_a_second_run_of_the_init_script_creates_nothing(cluster: Cluster) -> None:
@@ -404,53 +386,18 @@ def test_anonymous_clients_get_nothing(cluster: Cluster) -> None:
 def test_each_tickcast_user_reaches_the_cluster_through_tickcasts_client(
     cluster: Cluster, name: str
 ) -> None:
-    url = cluster.compose["services"][name]["environment"]["TICKCAST__REDIS__URL"]
-    local = url.replace(f"@{NODES[0]}:{NODE_PORT}/", f"@{LOOPBACK}:{cluster.ports[NODES[0]]}/")
-    assert_user_on_cluster(local, writes_ticks=name == "ingest")
+    assert_user_on_cluster(cluster.url(name), writes_ticks=name == "ingest")
 
 
 # -- tickcast's pools on that cluster, run as Compose runs them ------------------------------
 
 
-@dataclass
-class Member:
-    """A tickcast service's container, here a process: its command and environment."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-
-def start_member(cluster: Cluster, name: str, index: int, state: Path) -> Member:
+def start_member(cluster: Cluster, name: str, index: int, state: Path) -> Running:
     """Start one container of ``name`` with its Compose command and environment, the Redis
     URL pointed at the first node's loopback port, the metrics on a free loopback port."""
     service = cluster.compose["services"][name]
-    url = service["environment"]["TICKCAST__REDIS__URL"].replace(
-        f"@{NODES[0]}:{NODE_PORT}/", f"@{LOOPBACK}:{cluster.ports[NODES[0]]}/"
-    )
-    port = free_port()
     state.mkdir(parents=True)
-    env = environment(state, **service["environment"])
-    env |= {
-        "TICKCAST__REDIS__URL": url,
-        "TICKCAST__METRICS__HOST": LOOPBACK,  # a container's 0.0.0.0, here loopback
-        "TICKCAST__METRICS__PORT": str(port),
-    }
-    log = state / f"{name}-{index}.log"
-    return Member(name, start(service["command"], env, log), port, log)
-
-
-def held(member: Member) -> int:
-    """How many symbols ``member`` holds the lease of (its tickcast_lease_held gauges)."""
-    status, body = http(f"http://{LOOPBACK}:{member.port}/metrics")
-    if status != 200:
-        return -1
-    return sum(
-        round(float(line.rsplit(" ", 1)[1]))
-        for line in body.splitlines()
-        if line.startswith("tickcast_lease_held{") and 'role="owner"' in line
-    )
+    return run_service(name, service, cluster.url(name), state, state / f"{name}-{index}.log")
 
 
 def test_the_pools_become_healthy_on_the_cluster_split_the_symbols_and_stop_cleanly(
@@ -465,11 +412,11 @@ def test_the_pools_become_healthy_on_the_cluster_split_the_symbols_and_stop_clea
     ]
     try:
         for member in members:
-            check = single.healthcheck(compose["services"][member.name], member.port)
+            check = healthcheck(compose["services"][member.name], member.port)
 
-            def healthy(member: Member = member, check: list[str] = check) -> bool:
+            def healthy(member: Running = member, check: list[str] = check) -> bool:
                 assert member.proc.poll() is None, member.log.read_text()[-3000:]
-                return single.passes(check)
+                return passes(check)
 
             wait_until(f"{member.name} healthy", healthy, timeout=90)
         workers = [m for m in members if m.name == "worker"]
@@ -477,13 +424,13 @@ def test_the_pools_become_healthy_on_the_cluster_split_the_symbols_and_stop_clea
         share = [n // replicas + (i < n % replicas) for i in range(replicas)]
 
         def split() -> list[int]:
-            return sorted((held(w) for w in workers), reverse=True)
+            return sorted((leases_held(w.port, "owner") for w in workers), reverse=True)
 
         wait_until(f"the workers splitting {n} symbols", lambda: split() == share, timeout=60)
     finally:
         for member in members:
             if member.proc.poll() is None:
                 member.proc.send_signal(signal.SIGTERM)
-        grace = single.seconds(compose["services"]["worker"]["stop_grace_period"])
+        grace = seconds(compose["services"]["worker"]["stop_grace_period"])
         codes = {m.log.name: m.proc.wait(timeout=grace) for m in members}
     assert set(codes.values()) == {0}, {m.log.name: m.log.read_text()[-2000:] for m in members}

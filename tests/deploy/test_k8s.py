@@ -26,7 +26,6 @@ every manifest file instead.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import signal
@@ -34,74 +33,56 @@ import subprocess
 import sys
 import tomllib
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 import yaml
+from deploy_support import (
+    ACL_PASSWORDS,
+    ACL_TEMPLATE,
+    CRD_KINDS,
+    K8S,
+    REPO,
+    ROLES,
+    SECRET_TEMPLATE,
+    Resource,
+    answering,
+    config_toml,
+    container,
+    documents,
+    expected_passes,
+    find,
+    kustomization,
+    manifest_files,
+    matches,
+    mount_path,
+    passed,
+    pod_environment,
+    pod_settings,
+    rendered_acl,
+    resources,
+    role_url,
+    run_pod,
+    secret_value,
+    validate_manifests,
+)
 
 from tickcast.service import __version__
-from tickcast.service.bus.embedded import free_port
-from tickcast.service.cli import build_parser
-from tickcast.service.commands import ingest as ingest_command
-from tickcast.service.commands.run import overrides
-from tickcast.service.ops.config import Settings, settings_from_args
 
 from support import CLI, environment, http, wait_until
 
-REPO = Path(__file__).resolve().parents[2]
-K8S = REPO / "deploy" / "k8s"
 BASE = K8S / "base"
 REDIS_COMPONENT = K8S / "redis"
 WITH_REDIS = K8S / "with-redis"
-SECRET_TEMPLATE = K8S / "redis-secret.example.yaml"
 RENDER_RULES = K8S / "render-prometheusrule"
 PROMETHEUS = REPO / "deploy" / "prometheus"
-ACL_TEMPLATE = REPO / "deploy" / "redis" / "users.acl.in"
-RENDER_ACL = REPO / "deploy" / "redis" / "render-acl"
-VALIDATOR = Path(sys.executable).with_name("kubernetes-validate")
-
-KUBERNETES_VERSIONS = ("1.32.0", "1.37.0")
-"""Validated against: the oldest and the newest schemas kubernetes-validate 1.37 ships."""
-CRD_KINDS = frozenset({"ServiceMonitor", "PrometheusRule"})
-"""The Prometheus operator's kinds: no schema in the validator, checked structurally here."""
 OPERATOR_API = "monitoring.coreos.com/v1"
-ROLES = ("ingest", "worker")
-ACL_PASSWORDS = ("ADMIN", "INGEST", "WORKER", "SUBSCRIBER", "MONITOR")
-
-Resource = tuple[Path, dict[str, Any]]
 
 
-# -- reading the manifests -------------------------------------------------------------------
-
-
-def manifest_files() -> list[Path]:
-    """Every manifest under deploy/k8s (the kustomization files are not manifests), but the
-    cluster variant's (deploy/k8s/cluster: tests/deploy/test_k8s_cluster.py)."""
-    return sorted(
-        p
-        for p in K8S.rglob("*.yaml")
-        if p.name != "kustomization.yaml" and K8S / "cluster" not in p.parents
-    )
-
-
-def documents(path: Path) -> list[dict[str, Any]]:
-    """The YAML documents of ``path`` (empty ones left out)."""
-    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
-
-
-def resources() -> list[Resource]:
-    """Every resource of every manifest file, with its file."""
-    return [(path, doc) for path in manifest_files() for doc in documents(path)]
-
-
-def find(kind: str, name: str) -> dict[str, Any]:
-    """The one resource of ``kind`` named ``name``."""
-    found = [d for _, d in resources() if d["kind"] == kind and d["metadata"]["name"] == name]
-    assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
-    return found[0]
+# -- reading the manifests (the readers test_k8s_cluster.py uses too: deploy_support.py) ------
 
 
 def of_kind(kind: str) -> list[dict[str, Any]]:
@@ -109,94 +90,11 @@ def of_kind(kind: str) -> list[dict[str, Any]]:
     return [doc for _, doc in resources() if doc["kind"] == kind]
 
 
-def kustomization(directory: Path) -> dict[str, Any]:
-    """``directory``'s kustomization.yaml."""
-    data: dict[str, Any] = yaml.safe_load((directory / "kustomization.yaml").read_text())
-    return data
-
-
-def container(workload: dict[str, Any]) -> dict[str, Any]:
-    """The one container of a Deployment's or StatefulSet's pod."""
-    containers = workload["spec"]["template"]["spec"]["containers"]
-    assert len(containers) == 1, workload["metadata"]["name"]
-    result: dict[str, Any] = containers[0]
-    return result
-
-
-def secret_value(name: str, key: str) -> str:
-    """A key of the Secret template (the real Secret has the same keys)."""
-    secret = documents(SECRET_TEMPLATE)[0]
-    assert secret["kind"] == "Secret" and secret["metadata"]["name"] == name
-    value: str = secret["stringData"][key]
-    return value
-
-
-def pod_environment(deployment: dict[str, Any]) -> dict[str, str]:
-    """The container's environment, Secret references read from the Secret template."""
-    env: dict[str, str] = {}
-    for item in container(deployment)["env"]:
-        if "value" in item:
-            env[item["name"]] = item["value"]
-        else:
-            ref = item["valueFrom"]["secretKeyRef"]
-            env[item["name"]] = secret_value(ref["name"], ref["key"])
-    return env
-
-
-def mount_path(workload: dict[str, Any], volume: str) -> str:
-    """Where the container mounts ``volume``."""
-    paths = [m["mountPath"] for m in container(workload)["volumeMounts"] if m["name"] == volume]
-    assert len(paths) == 1, f"{workload['metadata']['name']}: volume {volume}"
-    return str(paths[0])
-
-
-def config_toml() -> str:
-    """The settings file of the ConfigMap."""
-    data: str = find("ConfigMap", "tickcast-config")["data"]["tickcast.toml"]
-    return data
-
-
 # -- kubernetes-validate ---------------------------------------------------------------------
 
 
-def validate(paths: list[Path]) -> subprocess.CompletedProcess[str]:
-    """Run kubernetes-validate in strict mode on ``paths`` (relative to the checkout when
-    inside it) for every version of :data:`KUBERNETES_VERSIONS`."""
-    if not VALIDATOR.exists():
-        pytest.fail(f"no {VALIDATOR}: run `make install` (dev extra)", pytrace=False)
-    versions = [arg for v in KUBERNETES_VERSIONS for arg in ("-k", v)]
-    names = [str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p) for p in paths]
-    return subprocess.run(
-        [str(VALIDATOR), "--strict", *versions, *names],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-    )
-
-
-def passed(output: str) -> set[tuple[str, str, str]]:
-    """(file, kind/name, version) of every resource the validator checked and passed."""
-    pattern = r"^INFO (\S+) passed for resource (\S+) against version (\S+)$"
-    return set(re.findall(pattern, output, re.MULTILINE))
-
-
-def expected_passes(items: list[Resource]) -> set[tuple[str, str, str]]:
-    """What :func:`passed` must hold for ``items``: every resource of a built-in kind, once
-    per version (a kind the validator has no schema for is only warned about, exit code 0)."""
-    out = set()
-    for path, doc in items:
-        if doc["kind"] in CRD_KINDS:
-            continue
-        name = str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
-        for version in KUBERNETES_VERSIONS:
-            minor = ".".join(version.split(".")[:2])
-            out.add((name, f"{doc['kind'].lower()}/{doc['metadata']['name']}", minor))
-    return out
-
-
 def test_every_manifest_of_a_builtin_kind_passes_the_strict_kubernetes_schemas() -> None:
-    result = validate(manifest_files())
+    result = validate_manifests(manifest_files())
     assert result.returncode == 0, result.stdout + result.stderr
     assert passed(result.stdout) == expected_passes(resources())
     warned = set(re.findall(r"^WARN \S+ Couldn't find schema for kind (\S+) ", result.stdout, re.M))
@@ -213,7 +111,7 @@ def test_the_validation_catches_a_misspelt_field_a_wrong_type_and_a_misspelt_kin
     typo["kind"] = "Deploymnet"
     broken = tmp_path / "broken.yaml"
     broken.write_text(yaml.safe_dump_all([deployment, service, typo]))
-    result = validate([broken])
+    result = validate_manifests([broken])
     assert result.returncode == 1
     assert "'imagePullPolcy' was unexpected" in result.stdout
     assert "'9464' is not of type 'integer'" in result.stdout
@@ -344,24 +242,6 @@ def test_every_pod_meets_the_restricted_pod_security_standard_its_namespace_enfo
             assert ":" in item["image"] and not item["image"].endswith(":latest"), name
 
 
-def holds(expression: dict[str, Any], labels: dict[str, str]) -> bool:
-    """Whether one ``matchExpressions`` item (In, NotIn, Exists, DoesNotExist) holds."""
-    key, operator = expression["key"], expression["operator"]
-    if operator == "Exists":
-        return key in labels
-    if operator == "DoesNotExist":
-        return key not in labels
-    inside = labels.get(key) in expression["values"]
-    return inside if operator == "In" else not inside
-
-
-def matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
-    """Whether a label selector (``matchLabels`` and ``matchExpressions``) selects ``labels``."""
-    if not selector.get("matchLabels", {}).items() <= labels.items():
-        return False
-    return all(holds(e, labels) for e in selector.get("matchExpressions", []))
-
-
 def test_each_service_selects_its_pods_on_a_named_port_and_scrapes_unready_ones() -> None:
     services = {s["metadata"]["name"]: s for s in of_kind("Service")}
     workloads = {w["metadata"]["name"]: w for w in of_kind("Deployment") + of_kind("StatefulSet")}
@@ -485,38 +365,14 @@ def test_the_rule_renderer_notices_a_stale_copy(tmp_path: Path) -> None:
 # -- the settings the pods get ---------------------------------------------------------------
 
 
-@pytest.fixture
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
-    """This process's environment without any TICKCAST variable."""
-    for name in list(os.environ):
-        if name.startswith("TICKCAST"):
-            monkeypatch.delenv(name)
-    yield monkeypatch
-
-
-def pod_settings(role: str, config_file: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """The settings a pod's process loads: the Deployment's arguments parsed by tickcast's
-    own parser, its environment, the ConfigMap's file (at ``config_file``)."""
-    deployment = find("Deployment", f"tickcast-{role}")
-    for name, value in pod_environment(deployment).items():
-        monkeypatch.setenv(name, value)
-    args = build_parser().parse_args(container(deployment)["args"])
-    assert args.command == role and args.command_log_format == "json"
-    assert args.config == Path(mount_path(deployment, "config")) / "tickcast.toml"
-    args.config = config_file
-    if role == "ingest":
-        return ingest_command.load_settings(args)
-    return settings_from_args(args, overrides(args))
-
-
 @pytest.mark.parametrize("role", ROLES)
 def test_each_pod_loads_its_settings_from_the_configmap_environment_and_arguments(
     role: str, tmp_path: Path, clean_environment: pytest.MonkeyPatch
 ) -> None:
     config_file = tmp_path / "tickcast.toml"
     config_file.write_text(config_toml())
-    settings = pod_settings(role, config_file, clean_environment)
     deployment = find("Deployment", f"tickcast-{role}")
+    settings = pod_settings(deployment, config_file, clean_environment)
     # metrics on the container port, also for the ingester (whose default is 9465)
     assert (settings.metrics.host, settings.metrics.port) == ("0.0.0.0", 9464)
     assert settings.state_dir == Path(mount_path(deployment, "state"))
@@ -579,31 +435,14 @@ def reference_redis(
     """A redis-server on the reference Redis's configuration and the ACL rendered from
     deploy/redis/users.acl.in; returns it and the users' passwords."""
     passwords = {name: secrets.token_hex(16) for name in ACL_PASSWORDS}
-    env = {**os.environ, **{f"TICKCAST_{k}_PASSWORD": v for k, v in passwords.items()}}
-    rendered = subprocess.run(
-        [str(RENDER_ACL)],
-        input=ACL_TEMPLATE.read_text(),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=30,
-        check=True,
-    )
     acl = tmp_path / "users.acl"
-    acl.write_text(rendered.stdout)
+    acl.write_text(rendered_acl(passwords))
     conf = tmp_path / "redis.conf"
     conf.write_text(
         "".join(f"{k} {v}\n" for k, v in redis_conf().items() if k not in LOCAL_DIRECTIVES)
     )
     server = start_system_redis(tmp_path / "data", ["--include", str(conf), "--aclfile", str(acl)])
     return server, passwords
-
-
-def role_url(role: str, port: int, password: str) -> str:
-    """The Secret template's URL for ``role``, its host and port this test's server's."""
-    url = urllib.parse.urlsplit(secret_value("tickcast-redis", f"{role}-url"))
-    netloc = f"{url.username}:{password}@127.0.0.1:{port}"
-    return urllib.parse.urlunsplit(url._replace(netloc=netloc))
 
 
 def test_the_reference_redis_configuration_runs_with_the_acl_users(
@@ -640,30 +479,11 @@ def test_the_reference_redis_configuration_runs_with_the_acl_users(
 def start_pod(
     role: str, tmp_path: Path, redis_url: str, config_file: Path
 ) -> tuple[subprocess.Popen[bytes], int, Path]:
-    """Run a Deployment's container command as a process: its arguments and environment,
-    the Redis URL of the Secret template pointed at the test's server, and — the test's own —
-    the simulated venue instead of the live one (no network), metrics on a free loopback
-    port, the state directory in ``tmp_path``."""
-    deployment = find("Deployment", f"tickcast-{role}")
-    port = free_port()
-    env = environment(
-        tmp_path / f"state-{role}",
-        **{
-            **pod_environment(deployment),
-            "TICKCAST__REDIS__URL": redis_url,
-            "TICKCAST__EXCHANGE__NAME": "sim",
-            "TICKCAST__METRICS__HOST": "127.0.0.1",
-            "TICKCAST__METRICS__PORT": str(port),
-            "TICKCAST__STATE_DIR": str(tmp_path / f"state-{role}"),
-        },
-    )
-    args = [
-        str(config_file) if a == "/etc/tickcast/tickcast.toml" else a
-        for a in container(deployment)["args"]
-    ]
+    """Run ``role``'s Deployment's container as :func:`run_pod` does, pointed at the test's
+    server, the state directory in ``tmp_path``."""
     log = tmp_path / f"{role}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([*CLI, *args], env=env, stdout=out, stderr=subprocess.STDOUT)
+    deployment = find("Deployment", f"tickcast-{role}")
+    proc, port = run_pod(deployment, redis_url, config_file, tmp_path / f"state-{role}", log)
     return proc, port, log
 
 
@@ -675,17 +495,6 @@ def metric_total(port: int, name: str) -> float:
     return sum(
         float(line.rsplit(" ", 1)[1]) for line in body.splitlines() if line.startswith(name + "{")
     )
-
-
-def answering(proc: subprocess.Popen[bytes], log: Path, url: str) -> Callable[[], bool]:
-    """A check for :func:`wait_until`: ``url`` answers 200 (the test fails at once, with the
-    process's log, when the process has exited)."""
-
-    def check() -> bool:
-        assert proc.poll() is None, log.read_text()
-        return http(url)[0] == 200
-
-    return check
 
 
 def test_the_pods_run_with_their_arguments_environment_and_the_reference_redis(

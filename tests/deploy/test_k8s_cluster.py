@@ -3,7 +3,7 @@
 * ``kubectl kustomize`` renders ``deploy/k8s/cluster`` (the pools on your Redis Cluster) and
   ``deploy/k8s/cluster/with-redis`` (with the reference cluster); ``kubernetes-validate``
   validates every rendered resource of a built-in kind in strict mode, against the Kubernetes
-  versions ``test_k8s.py`` uses (whose readers this module reuses).
+  versions ``test_k8s.py`` uses (the readers both use are in ``deploy_support.py``).
 * The pools: each Deployment of base/ with ``--pool`` in its arguments (parsed by tickcast's
   own CLI), two replicas, ``RollingUpdate`` with no pod less, ``TICKCAST__REDIS__CLUSTER``,
   and otherwise exactly base/'s pod; its settings load with ``redis.cluster`` true.
@@ -21,55 +21,59 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import redis
 import yaml
+from deploy_support import (
+    ACL_PASSWORDS,
+    K8S,
+    ROLES,
+    Resource,
+    admin_client,
+    answering,
+    config_toml,
+    container,
+    documents,
+    expected_passes,
+    find,
+    in_sync,
+    joined,
+    kustomization,
+    leases_held,
+    matches,
+    mount_path,
+    passed,
+    pod_settings,
+    rendered_acl,
+    replication,
+    role_url,
+    run_pod,
+    secret_value,
+    validate_manifests,
+)
 
 from tickcast.service.bus.embedded import free_port
 from tickcast.service.cli import build_parser
-from tickcast.service.commands import ingest as ingest_command
-from tickcast.service.commands.run import overrides
-from tickcast.service.ops.config import settings_from_args
 
-from support import assert_user_on_cluster, environment, http, wait_until
+from support import assert_user_on_cluster, wait_until
 
-
-def _single_layout_checks() -> ModuleType:
-    """tests/deploy/test_k8s.py, for its readers and validator (not its tests)."""
-    path = Path(__file__).with_name("test_k8s.py")
-    spec = importlib.util.spec_from_file_location("k8s_single_layout", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-single = _single_layout_checks()
-K8S = single.K8S
 CLUSTER = K8S / "cluster"
 POOL = CLUSTER / "pool"
 COMPONENT = CLUSTER / "redis"
 WITH_REDIS = CLUSTER / "with-redis"
-ROLES = single.ROLES
 NODES = 6
 SCRIPTS = "tickcast-redis-cluster-scripts"
-
-Resource = tuple[Path, dict[str, Any]]
 
 
 # -- kustomize -------------------------------------------------------------------------------
@@ -93,34 +97,27 @@ def rendered() -> dict[str, list[dict[str, Any]]]:
     return {"cluster": kustomize(CLUSTER), "with-redis": kustomize(WITH_REDIS)}
 
 
-def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    """The one resource of ``kind`` named ``name`` in ``docs``."""
-    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
-    assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
-    return found[0]
-
-
 def test_every_rendered_resource_passes_the_strict_kubernetes_schemas(
     rendered: dict[str, list[dict[str, Any]]], tmp_path: Path
 ) -> None:
     for name, docs in rendered.items():
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump_all(docs))
-        result = single.validate([path])
+        result = validate_manifests([path])
         assert result.returncode == 0, result.stdout + result.stderr
         items: list[Resource] = [(path, doc) for doc in docs]
-        assert single.passed(result.stdout) == single.expected_passes(items)
+        assert passed(result.stdout) == expected_passes(items)
 
 
 def test_the_kustomizations_cover_every_manifest_and_build_on_base() -> None:
-    assert single.kustomization(CLUSTER)["resources"] == ["pool"]
-    pool = single.kustomization(POOL)
+    assert kustomization(CLUSTER)["resources"] == ["pool"]
+    pool = kustomization(POOL)
     assert pool["resources"] == ["../../base"] and pool["namespace"] == "tickcast"
-    component = single.kustomization(COMPONENT)
+    component = kustomization(COMPONENT)
     assert component["kind"] == "Component"
     manifests = {p for p in CLUSTER.rglob("*.yaml") if p.name != "kustomization.yaml"}
     assert manifests == {COMPONENT / f for f in component["resources"]}
-    overlay = single.kustomization(WITH_REDIS)
+    overlay = kustomization(WITH_REDIS)
     assert overlay["resources"] == ["../pool"] and overlay["components"] == ["../redis"]
 
 
@@ -131,7 +128,7 @@ def test_with_redis_adds_the_reference_cluster_and_nothing_else(
         return {(d["kind"], d["metadata"]["name"]) for d in docs}
 
     added = names(rendered["with-redis"]) - names(rendered["cluster"])
-    component = single.documents(COMPONENT / "redis-cluster.yaml")
+    component = documents(COMPONENT / "redis-cluster.yaml")
     assert added == names(component)
     assert all(d["metadata"]["namespace"] == "tickcast" for d in rendered["with-redis"]
                if d["kind"] != "Namespace")  # fmt: skip
@@ -142,31 +139,31 @@ def test_with_redis_adds_the_reference_cluster_and_nothing_else(
 
 def base_deployment(role: str) -> dict[str, Any]:
     """base/'s Deployment of ``role``, as written."""
-    return single.find("Deployment", f"tickcast-{role}")
+    return find("Deployment", f"tickcast-{role}")
 
 
 @pytest.mark.parametrize("role", ROLES)
 def test_each_role_is_a_pool_of_two_rolled_one_pod_at_a_time_on_the_cluster(
     rendered: dict[str, list[dict[str, Any]]], role: str
 ) -> None:
-    deployment = find(rendered["cluster"], "Deployment", f"tickcast-{role}")
+    deployment = find("Deployment", f"tickcast-{role}", rendered["cluster"])
     spec = deployment["spec"]
     assert spec["replicas"] >= 2
     assert spec["strategy"] == {
         "type": "RollingUpdate",
         "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
     }
-    main = single.container(deployment)
+    main = container(deployment)
     args = build_parser().parse_args(main["args"])
     assert args.command == role and args.pool is True
     base = base_deployment(role)
-    assert main["args"] == [role, "--pool", *single.container(base)["args"][1:]]
+    assert main["args"] == [role, "--pool", *container(base)["args"][1:]]
     env = {e["name"]: e for e in main["env"]}
     assert env.pop("TICKCAST__REDIS__CLUSTER") == {
         "name": "TICKCAST__REDIS__CLUSTER",
         "value": "true",
     }
-    assert list(env.values()) == single.container(base)["env"]
+    assert list(env.values()) == container(base)["env"]
     # everything else is base/'s pod
     pod, base_pod = spec["template"]["spec"], base["spec"]["template"]["spec"]
     strip = {"args", "env"}
@@ -174,7 +171,7 @@ def test_each_role_is_a_pool_of_two_rolled_one_pod_at_a_time_on_the_cluster(
         k: v for k, v in base_pod.items() if k != "containers"
     }
     assert {k: v for k, v in main.items() if k not in strip} == {
-        k: v for k, v in single.container(base).items() if k not in strip
+        k: v for k, v in container(base).items() if k not in strip
     }
 
 
@@ -183,22 +180,12 @@ def test_each_pool_loads_settings_on_the_cluster(
     rendered: dict[str, list[dict[str, Any]]],
     role: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    clean_environment: pytest.MonkeyPatch,
 ) -> None:
-    for name in list(os.environ):
-        if name.startswith("TICKCAST"):
-            monkeypatch.delenv(name)
-    deployment = find(rendered["cluster"], "Deployment", f"tickcast-{role}")
-    for name, value in single.pod_environment(deployment).items():
-        monkeypatch.setenv(name, value)
+    deployment = find("Deployment", f"tickcast-{role}", rendered["cluster"])
     config = tmp_path / "tickcast.toml"
-    config.write_text(single.config_toml())
-    args = build_parser().parse_args(single.container(deployment)["args"])
-    args.config = config
-    if role == "ingest":
-        settings = ingest_command.load_settings(args)
-    else:
-        settings = settings_from_args(args, overrides(args))
+    config.write_text(config_toml())
+    settings = pod_settings(deployment, config, clean_environment)
     assert settings.redis.cluster is True
     assert settings.exchange.symbols == ["BTC/USDT:USDT", "ETH/USDT:USDT"]
 
@@ -207,7 +194,7 @@ def test_every_pod_meets_the_restricted_pod_security_standard(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
     docs = rendered["with-redis"]
-    namespace = find(docs, "Namespace", "tickcast")
+    namespace = find("Namespace", "tickcast", docs)
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     allowed = {"configMap", "secret", "emptyDir", "persistentVolumeClaim", "projected"}
     workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job")]
@@ -238,15 +225,15 @@ def test_the_secret_template_names_the_clients_service_of_the_reference_cluster(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
     docs = rendered["with-redis"]
-    service = find(docs, "Service", "tickcast-redis")
-    statefulset = find(docs, "StatefulSet", "tickcast-redis-cluster")
+    service = find("Service", "tickcast-redis", docs)
+    statefulset = find("StatefulSet", "tickcast-redis-cluster", docs)
     labels = statefulset["spec"]["template"]["metadata"]["labels"]
-    assert single.matches({"matchLabels": service["spec"]["selector"]}, labels)
-    headless = find(docs, "Service", statefulset["spec"]["serviceName"])
+    assert matches({"matchLabels": service["spec"]["selector"]}, labels)
+    headless = find("Service", statefulset["spec"]["serviceName"], docs)
     assert headless["spec"]["clusterIP"] == "None"
     assert headless["spec"]["publishNotReadyAddresses"] is True
     for role in ROLES:
-        url = urllib.parse.urlsplit(single.secret_value("tickcast-redis", f"{role}-url"))
+        url = urllib.parse.urlsplit(secret_value("tickcast-redis", f"{role}-url"))
         assert (url.hostname, url.port) == ("tickcast-redis", service["spec"]["ports"][0]["port"])
     assert statefulset["spec"]["replicas"] == NODES
 
@@ -256,7 +243,7 @@ def test_the_secret_template_names_the_clients_service_of_the_reference_cluster(
 
 def component(kind: str, name: str) -> dict[str, Any]:
     """A resource of redis-cluster.yaml."""
-    return find(single.documents(COMPONENT / "redis-cluster.yaml"), kind, name)
+    return find(kind, name, documents(COMPONENT / "redis-cluster.yaml"))
 
 
 def node_conf() -> dict[str, str]:
@@ -287,17 +274,17 @@ class Cluster:
     secret_dir: Path
 
     def admin(self, i: int) -> redis.Redis:
-        return redis.Redis(port=self.ports[i], username="admin", password=self.passwords["ADMIN"])
+        return admin_client(self.ports[i], self.passwords["ADMIN"])
 
 
 def run_job(cluster: Cluster) -> subprocess.CompletedProcess[str]:
     """The Job's script with its environment, the loopback nodes and the Secret's files."""
     job = component("Job", "tickcast-redis-cluster-init")
-    main = single.container(job)
+    main = container(job)
     assert main["command"] == ["bash", "/scripts/create-cluster.sh"]
     env = {e["name"]: e["value"] for e in main["env"]}
     assert len(env["REDIS_NODES"].split()) == NODES
-    assert env["REPLICATION_CONF"] == single.mount_path(job, "acl") + "/replication.conf"
+    assert env["REPLICATION_CONF"] == mount_path(job, "acl") + "/replication.conf"
     env |= {
         "REDIS_NODES": " ".join(f"127.0.0.1:{port}" for port in cluster.ports),
         "REPLICATION_CONF": str(cluster.secret_dir / "replication.conf"),
@@ -316,19 +303,9 @@ def cluster(
     tmp_path_factory: pytest.TempPathFactory, start_system_redis: Callable[..., Any]
 ) -> Cluster:
     """The Secret's two files as README.md makes them, six nodes, the Job run once."""
-    passwords = {name: secrets.token_hex(16) for name in single.ACL_PASSWORDS}
-    env = {**os.environ, **{f"TICKCAST_{k}_PASSWORD": v for k, v in passwords.items()}}
+    passwords = {name: secrets.token_hex(16) for name in ACL_PASSWORDS}
     secret_dir = tmp_path_factory.mktemp("tickcast-redis-acl")
-    acl = subprocess.run(
-        [str(single.RENDER_ACL)],
-        input=single.ACL_TEMPLATE.read_text(),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=30,
-        check=True,
-    )
-    (secret_dir / "users.acl").write_text(acl.stdout)
+    (secret_dir / "users.acl").write_text(rendered_acl(passwords))
     (secret_dir / "replication.conf").write_text(
         f"masteruser admin\nmasterauth {passwords['ADMIN']}\n"
     )
@@ -355,13 +332,13 @@ def cluster(
 def test_the_configuration_matches_the_pods_mounts() -> None:
     statefulset = component("StatefulSet", "tickcast-redis-cluster")
     conf = node_conf()
-    assert conf["aclfile"] == single.mount_path(statefulset, "acl") + "/users.acl"
-    assert conf["include"] == single.mount_path(statefulset, "acl") + "/replication.conf"
-    assert conf["dir"] == single.mount_path(statefulset, "data")
+    assert conf["aclfile"] == mount_path(statefulset, "acl") + "/users.acl"
+    assert conf["include"] == mount_path(statefulset, "acl") + "/replication.conf"
+    assert conf["dir"] == mount_path(statefulset, "data")
     assert conf["cluster-config-file"].startswith(conf["dir"] + "/")
     assert conf["cluster-enabled"] == "yes" and conf["appendonly"] == "yes"
     assert conf["cluster-preferred-endpoint-type"] == "hostname"
-    main = single.container(statefulset)
+    main = container(statefulset)
     assert main["args"] == ["--cluster-announce-hostname", "$(POD_NAME).tickcast-redis-cluster"]
     assert {e["name"] for e in main["env"]} == {"POD_NAME"}
     [init] = statefulset["spec"]["template"]["spec"]["initContainers"]
@@ -371,34 +348,12 @@ def test_the_configuration_matches_the_pods_mounts() -> None:
     }
 
 
-def in_sync(cluster: Cluster) -> bool:
-    """Every replica's link to its master up (it logged in to its master as admin)."""
-    states = []
-    for i in range(NODES):
-        with cluster.admin(i) as admin:
-            states.append(admin.info("replication"))
-    return all(s.get("master_link_status") == "up" for s in states if s["role"] == "slave")
-
-
-def joined(cluster: Cluster) -> bool:
-    """Every node sees the cluster ok and knows all six (gossip takes a moment after the
-    Job: one node may still count five)."""
-    for i in range(NODES):
-        with cluster.admin(i) as admin:
-            info = admin.execute_command("CLUSTER", "INFO").decode()
-        if "cluster_state:ok" not in info or "cluster_known_nodes:6" not in info:
-            return False
-    return True
-
-
 def test_the_job_joins_three_masters_each_with_a_replica_in_sync(cluster: Cluster) -> None:
-    wait_until("every node ok, knowing the six", lambda: joined(cluster), timeout=30)
-    roles = []
-    for i in range(NODES):
-        with cluster.admin(i) as admin:
-            roles.append(admin.info("replication")["role"])
+    ports, password = cluster.ports, cluster.passwords["ADMIN"]
+    wait_until("every node ok, knowing the six", lambda: joined(ports, password), timeout=30)
+    roles = [r["role"] for r in replication(ports, password)]
     assert sorted(roles) == ["master"] * 3 + ["slave"] * 3
-    wait_until("every replica in sync with its master", lambda: in_sync(cluster), timeout=30)
+    wait_until("every replica in sync with its master", lambda: in_sync(ports, password), 30)
 
 
 def test_a_second_run_of_the_job_creates_nothing(cluster: Cluster) -> None:
@@ -431,7 +386,7 @@ def test_the_nodes_hand_their_names_to_clients(cluster: Cluster) -> None:
 def test_each_tickcast_user_reaches_the_cluster_through_tickcasts_client(
     cluster: Cluster, role: str
 ) -> None:
-    url = single.role_url(role, cluster.ports[0], cluster.passwords[role.upper()])
+    url = role_url(role, cluster.ports[0], cluster.passwords[role.upper()])
     assert_user_on_cluster(url, writes_ticks=role == "ingest")
 
 
@@ -515,45 +470,17 @@ def start_pod(deployment: dict[str, Any], cluster: Cluster, index: int, tmp_path
     state = tmp_path / f"{role}-{index}"
     state.mkdir(parents=True)
     config = state / "tickcast.toml"
-    config.write_text(single.config_toml())
-    port = free_port()
-    url = single.role_url(role, cluster.ports[0], cluster.passwords[role.upper()])
-    env = environment(
-        state,
-        **{
-            **single.pod_environment(deployment),
-            "TICKCAST__REDIS__URL": url,
-            "TICKCAST__EXCHANGE__NAME": "sim",
-            "TICKCAST__METRICS__HOST": "127.0.0.1",
-            "TICKCAST__METRICS__PORT": str(port),
-            "TICKCAST__STATE_DIR": str(state),
-        },
-    )
-    args = [str(config) if a == "/etc/tickcast/tickcast.toml" else a
-            for a in single.container(deployment)["args"]]  # fmt: skip
-    log = state / "log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([*single.CLI, *args], env=env, stdout=out, stderr=subprocess.STDOUT)
-    return Pod(role, proc, port, log)
-
-
-def leases_held(pod: Pod, kind: str) -> int:
-    """How many symbols ``pod`` holds the ``kind`` lease of (its tickcast_lease_held gauges)."""
-    status, body = http(f"http://127.0.0.1:{pod.port}/metrics")
-    if status != 200:
-        return -1
-    return sum(
-        round(float(line.rsplit(" ", 1)[1]))
-        for line in body.splitlines()
-        if line.startswith("tickcast_lease_held{") and f'role="{kind}"' in line
-    )
+    config.write_text(config_toml())
+    url = role_url(role, cluster.ports[0], cluster.passwords[role.upper()])
+    proc, port = run_pod(deployment, url, config, state, state / "log")
+    return Pod(role, proc, port, state / "log")
 
 
 def test_the_pools_pods_serve_their_probes_split_the_symbols_and_stop_cleanly(
     rendered: dict[str, list[dict[str, Any]]], cluster: Cluster, tmp_path: Path
 ) -> None:
     docs = rendered["with-redis"]
-    deployments = [find(docs, "Deployment", f"tickcast-{role}") for role in ROLES]
+    deployments = [find("Deployment", f"tickcast-{role}", docs) for role in ROLES]
     pods = [
         start_pod(d, cluster, i, tmp_path)
         for d in deployments
@@ -563,12 +490,12 @@ def test_the_pools_pods_serve_their_probes_split_the_symbols_and_stop_cleanly(
         for pod in pods:
             for path in ("/healthz", "/readyz"):
                 url = f"http://127.0.0.1:{pod.port}{path}"
-                wait_until(f"{pod.role} {path}", single.answering(pod.proc, pod.log, url), 90)
+                wait_until(f"{pod.role} {path}", answering(pod.proc, pod.log, url), 90)
         for role, kind in (("ingest", "ingester"), ("worker", "owner")):
             members = [p for p in pods if p.role == role]
 
             def split(members: list[Pod] = members, kind: str = kind) -> list[int]:
-                return sorted(leases_held(p, kind) for p in members)
+                return sorted(leases_held(p.port, kind) for p in members)
 
             wait_until(f"the {role} pool's split", lambda split=split: split() == [1, 1], 60)
     finally:

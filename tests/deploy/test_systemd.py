@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
@@ -274,15 +273,6 @@ def unit_environment(role: str) -> dict[str, str]:
             name, _, value = line.partition("=")
             env[name] = value
     return env
-
-
-@pytest.fixture
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
-    """This process's environment without any TICKCAST variable."""
-    for name in list(os.environ):
-        if name.startswith("TICKCAST"):
-            monkeypatch.delenv(name)
-    yield monkeypatch
 
 
 def unit_settings(role: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
