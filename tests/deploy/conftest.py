@@ -1,17 +1,12 @@
-"""The deployment tests: their shared helpers (``deploy_support.py``, imported by name: this
-folder goes on ``sys.path`` here, so no test module imports another), and the fixtures they
-share."""
+"""The fixtures the deployment tests share (their helpers are in ``deploy_support.py``,
+imported by name: this folder is on pytest's ``pythonpath``)."""
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture

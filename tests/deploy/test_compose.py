@@ -29,6 +29,11 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 import yaml
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from tickcast.service.bus.embedded import free_port
+
 from deploy_support import (
     ACL_TEMPLATE,
     COMPOSE_DIR,
@@ -52,11 +57,6 @@ from deploy_support import (
     seconds,
     validate_compose,
 )
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
-from tickcast.service.bus.embedded import free_port
-
 from support import http
 
 COMPOSE = COMPOSE_DIR / "compose.yaml"

@@ -36,6 +36,9 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 import yaml
+
+from tickcast.service.bus.embedded import free_port
+
 from deploy_support import (
     ACL_TEMPLATE,
     COMPOSE_DIR,
@@ -61,9 +64,6 @@ from deploy_support import (
     seconds,
     validate_compose,
 )
-
-from tickcast.service.bus.embedded import free_port
-
 from support import assert_user_on_cluster, wait_until
 
 COMPOSE = COMPOSE_DIR / "compose.cluster.yaml"

@@ -40,6 +40,9 @@ from typing import Any
 import pytest
 import redis
 import yaml
+
+from tickcast.service import __version__
+
 from deploy_support import (
     ACL_PASSWORDS,
     ACL_TEMPLATE,
@@ -69,9 +72,6 @@ from deploy_support import (
     secret_value,
     validate_manifests,
 )
-
-from tickcast.service import __version__
-
 from support import CLI, environment, http, wait_until
 
 BASE = K8S / "base"

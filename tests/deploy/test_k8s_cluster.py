@@ -35,6 +35,10 @@ from typing import Any
 import pytest
 import redis
 import yaml
+
+from tickcast.service.bus.embedded import free_port
+from tickcast.service.cli import build_parser
+
 from deploy_support import (
     ACL_PASSWORDS,
     K8S,
@@ -62,10 +66,6 @@ from deploy_support import (
     secret_value,
     validate_manifests,
 )
-
-from tickcast.service.bus.embedded import free_port
-from tickcast.service.cli import build_parser
-
 from support import assert_user_on_cluster, wait_until
 
 CLUSTER = K8S / "cluster"
