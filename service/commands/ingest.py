@@ -33,6 +33,8 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
+from tickcast.service.tasks import cancel_and_wait
+
 if TYPE_CHECKING:
     from tickcast.service.live.service import Service
     from tickcast.service.ops.config import Settings
@@ -179,9 +181,7 @@ async def _timed_and_reported(
     finally:
         if timer is not None:
             timer.cancel()
-        reporter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reporter
+        await cancel_and_wait(reporter)
 
 
 async def report(current: Callable[[], Service | None], every: float) -> None:

@@ -35,6 +35,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from tickcast.service.commands.view import Keys, live_view
+from tickcast.service.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from tickcast.service.live.service import Service
@@ -190,9 +191,7 @@ async def serve(
     try:
         return await service.run()
     finally:
-        side.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await side
+        await cancel_and_wait(side)
 
 
 def run_service(

@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
+from tickcast.service.tasks import cancel_and_wait
+
 if TYPE_CHECKING:
     from tickcast.service.feed.stats import RouteState
     from tickcast.service.live.service import Service
@@ -477,9 +479,7 @@ async def live_view(service: Service, out: TextIO, keys: Keys | None = None) -> 
             keys.restore()
         log.exception("the live view stopped")
     finally:
-        pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await pump
+        await cancel_and_wait(pump)
         if keys is not None:
             keys.stop()
 

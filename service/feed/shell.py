@@ -43,6 +43,7 @@ from tickcast.service.feed.reconnect import Backoff, reconnect_loop
 from tickcast.service.feed.sequence import TradeSequence
 from tickcast.service.feed.stats import FeedStats, RouteState, Sink, is_loopback
 from tickcast.service.ops.logs import log_context
+from tickcast.service.tasks import cancel_and_wait
 from tickcast.service.ticks import TRADE
 from tickcast.service.venues.base import REJECT_OVERSIZED, ParseStats
 from tickcast.service.venues.markets import MarketInfo
@@ -293,12 +294,11 @@ class Feed:
                 raise
         finally:
             route.connected = False
-            for task in (subscriber, guard):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                    await task
-            if state.reason is None:
-                ws.transport.abort()
+            try:
+                await cancel_and_wait(subscriber, guard)
+            finally:
+                if state.reason is None:
+                    ws.transport.abort()
         return state.reason == "age"
 
     async def _pump(

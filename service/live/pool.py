@@ -93,6 +93,7 @@ from tickcast.service.ops.health import (
     serve_metrics,
 )
 from tickcast.service.ops.metrics import Metrics
+from tickcast.service.tasks import cancel_and_wait
 from tickcast.service.ticks import Instrument
 
 log = logging.getLogger(__name__)
@@ -316,9 +317,7 @@ class Pool:
             return 0
         finally:
             await self._end_service()
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            await cancel_and_wait(heartbeat)
             with contextlib.suppress(redis.RedisError, OSError):
                 await membership.leave()
             for sig in (*STOP_SIGNALS, *SILENCE_SIGNALS) if handle_signals else ():
@@ -360,10 +359,10 @@ class Pool:
         waits: set[asyncio.Task[Any]] = {stop}
         if self._task is not None:
             waits.add(self._task)
-        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await stop
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_and_wait(stop)
 
     async def _look(self, client: connection.AsyncClient, membership: Membership) -> Snapshot:
         """Renew this member and read the others and every lease holder; a dead process of

@@ -21,7 +21,6 @@ producer waits for slow clients instead, so that nothing is lost.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -37,6 +36,7 @@ from websockets.http11 import Request, Response
 
 from tickcast.service.sim.faults import FaultConfig, apply_tick_faults
 from tickcast.service.sim.session import ClientInfo, Session, SimStats
+from tickcast.service.tasks import cancel_and_wait
 from tickcast.service.ticks import Tick
 from tickcast.service.venues.binance.dialect import BinanceDialect, RecordedFrame, read_recording
 from tickcast.service.venues.venue import Dialect, Renderer, SimKeepalive, Venue
@@ -160,11 +160,7 @@ class SimExchange:
 
     async def stop(self) -> None:
         """Stop producing, close every connection and the listener."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks = []
         for client in self._clients:
             if client.frozen:
@@ -250,9 +246,7 @@ class SimExchange:
             self._unsubscribe(client, list(client.requested))
             self._clients.remove(client)
             client.drained.set()
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+            await cancel_and_wait(sender)
 
     async def _control(self, client: Session, message: str | bytes) -> None:
         """Let the dialect answer one client message (subscriptions, pings)."""
